@@ -1,0 +1,214 @@
+"""Image I/O shared by the scripts: finding images in zips and folders, decoding and cropping faces,
+atomic writes, and PNG grids."""
+import json
+import os
+import tempfile
+import zipfile
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# CelebA's aligned images are 178x218; the crop several DCGAN repos use is the central 108x108.
+TIGHT_CROP_FRACTION = 108 / 178
+
+
+class DataError(Exception):
+    """Bad input the user can fix (missing path, unknown layout, wrong array): reported in one line."""
+
+
+def is_image_name(name):
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
+
+
+def find_images(source):
+    """Locate the images of a dataset as users download it.
+
+    Returns (zip_path or None, folder, sorted image names). Names are zip members or paths relative to
+    `folder`. Accepts a zip (images anywhere inside, e.g. the official img_align_celeba.zip), a folder
+    of images (the extracted img_align_celeba/), or a folder holding img_align_celeba/ one or two levels
+    down (the Kaggle layout img_align_celeba/img_align_celeba/).
+    """
+    if not os.path.exists(source):
+        raise DataError(f"no such file or folder: {source}")
+    if os.path.isfile(source):
+        if not zipfile.is_zipfile(source):
+            raise DataError(f"{source} is neither a folder nor a zip archive")
+        try:
+            with zipfile.ZipFile(source) as archive:
+                names = sorted(n for n in archive.namelist() if is_image_name(n))
+        except (zipfile.BadZipFile, OSError) as error:
+            raise DataError(f"cannot read zip {source}: {error}") from None
+        if not names:
+            raise DataError(f"no .jpg/.png images inside {source}")
+        return source, None, names
+    folder = source
+    for _ in range(3):  # the folder itself, then img_align_celeba/ (Kaggle nests it twice)
+        names = sorted(n for n in os.listdir(folder) if is_image_name(n) and os.path.isfile(os.path.join(folder, n)))
+        if names:
+            return None, folder, names
+        nested = os.path.join(folder, "img_align_celeba")
+        if not os.path.isdir(nested):
+            break
+        folder = nested
+    raise DataError(f"no .jpg/.png images in {source} (expected a zip, a folder of images, "
+                    "or a folder containing img_align_celeba/)")
+
+
+def find_partition_file(source):
+    """CelebA's list_eval_partition.txt (official) or .csv (Kaggle) beside or inside the source, or None."""
+    base = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
+    for folder in (base, os.path.dirname(os.path.abspath(base))):
+        for name in ("list_eval_partition.txt", "list_eval_partition.csv"):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def read_partition_file(path):
+    """{file name: partition} with 0 = train, 1 = validation, 2 = test."""
+    partition = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.replace(",", " ").split()
+            if len(parts) == 2 and parts[1].isdigit():
+                partition[parts[0]] = int(parts[1])
+    return partition
+
+
+def decode_image(data):
+    """Encoded bytes -> BGR uint8 (H, W, 3), or None if OpenCV cannot decode them.
+
+    IMREAD_COLOR turns grayscale into 3 channels, drops alpha and converts CMYK JPEGs.
+    """
+    array = np.frombuffer(data, dtype=np.uint8)
+    if array.size == 0:
+        return None
+    return cv2.imdecode(array, cv2.IMREAD_COLOR)
+
+
+def crop_and_resize(image_bgr, size, crop="center"):
+    """Square crop, resize to size x size with area interpolation, return RGB uint8.
+
+    crop="center": the central square of full width (row offset (h - w) // 2), the project default.
+    crop="tight": the central 108/178 of the width, the crop several DCGAN repos use on CelebA.
+    """
+    h, w = image_bgr.shape[:2]
+    side = min(h, w) if crop == "center" else max(1, round(min(h, w) * TIGHT_CROP_FRACTION))
+    top, left = (h - side) // 2, (w - side) // 2
+    square = image_bgr[top:top + side, left:left + side]
+    interpolation = cv2.INTER_AREA if side >= size else cv2.INTER_CUBIC
+    resized = cv2.resize(square, (size, size), interpolation=interpolation)
+    return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+
+
+def read_bytes(zip_or_none, folder, name, open_zip=None):
+    if zip_or_none is not None:
+        return open_zip.read(name)
+    with open(os.path.join(folder, name), "rb") as f:
+        return f.read()
+
+
+def _temp_path_beside(path, suffix):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the final file ordinary permissions
+    return tmp
+
+
+def atomic_write(path, write, suffix=".tmp"):
+    """Call write(tmp_path), then rename onto path: readers never see a half-written file."""
+    tmp = _temp_path_beside(path, suffix)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_npy(path, array):
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+    atomic_write(path, write)
+
+
+def save_json(path, obj):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+    atomic_write(path, write)
+
+
+def make_grid(images, columns=8, padding=2):
+    """(N, S, S, 3) uint8 -> one RGB uint8 picture of the images in rows of `columns`."""
+    images = np.asarray(images)
+    n, s = len(images), images.shape[1]
+    rows = max(1, -(-n // columns))
+    columns = min(columns, n) if n else 1
+    grid = np.full((rows * (s + padding) + padding, columns * (s + padding) + padding, 3), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        y, x = padding + r * (s + padding), padding + c * (s + padding)
+        grid[y:y + s, x:x + s] = image
+    return grid
+
+
+def save_png(path, rgb, scale=1):
+    """Write an RGB uint8 picture as PNG (atomically); scale > 1 enlarges it with nearest neighbour."""
+    if scale != 1:
+        rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode {path}")
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(encoded.tobytes())
+    atomic_write(path, write, suffix=".png")
+
+
+def save_grid(path, images, columns=8, scale=1):
+    save_png(path, make_grid(images, columns), scale=scale)
+
+
+def to_uint8(images):
+    """Generator output in [-1, 1] -> uint8 in [0, 255]."""
+    return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def load_image_array(path, size=None):
+    """An image set to score: a .npy of uint8 (N, S, S, 3) (or float in [-1, 1] / [0, 1]), a folder or a zip
+    of images. Images are cropped to squares and resized to `size` when given."""
+    if not os.path.exists(path):
+        raise DataError(f"no such file or folder: {path}")
+    if path.endswith(".npy"):
+        try:
+            images = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise DataError(f"{path} is not a readable .npy array: {error}") from None
+        if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
+            raise DataError(f"{path} has shape {images.shape}; expected (N, S, S, 3)")
+        if images.dtype != np.uint8:
+            images = images.astype(np.float32)
+            images = to_uint8(images if images.min() < 0 else images * 2 - 1)
+    else:
+        zip_path, folder, names = find_images(path)
+        archive = zipfile.ZipFile(zip_path) if zip_path else None
+        decoded = [decode_image(read_bytes(zip_path, folder, n, archive)) for n in names]
+        decoded = [crop_and_resize(d, size or min(d.shape[:2])) for d in decoded if d is not None]
+        if not decoded:
+            raise DataError(f"no decodable images in {path}")
+        images = np.stack(decoded)
+    if size is not None and images.shape[1] != size:
+        interpolation = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_CUBIC
+        images = np.stack([cv2.resize(i, (size, size), interpolation=interpolation) for i in images])
+    return images

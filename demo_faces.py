@@ -1,0 +1,123 @@
+"""A small embedded face dataset, drawn procedurally, so train.py runs on a fresh clone with no CelebA.
+
+Each face varies in head shape and size, skin tone, hair colour and style, eye colour and spacing,
+brows, nose, mouth (smile or neutral), background colour and gradient, and a small shift. It is a demo:
+good for seeing a DCGAN learn in minutes on a CPU, not a stand-in for real faces.
+
+    python demo_faces.py --n 64 --out demo.png     # look at some
+"""
+import argparse
+
+import cv2
+import numpy as np
+
+SKIN_TONES = np.array([[255, 224, 196], [241, 194, 160], [224, 172, 130], [198, 134, 90],
+                       [161, 102, 64], [110, 70, 45], [236, 188, 180]], np.float32)  # RGB
+HAIR_COLOURS = np.array([[20, 15, 10], [60, 40, 25], [110, 70, 35], [200, 160, 90],
+                         [150, 60, 30], [130, 130, 130], [235, 225, 200]], np.float32)
+EYE_COLOURS = np.array([[60, 40, 20], [40, 90, 150], [60, 120, 70], [90, 70, 50]], np.float32)
+
+
+def _jitter(rng, colour, amount=18):
+    return tuple(float(c) for c in np.clip(colour + rng.normal(0, amount, 3), 0, 255)[::-1])  # RGB -> BGR
+
+
+def draw_face(rng, size=64):
+    """One face as RGB uint8 (size, size, 3); drawn at 4x and reduced with area interpolation (anti-aliasing)."""
+    s = 4 * size
+    u = s / 64.0  # drawing unit: one pixel of a 64 px image
+    top, bottom = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    ramp = np.linspace(0, 1, s, dtype=np.float32)[:, None, None]
+    canvas = ((1 - ramp) * top + ramp * bottom)[:, :, ::-1] * np.ones((1, s, 1), np.float32)
+    canvas = np.ascontiguousarray(canvas)
+
+    cx = s / 2 + rng.normal(0, 2.5) * u
+    cy = s / 2 + rng.normal(2, 2.5) * u
+    face_w = rng.uniform(15, 20) * u
+    face_h = face_w * rng.uniform(1.15, 1.4)
+    skin = SKIN_TONES[rng.integers(len(SKIN_TONES))]
+    hair = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))]
+    skin_bgr, hair_bgr = _jitter(rng, skin, 12), _jitter(rng, hair, 15)
+    shadow_bgr = tuple(c * 0.8 for c in skin_bgr)
+
+    def pt(x, y):
+        return int(round(cx + x * u)), int(round(cy + y * u))
+
+    def axes(a, b):
+        return max(1, int(round(a * u))), max(1, int(round(b * u)))
+
+    hair_style = rng.integers(3)  # 0 short, 1 long, 2 bald-ish
+    if hair_style == 1:  # long hair falls behind the shoulders
+        cv2.ellipse(canvas, pt(0, 6), (int(face_w * 1.35), int(face_h * 1.25)), 0, 0, 360, hair_bgr, -1, cv2.LINE_AA)
+    # neck and shoulders
+    cv2.rectangle(canvas, pt(-6, 14), pt(6, 40), shadow_bgr, -1, cv2.LINE_AA)
+    shirt = _jitter(rng, rng.uniform(0, 255, 3), 0)
+    cv2.ellipse(canvas, pt(0, 44), axes(rng.uniform(26, 34), 16), 0, 180, 360, shirt, -1, cv2.LINE_AA)
+    if hair_style != 2:  # hair cap behind the forehead
+        cv2.ellipse(canvas, pt(0, -4), (int(face_w * 1.12), int(face_h * 1.05)), 0, 180, 360, hair_bgr, -1,
+                    cv2.LINE_AA)
+    # ears and head
+    for side in (-1, 1):
+        cv2.ellipse(canvas, (int(cx + side * face_w), int(cy)), axes(3, 5), 0, 0, 360, shadow_bgr, -1, cv2.LINE_AA)
+    cv2.ellipse(canvas, (int(cx), int(cy)), (int(face_w), int(face_h)), 0, 0, 360, skin_bgr, -1, cv2.LINE_AA)
+    if hair_style != 2:  # fringe over the forehead
+        fringe = rng.uniform(0.35, 0.6)
+        cv2.ellipse(canvas, (int(cx), int(cy - face_h * 0.55)), (int(face_w * 1.02), int(face_h * fringe)),
+                    rng.normal(0, 8), 180, 360, hair_bgr, -1, cv2.LINE_AA)
+
+    eye_dx, eye_y = rng.uniform(6, 8.5), rng.uniform(-3, 0)
+    eye_colour = _jitter(rng, EYE_COLOURS[rng.integers(len(EYE_COLOURS))], 10)
+    gaze = rng.normal(0, 0.6)
+    brow_tilt = rng.normal(0, 6)
+    for side in (-1, 1):
+        cv2.ellipse(canvas, pt(side * eye_dx, eye_y), axes(3.2, 1.9), 0, 0, 360, (245, 245, 245), -1, cv2.LINE_AA)
+        cv2.circle(canvas, pt(side * eye_dx + gaze, eye_y), int(1.6 * u), eye_colour, -1, cv2.LINE_AA)
+        cv2.circle(canvas, pt(side * eye_dx + gaze, eye_y), int(0.8 * u), (10, 10, 10), -1, cv2.LINE_AA)
+        cv2.ellipse(canvas, pt(side * eye_dx, eye_y - 3.5), axes(3.8, 1.2), side * brow_tilt, 180, 360,
+                    tuple(c * 0.7 for c in hair_bgr), max(1, int(1.1 * u)), cv2.LINE_AA)
+    # nose: a soft shadow line and nostrils
+    nose_len = rng.uniform(4, 7)
+    cv2.line(canvas, pt(0.5, eye_y + 1), pt(1, eye_y + nose_len), shadow_bgr, max(1, int(0.9 * u)), cv2.LINE_AA)
+    cv2.ellipse(canvas, pt(0, eye_y + nose_len), axes(2.2, 1.2), 0, 0, 180, shadow_bgr, max(1, int(0.8 * u)),
+                cv2.LINE_AA)
+    # mouth: a smile arc, a neutral line or an open smile
+    mouth_y, mouth_w = eye_y + nose_len + rng.uniform(4, 6), rng.uniform(3.5, 6)
+    lips = _jitter(rng, np.array([170, 70, 70]), 20)
+    kind = rng.integers(3)
+    if kind == 0:
+        cv2.ellipse(canvas, pt(0, mouth_y - 1.5), axes(mouth_w, 2.5), 0, 20, 160, lips, max(1, int(1.2 * u)),
+                    cv2.LINE_AA)
+    elif kind == 1:
+        cv2.line(canvas, pt(-mouth_w, mouth_y), pt(mouth_w, mouth_y), lips, max(1, int(1.2 * u)), cv2.LINE_AA)
+    else:
+        cv2.ellipse(canvas, pt(0, mouth_y - 0.5), axes(mouth_w, 2.5), 0, 0, 180, (40, 20, 30), -1, cv2.LINE_AA)
+        cv2.ellipse(canvas, pt(0, mouth_y - 0.5), axes(mouth_w, 2.5), 0, 0, 180, lips, max(1, int(0.8 * u)),
+                    cv2.LINE_AA)
+    small = cv2.resize(np.clip(canvas, 0, 255).astype(np.uint8), (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+
+
+def make_demo_faces(n, size=64, seed=0):
+    """n procedurally drawn faces, uint8 (n, size, size, 3) RGB, the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    return np.stack([draw_face(rng, size) for _ in range(n)])
+
+
+def main():
+    import data_io
+    parser = argparse.ArgumentParser(description="Draw demo faces and save them as a PNG grid (or .npy).")
+    parser.add_argument("--n", type=int, default=64, help="number of faces")
+    parser.add_argument("--size", type=int, default=64, help="side in pixels")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--out", default="demo_faces.png", help="output .png grid or .npy array")
+    args = parser.parse_args()
+    faces = make_demo_faces(args.n, args.size, args.seed)
+    if args.out.endswith(".npy"):
+        data_io.save_npy(args.out, faces)
+    else:
+        data_io.save_grid(args.out, faces, scale=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Evaluate a training run, and compare it with other image sets, against held-out real faces.
+
+    python evaluate.py outputs/<run>                              # the run vs random noise
+    python evaluate.py outputs/<run> random gaussian hypergan:hg_samples.npy other:faces.zip
+
+Each system after the first run directory is `random` (uniform noise), `gaussian` (noise matched to the
+data's colour statistics), another run directory, or NAME:PATH for samples from any other GAN
+(a .npy of uint8 (N, S, S, 3), a folder or a zip of images). Every system is scored against the same
+held-out reals (half A of the holdout); half B of the holdout is always a row ("real"), so each metric's
+floor is on the table. Writes to <first run>/eval/ (or --out): report.md, metrics.json, losses.png,
+comparison.png.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+import data_io
+import random_baseline
+
+
+# ----- inputs --------------------------------------------------------------------------------------------
+
+def load_run_config(run_dir):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise data_io.DataError(f"{run_dir} is not a run directory (no config.json)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_model(path):
+    import keras
+    if not os.path.exists(path):
+        raise data_io.DataError(f"no model at {path} (has the run finished an epoch?)")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # keras raises many types for a file that is not a model
+        raise data_io.DataError(f"{path} is not a Keras model: {type(error).__name__}: {error}") from None
+
+
+def generate_images(generator, n, seed=0, batch_size=250):
+    """n uint8 samples from a generator with z ~ N(0, I), reproducible by seed."""
+    latent_dim = generator.input_shape[-1]
+    z = np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
+    return np.concatenate([data_io.to_uint8(generator.predict_on_batch(z[i:i + batch_size]))
+                           for i in range(0, n, batch_size)])
+
+
+# ----- measurements --------------------------------------------------------------------------------------
+
+def discriminator_scores(discriminator, images, batch_size=250):
+    """D's probability of 'real' for each uint8 image."""
+    logits = np.concatenate([np.asarray(discriminator.predict_on_batch(
+        images[i:i + batch_size].astype(np.float32) / 127.5 - 1.0)).reshape(-1)
+        for i in range(0, len(images), batch_size)])
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def build_judge(size):
+    """A small CNN, trained from scratch per comparison, that tries to tell real from generated."""
+    import keras
+    from keras import layers
+    model = keras.Sequential([keras.Input((size, size, 3)), layers.Rescaling(1 / 127.5, offset=-1)]
+                             + [layer for channels in (32, 64, 128) for layer in
+                                (layers.Conv2D(channels, 3, strides=2, padding="same"), layers.LeakyReLU(0.2))]
+                             + [layers.GlobalAveragePooling2D(), layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(from_logits=True))
+    return model
+
+
+def judge_accuracy(real, fake, seed=0, epochs=8):
+    """Train a fresh judge on half of (real vs fake), return its accuracy on the unseen other half.
+    0.5 means the judge cannot tell them apart; 1.0 means every image is caught."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    m = min(len(real), len(fake))
+    rng = np.random.default_rng(seed)
+    real, fake = real[rng.permutation(len(real))[:m]], fake[rng.permutation(len(fake))[:m]]
+    half = m // 2
+    x_train = np.concatenate([real[:half], fake[:half]]).astype(np.float32)
+    y_train = np.concatenate([np.ones(half), np.zeros(half)]).astype(np.float32)
+    x_test = np.concatenate([real[half:], fake[half:]]).astype(np.float32)
+    y_test = np.concatenate([np.ones(m - half), np.zeros(m - half)])
+    judge = build_judge(real.shape[1])
+    judge.fit(x_train, y_train, batch_size=64, epochs=epochs, shuffle=True, verbose=0)
+    predicted = judge.predict(x_test, batch_size=256, verbose=0).reshape(-1) > 0
+    return float(np.mean(predicted == (y_test > 0.5))), int(len(y_test))
+
+
+def image_metrics(reference, images, seed=0):
+    """The pretrained-free quality metrics of metrics.py, each with its sample count."""
+    import metrics
+    result = {"n_reference": int(len(reference)), "n_samples": int(len(images))}
+    result.update(metrics.sliced_wasserstein(reference, images, seed=seed))
+    result["ms_ssim_diversity"] = float(metrics.ms_ssim_diversity(images, seed=seed))
+    result["face_rate"] = float(metrics.face_detection_rate(images))
+    stats = metrics.colour_stats(images)
+    result["colour_mean"] = [round(float(v), 2) for v in stats["mean"]]
+    result["colour_std"] = [round(float(v), 2) for v in stats["std"]]
+    return result
+
+
+# ----- pictures ------------------------------------------------------------------------------------------
+
+def plot_losses(run_dir, path):
+    """Per-epoch mean D and G losses, smoothed per-step curves, and D(x) / D(G(z))."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    d_losses = np.load(os.path.join(run_dir, "d_losses.npy"))
+    g_losses = np.load(os.path.join(run_dir, "g_losses.npy"))
+    epochs = np.arange(1, len(d_losses) + 1)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].plot(epochs, d_losses, "o-", label="discriminator")
+    axes[0].plot(epochs, g_losses, "o-", label="generator")
+    axes[0].set(title="mean loss per epoch (d_losses.npy, g_losses.npy)", xlabel="epoch", ylabel="loss")
+    steps_path = os.path.join(run_dir, "steps.npz")
+    if os.path.exists(steps_path):
+        steps = np.load(steps_path)
+        n = len(steps["d_loss"])
+        x = np.arange(1, n + 1) * len(d_losses) / max(n, 1)  # in epochs
+        window = max(1, n // 100)
+
+        def smooth(values):
+            return np.convolve(values, np.ones(window) / window, mode="same") if len(values) > window else values
+        axes[1].plot(x, steps["d_loss"], color="C0", alpha=0.15)
+        axes[1].plot(x, steps["g_loss"], color="C1", alpha=0.15)
+        axes[1].plot(x, smooth(steps["d_loss"]), color="C0", label="discriminator")
+        axes[1].plot(x, smooth(steps["g_loss"]), color="C1", label="generator")
+        axes[1].set(title=f"per-step loss (moving average of {window})", xlabel="epoch")
+        axes[2].plot(x, smooth(steps["d_real"]), label="D(x)  real")
+        axes[2].plot(x, smooth(steps["d_fake"]), label="D(G(z))  fake")
+        axes[2].set(title="discriminator outputs", xlabel="epoch", ylim=(0, 1))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def comparison_png(path, named_sets, per_row=8, rows=4):
+    """One panel per system side by side: real | generated | random ..."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(named_sets), figsize=(4.2 * len(named_sets), 2.3 + 4.2 * rows / per_row))
+    for ax, (name, images) in zip(np.atleast_1d(axes), named_sets):
+        ax.imshow(data_io.make_grid(images[:per_row * rows], columns=per_row))
+        ax.set_title(name)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ----- the report ----------------------------------------------------------------------------------------
+
+def resolve_system(spec, size, train_reference, seed, n):
+    """A system spec -> (name, uint8 images, run_dir or None)."""
+    if spec in ("random", "uniform"):
+        return "random uniform", random_baseline.make_random_images(n, size, "uniform", seed=seed), None
+    if spec == "gaussian":
+        return ("random gaussian", random_baseline.make_random_images(n, size, "gaussian", train_reference,
+                                                                       seed=seed), None)
+    if os.path.isdir(spec) and os.path.exists(os.path.join(spec, "config.json")):
+        generator = load_model(os.path.join(spec, "generator.keras"))
+        return os.path.basename(os.path.normpath(spec)), generate_images(generator, n, seed), spec
+    name, sep, path = spec.partition(":")
+    if not sep:
+        name, path = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0], spec
+    return name, data_io.load_image_array(path, size)[:n], None
+
+
+def markdown_table(rows, columns):
+    lines = ["| " + " | ".join(["system"] + [c for c, _ in columns]) + " |",
+             "|" + "---|" * (len(columns) + 1)]
+    for row in rows:
+        cells = [row["system"]]
+        for key, fmt in columns:
+            value = row.get(key)
+            cells.append("–" if value is None else fmt.format(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=None, quality=True):
+    start = time.time()
+    config = load_run_config(run_dir)
+    size = config["image_size"]
+    real_path = real_path or config.get("holdout")
+    if not real_path or not os.path.exists(real_path):
+        raise data_io.DataError(f"no held-out images for {run_dir} (looked for {real_path}); pass --real PATH")
+    holdout = data_io.load_image_array(real_path, size)
+    if len(holdout) < 20:
+        raise data_io.DataError(f"only {len(holdout)} held-out images in {real_path}; need at least 20")
+    order = np.random.default_rng(seed).permutation(len(holdout))
+    reference, real_b = holdout[order[: len(order) // 2]], holdout[order[len(order) // 2:]]
+    train_reference = np.load(config["data"], mmap_mode="r")[:5000]
+    out = out or os.path.join(run_dir, "eval")
+    os.makedirs(out, exist_ok=True)
+    discriminator = load_model(os.path.join(run_dir, "discriminator.keras"))
+
+    named_sets = [("real (held out)", real_b)]
+    named_sets.append(resolve_system(run_dir, size, train_reference, seed, n)[:2])
+    run_dirs = [run_dir]
+    for spec in systems:
+        name, images, other_run = resolve_system(spec, size, train_reference, seed, n)
+        named_sets.append((name, images))
+        if other_run:
+            run_dirs.append(other_run)
+
+    rows = []
+    for name, images in named_sets:
+        print(f"scoring {name} ({len(images)} images) ...")
+        d_scores = discriminator_scores(discriminator, images)
+        row = {"system": name, "n": int(len(images)),
+               # reals count as caught when D says real; every other set when D says fake
+               "d_accuracy": float(np.mean(d_scores > 0.5) if name.startswith("real") else np.mean(d_scores < 0.5)),
+               "d_mean": float(d_scores.mean())}
+        row["judge_accuracy"], row["judge_test_n"] = judge_accuracy(reference, images, seed)
+        if quality:
+            row.update(image_metrics(reference, images, seed))
+        rows.append(row)
+
+    d_on_holdout = float(np.mean(discriminator_scores(discriminator, holdout) > 0.5))
+    plot_losses(run_dir, os.path.join(out, "losses.png"))
+    for other in run_dirs[1:]:
+        plot_losses(other, os.path.join(out, f"losses_{os.path.basename(os.path.normpath(other))}.png"))
+    comparison_png(os.path.join(out, "comparison.png"), named_sets)
+    results = {"run": os.path.abspath(run_dir), "holdout": os.path.abspath(real_path),
+               "holdout_count": int(len(holdout)), "reference_count": int(len(reference)),
+               "epochs_trained": int(len(np.load(os.path.join(run_dir, "d_losses.npy")))),
+               "seed": seed, "d_accuracy_on_holdout_reals": d_on_holdout, "systems": rows,
+               "seconds": round(time.time() - start, 1)}
+    data_io.save_json(os.path.join(out, "metrics.json"), results)
+    columns = [("n", "{}"), ("d_accuracy", "{:.3f}"), ("judge_accuracy", "{:.3f}")]
+    if quality:
+        columns += [("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"), ("swd_16", "{:.1f}"),
+                    ("ms_ssim_diversity", "{:.3f}"), ("face_rate", "{:.3f}")]
+    report = [f"# Evaluation of `{run_dir}`", "",
+              f"Reference: {len(reference)} held-out real faces (half A of `{real_path}`); the `real` row is the "
+              f"other {len(real_b)} (half B). {results['epochs_trained']} epochs trained. Seed {seed}.", "",
+              markdown_table(rows, columns), "",
+              "- **d_accuracy**: the run's own discriminator, the fraction of the set it classifies correctly "
+              "(reals as real, everything else as fake).",
+              f"- The discriminator calls {d_on_holdout:.1%} of all {len(holdout)} held-out reals real.",
+              "- **judge_accuracy**: a fresh small CNN trained on half of (reference reals vs the set) and tested "
+              "on the unseen half; 0.5 = indistinguishable from real, 1.0 = always caught.",
+              ]
+    if quality:
+        report += ["- **swd**: sliced Wasserstein distance on Laplacian-pyramid patches (Karras et al. 2018), "
+                   "x1e3, per level and averaged; lower is closer to the reference.",
+                   "- **ms_ssim_diversity**: mean MS-SSIM of random sample pairs; lower is more diverse, and it "
+                   "should match the real row.",
+                   "- **face_rate**: fraction of images where OpenCV's Haar cascade finds a face."]
+    report += ["", "![comparison](comparison.png)", "", "![losses](losses.png)", ""]
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write("\n".join(report))
+    print("\n" + markdown_table(rows, columns))
+    print(f"\nwrote {out}/report.md, metrics.json, losses.png, comparison.png ({results['seconds']} s)")
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="run directory made by train.py (its D, holdout and loss files are used)")
+    parser.add_argument("systems", nargs="*", default=["random"],
+                        help="more systems to compare: random, gaussian, a run directory, or NAME:PATH "
+                             "(.npy/folder/zip of samples) (default: random)")
+    parser.add_argument("--samples", action="append", default=[], metavar="[NAME:]PATH",
+                        help="another sample set to score (same as a NAME:PATH system); may repeat")
+    parser.add_argument("--n", type=int, default=2000, help="samples per system")
+    parser.add_argument("--real", default=None, help="held-out real images (default: the run's holdout)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for sampling, splits and the judge")
+    parser.add_argument("--out", default=None, help="output folder (default RUN/eval)")
+    parser.add_argument("--no-quality", action="store_true",
+                        help="skip SWD / MS-SSIM / face-rate (faster; D and judge accuracy only)")
+    args = parser.parse_args(argv)
+    try:
+        evaluate(args.run, args.systems + args.samples, args.n, args.seed, args.out, args.real,
+                 quality=not args.no_quality)
+    except data_io.DataError as error:
+        print(f"evaluate.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""DCGAN generator, discriminator and combined model (Radford, Metz & Chintala 2015).
+
+Same architecture as pytorch/examples dcgan/main.py:
+  G: z (latent_dim) -> 4x4x(8*width) -> [ConvTranspose k4 s2, BN, ReLU] x3 -> ConvTranspose k4 s2 -> tanh
+  D: [Conv k4 s2, (BN), LeakyReLU 0.2] x4 (no BN on the first) -> Conv k4 valid -> 1 logit
+Weights ~ N(0, 0.02), BN gamma ~ N(1, 0.02), beta = 0, convolutions without bias.
+At 64 px, width 64, latent 100: G has 3,576,704 and D 2,765,568 trainable parameters.
+
+Usage:  python models.py [--image-size 64 --width 64 --latent-dim 100]   (prints both summaries)
+"""
+import argparse
+import math
+
+import keras
+from keras import layers
+
+SUPPORTED_SIZES = (32, 64, 128)
+
+
+def _n_doublings(image_size):
+    """Number of stride-2 (de)convolutions between 4x4 and image_size."""
+    if image_size not in SUPPORTED_SIZES:
+        raise ValueError(f"image_size must be one of {SUPPORTED_SIZES}, got {image_size}")
+    return int(math.log2(image_size // 4))
+
+
+def _conv_init():
+    return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
+
+
+def _batch_norm(name):
+    # PyTorch BatchNorm2d defaults: momentum 0.1 (Keras' 0.9), eps 1e-5.
+    return layers.BatchNormalization(
+        momentum=0.9,
+        epsilon=1e-5,
+        gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02),
+        name=name,
+    )
+
+
+def build_generator(latent_dim=100, image_size=64, width=64):
+    """z of shape (latent_dim,) -> image (image_size, image_size, 3) in [-1, 1]."""
+    n = _n_doublings(image_size)
+    channels = width * 2 ** (n - 1)  # 512 at 64 px / width 64
+    z = keras.Input(shape=(latent_dim,), name="z")
+    x = layers.Reshape((1, 1, latent_dim))(z)
+    # The "project and reshape" step: a 4x4 transposed convolution of the 1x1 input.
+    x = layers.Conv2DTranspose(channels, 4, strides=1, padding="valid", use_bias=False,
+                               kernel_initializer=_conv_init(), name="project")(x)
+    x = _batch_norm("project_bn")(x)
+    x = layers.ReLU()(x)
+    for i in range(n - 1):
+        channels //= 2
+        x = layers.Conv2DTranspose(channels, 4, strides=2, padding="same", use_bias=False,
+                                   kernel_initializer=_conv_init(), name=f"up{i + 1}")(x)
+        x = _batch_norm(f"up{i + 1}_bn")(x)
+        x = layers.ReLU()(x)
+    x = layers.Conv2DTranspose(3, 4, strides=2, padding="same", use_bias=False,
+                               kernel_initializer=_conv_init(), name="to_rgb")(x)
+    # tanh in float32 even under a mixed-precision policy.
+    image = layers.Activation("tanh", dtype="float32", name="tanh")(x)
+    return keras.Model(z, image, name="generator")
+
+
+def build_discriminator(image_size=64, width=64):
+    """image (image_size, image_size, 3) in [-1, 1] -> one logit (real > 0)."""
+    n = _n_doublings(image_size)
+    image = keras.Input(shape=(image_size, image_size, 3), name="image")
+    x = image
+    channels = width
+    for i in range(n):
+        x = layers.Conv2D(channels, 4, strides=2, padding="same", use_bias=False,
+                          kernel_initializer=_conv_init(), name=f"down{i + 1}")(x)
+        if i > 0:  # the paper: no batch norm on the discriminator's input layer
+            x = _batch_norm(f"down{i + 1}_bn")(x)
+        x = layers.LeakyReLU(negative_slope=0.2)(x)
+        channels *= 2
+    x = layers.Conv2D(1, 4, strides=1, padding="valid", use_bias=False,
+                      kernel_initializer=_conv_init(), name="to_logit")(x)
+    logit = layers.Flatten(dtype="float32", name="logit")(x)
+    return keras.Model(image, logit, name="discriminator")
+
+
+def build_gan(generator, discriminator):
+    """The combined model z -> G -> D, with D frozen inside it: training it moves only G.
+
+    Note: this sets discriminator.trainable = False. In Keras 3 a frozen BatchNormalization runs in
+    inference mode, so train.py mirrors this model in its generator step with D's layers in training
+    mode (batch statistics), as the PyTorch reference does.
+    """
+    discriminator.trainable = False
+    z = keras.Input(shape=generator.input_shape[1:], name="z")
+    logit = discriminator(generator(z))
+    return keras.Model(z, logit, name="gan")
+
+
+def count_trainable(model):
+    return sum(int(math.prod(w.shape)) for w in model.trainable_weights)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Print the DCGAN generator and discriminator summaries.")
+    parser.add_argument("--image-size", type=int, default=64, choices=SUPPORTED_SIZES, help="image side in pixels")
+    parser.add_argument("--width", type=int, default=64, help="base channel count (ngf/ndf in the PyTorch example)")
+    parser.add_argument("--latent-dim", type=int, default=100, help="size of the noise vector z")
+    args = parser.parse_args()
+    generator = build_generator(args.latent_dim, args.image_size, args.width)
+    discriminator = build_discriminator(args.image_size, args.width)
+    generator.summary()
+    discriminator.summary()
+    print(f"trainable parameters: G = {count_trainable(generator):,}  D = {count_trainable(discriminator):,}")
+
+
+if __name__ == "__main__":
+    main()

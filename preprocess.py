@@ -1,0 +1,172 @@
+"""Turn CelebA (or any folder/zip of face photos) into compact uint8 arrays of square faces.
+
+    python preprocess.py --source ~/Downloads/img_align_celeba.zip          # 50,000 train + 2,000 holdout
+    python preprocess.py --source img_align_celeba/ --limit 0               # all 202,599 images
+
+Writes <out>_train.npy and <out>_holdout.npy, uint8 (N, S, S, 3) RGB, and <out>.json describing them.
+"""
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+import zipfile
+
+import numpy as np
+from tqdm import tqdm
+
+import data_io
+
+_worker = {}  # per-process state: the open zip, so each worker opens it once
+
+
+def _init_worker(zip_path, folder, size, crop):
+    _worker.update(zip=zipfile.ZipFile(zip_path) if zip_path else None, zip_path=zip_path,
+                   folder=folder, size=size, crop=crop)
+
+
+def _decode_chunk(names):
+    """Decode one chunk of images; returns (uint8 array, [(name, reason), ...] skipped)."""
+    images, skipped = [], []
+    for name in names:
+        try:
+            data = data_io.read_bytes(_worker["zip_path"], _worker["folder"], name, _worker["zip"])
+        except (OSError, zipfile.BadZipFile, KeyError) as error:  # e.g. a truncated zip member
+            skipped.append((name, f"unreadable: {error}"))
+            continue
+        image = data_io.decode_image(data)
+        if image is None:
+            skipped.append((name, "not a decodable image"))
+            continue
+        if min(image.shape[:2]) < 8:
+            skipped.append((name, f"too small ({image.shape[1]}x{image.shape[0]})"))
+            continue
+        images.append(data_io.crop_and_resize(image, _worker["size"], _worker["crop"]))
+    size = _worker["size"]
+    return np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8), skipped
+
+
+def decode_images(zip_path, folder, names, size, crop, workers, desc="decoding", chunk=256):
+    """Decode, crop and resize `names` on `workers` processes with a progress bar, in order."""
+    chunks = [names[i:i + chunk] for i in range(0, len(names), chunk)]
+    arrays, skipped = [], []
+    init_args = (zip_path, folder, size, crop)
+    with tqdm(total=len(names), desc=desc, unit="img") as bar:
+        if workers <= 1:
+            _init_worker(*init_args)
+            results = map(_decode_chunk, chunks)
+            pool = None
+        else:
+            pool = multiprocessing.get_context("fork").Pool(workers, _init_worker, init_args)
+            results = pool.imap(_decode_chunk, chunks)
+        try:
+            for chunk_names, (array, chunk_skipped) in zip(chunks, results):
+                arrays.append(array)
+                skipped.extend(chunk_skipped)
+                bar.update(len(chunk_names))
+        finally:
+            if pool is not None:
+                pool.terminate()
+    images = np.concatenate(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+    return images, skipped
+
+
+def split_names(names, limit, holdout, partition=None):
+    """Choose the training subset and the held-out images, deterministically (sorted by file name).
+
+    With CelebA's partition file the holdout comes from its test partition (2) and training from its
+    train partition (0); otherwise training is the first `limit` files and the holdout the next ones.
+    """
+    if partition:
+        train = [n for n in names if partition.get(os.path.basename(n)) == 0]
+        test = [n for n in names if partition.get(os.path.basename(n)) == 2]
+        return (train[:limit] if limit else train), test[:holdout]
+    available = len(names) - holdout
+    if available < 1:
+        raise data_io.DataError(f"only {len(names)} images found, not enough for a holdout of {holdout}")
+    n_train = available if limit == 0 else min(limit, available)
+    return names[:n_train], names[n_train:n_train + holdout]
+
+
+def preprocess(source, out, limit=50000, holdout=2000, size=64, crop="center", workers=None):
+    """Run the whole preprocessing; returns the metadata dict written to <out>.json."""
+    start = time.time()
+    zip_path, folder, names = data_io.find_images(source)
+    partition_path = data_io.find_partition_file(source)
+    partition = data_io.read_partition_file(partition_path) if partition_path else None
+    train_names, holdout_names = split_names(names, limit, holdout, partition)
+    workers = workers or os.cpu_count() or 1
+    print(f"{len(names):,} images found in {source}; using {len(train_names):,} for training and "
+          f"{len(holdout_names):,} held out ({'CelebA test partition' if partition else 'next files by name'}); "
+          f"{size}x{size}, crop={crop}, {workers} workers")
+    train, train_skipped = decode_images(zip_path, folder, train_names, size, crop, workers, "train")
+    held, held_skipped = decode_images(zip_path, folder, holdout_names, size, crop, workers, "holdout")
+    skipped = [{"file": n, "reason": r} for n, r in train_skipped + held_skipped]
+    if len(train) == 0:
+        raise data_io.DataError(f"none of the {len(train_names)} training images in {source} could be decoded")
+    seconds = time.time() - start
+    meta = {
+        "source": os.path.abspath(source),
+        "layout": "zip" if zip_path else "folder",
+        "images_found": len(names),
+        "train_count": int(len(train)),
+        "holdout_count": int(len(held)),
+        "holdout_from": "celeba test partition" if partition else "files after the training subset",
+        "partition_file": partition_path,
+        "image_size": size,
+        "crop": crop,
+        "resize": "cv2.INTER_AREA",
+        "train_file": os.path.abspath(out + "_train.npy"),
+        "holdout_file": os.path.abspath(out + "_holdout.npy"),
+        "first_train_file": train_names[0], "last_train_file": train_names[-1],
+        "skipped": skipped,
+        "seconds": round(seconds, 2),
+        "images_per_second": round((len(train_names) + len(holdout_names)) / max(seconds, 1e-9), 1),
+    }
+    data_io.save_npy(out + "_train.npy", train)
+    data_io.save_npy(out + "_holdout.npy", held)
+    data_io.save_json(out + ".json", meta)
+    return meta
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Prepare CelebA (or any face photos) as uint8 arrays for train.py.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--source", required=True,
+                        help="img_align_celeba.zip, the extracted img_align_celeba/ folder, the Kaggle download "
+                             "folder (img_align_celeba/img_align_celeba/), or any folder/zip of .jpg/.png faces")
+    parser.add_argument("--out", default=None,
+                        help="output prefix: writes PREFIX_train.npy, PREFIX_holdout.npy and PREFIX.json "
+                             "(default: data/celeba<size>)")
+    parser.add_argument("--limit", type=int, default=50000,
+                        help="number of training images, the first by file name (0 = all)")
+    parser.add_argument("--holdout", type=int, default=2000,
+                        help="images kept out of training for evaluation (CelebA's test partition when "
+                             "list_eval_partition.txt/.csv sits beside the source)")
+    parser.add_argument("--size", type=int, default=64, choices=(32, 64, 128), help="output side in pixels")
+    parser.add_argument("--crop", default="center", choices=("center", "tight"),
+                        help="center: central square of full width; tight: central 108/178 of the width")
+    parser.add_argument("--workers", type=int, default=0, help="decoding processes (0 = all cores)")
+    args = parser.parse_args(argv)
+    if args.limit < 0 or args.holdout < 0:
+        parser.error("--limit and --holdout must be >= 0")
+    out = args.out or os.path.join("data", f"celeba{args.size}")
+    try:
+        meta = preprocess(args.source, out, args.limit, args.holdout, args.size, args.crop, args.workers or None)
+    except data_io.DataError as error:
+        print(f"preprocess.py: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # unwritable output folder, disk full, ...
+        print(f"preprocess.py: error: cannot write {out}_*: {error.strerror or error}", file=sys.stderr)
+        return 2
+    print(f"wrote {meta['train_file']} ({meta['train_count']:,} images), {meta['holdout_file']} "
+          f"({meta['holdout_count']:,}), {out}.json; {meta['seconds']} s, {meta['images_per_second']:,} images/s")
+    if meta["skipped"]:
+        print(f"skipped {len(meta['skipped'])} file(s), e.g. {meta['skipped'][0]['file']}: "
+              f"{meta['skipped'][0]['reason']} (all listed in {out}.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""The random-image benchmark every GAN must beat: images of independent random pixels.
+
+    python random_baseline.py                      # 2000 uniform-noise images -> outputs/random_uniform/
+    python random_baseline.py --kind gaussian      # noise matched to the data's per-channel mean and std
+
+Writes samples.npy (uint8 (N, S, S, 3), the format evaluate.py --samples reads) and grid.png.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+import data_io
+
+
+def make_random_images(n, size=64, kind="uniform", reference=None, seed=0):
+    """n uint8 images of independent pixels: uniform on 0..255, or Gaussian with the per-channel mean and
+    std of `reference` (uint8 images), clipped to 0..255."""
+    rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    if kind == "gaussian":
+        if reference is None:
+            raise ValueError("the gaussian baseline needs reference images for its mean and std")
+        pixels = np.asarray(reference[:5000], np.float32).reshape(-1, 3)
+        mean, std = pixels.mean(axis=0), pixels.std(axis=0)
+        noise = rng.standard_normal((n, size, size, 3), dtype=np.float32) * std + mean
+        return np.clip(np.rint(noise), 0, 255).astype(np.uint8)
+    raise ValueError(f"unknown kind {kind!r}: use 'uniform' or 'gaussian'")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kind", default="uniform", choices=("uniform", "gaussian"),
+                        help="uniform pixels, or Gaussian pixels matched to --data's per-channel mean/std")
+    parser.add_argument("--n", type=int, default=2000, help="number of images")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--data", default=os.path.join("data", "celeba64_train.npy"),
+                        help="reference images for --kind gaussian")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--out", default=None, help="output folder (default outputs/random_<kind>)")
+    args = parser.parse_args(argv)
+    reference = None
+    if args.kind == "gaussian":
+        try:
+            reference = data_io.load_image_array(args.data, args.size)
+        except data_io.DataError as error:
+            print(f"random_baseline.py: error: {error} (prepare data with preprocess.py or pass --data)",
+                  file=sys.stderr)
+            return 2
+    images = make_random_images(args.n, args.size, args.kind, reference, args.seed)
+    out = args.out or os.path.join("outputs", f"random_{args.kind}")
+    data_io.save_npy(os.path.join(out, "samples.npy"), images)
+    data_io.save_grid(os.path.join(out, "grid.png"), images[:64], scale=2)
+    print(f"wrote {out}/samples.npy ({len(images)} images) and {out}/grid.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
