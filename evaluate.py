@@ -72,9 +72,9 @@ def build_judge(size):
     return model
 
 
-def judge_accuracy(real, fake, seed=0, epochs=8):
-    """Train a fresh judge on half of (real vs fake), return its accuracy on the unseen other half.
-    0.5 means the judge cannot tell them apart; 1.0 means every image is caught."""
+def judge_accuracy(real, fake, seed=0, steps=400):
+    """Train a fresh judge on half of (real vs fake) for `steps` batches of 64, return its accuracy on the
+    unseen other half (and the test count). 0.5: the judge cannot tell them apart; 1.0: every image caught."""
     import keras
     keras.utils.set_random_seed(seed)
     m = min(len(real), len(fake))
@@ -86,6 +86,7 @@ def judge_accuracy(real, fake, seed=0, epochs=8):
     x_test = np.concatenate([real[half:], fake[half:]]).astype(np.float32)
     y_test = np.concatenate([np.ones(m - half), np.zeros(m - half)])
     judge = build_judge(real.shape[1])
+    epochs = max(1, -(-steps * 64 // len(x_train)))  # a fixed training budget, whatever the set size
     judge.fit(x_train, y_train, batch_size=64, epochs=epochs, shuffle=True, verbose=0)
     predicted = judge.predict(x_test, batch_size=256, verbose=0).reshape(-1) > 0
     return float(np.mean(predicted == (y_test > 0.5))), int(len(y_test))

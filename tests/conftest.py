@@ -1,0 +1,35 @@
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+CELEBA_ZIP = os.path.join(ROOT, "..", "shared", "data", "celeba-8k", "img_align_celeba.zip")
+
+
+@pytest.fixture
+def celeba_zip():
+    if not os.path.exists(CELEBA_ZIP):
+        pytest.skip("../shared/data/celeba-8k/img_align_celeba.zip is not here")
+    return CELEBA_ZIP
+
+
+@pytest.fixture(scope="session")
+def tiny_faces():
+    """Demo faces at 32 px: a small real-looking-enough dataset for fast training tests."""
+    import demo_faces
+    return demo_faces.make_demo_faces(96, size=32, seed=3)
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path, tiny_faces):
+    train_path = tmp_path / "tiny_train.npy"
+    np.save(train_path, tiny_faces[:64])
+    np.save(tmp_path / "tiny_holdout.npy", tiny_faces[64:])
+    return str(train_path)
+
+
+TINY_TRAIN_FLAGS = ["--g-width", "8", "--d-width", "8", "--batch-size", "16", "--max-steps", "2",
+                    "--n-samples", "16"]

@@ -1,0 +1,66 @@
+import json
+
+import numpy as np
+import pytest
+
+import demo_faces
+import evaluate
+import random_baseline
+import train
+from conftest import TINY_TRAIN_FLAGS
+
+
+def test_uniform_baseline_spans_all_pixel_values():
+    images = random_baseline.make_random_images(50, 32, "uniform", seed=1)
+    assert images.shape == (50, 32, 32, 3) and images.dtype == np.uint8
+    assert images.min() == 0 and images.max() == 255 and abs(images.mean() - 127.5) < 2
+
+
+def test_gaussian_baseline_matches_the_data_colour_statistics(tiny_faces):
+    images = random_baseline.make_random_images(200, 32, "gaussian", tiny_faces, seed=1)
+    real = tiny_faces.reshape(-1, 3).astype(float)
+    fake = images.reshape(-1, 3).astype(float)
+    np.testing.assert_allclose(fake.mean(0), real.mean(0), atol=4)
+    np.testing.assert_allclose(fake.std(0), real.std(0), rtol=0.15)
+
+
+def test_baseline_cli_writes_array_and_grid(tmp_path):
+    assert random_baseline.main(["--n", "20", "--out", str(tmp_path / "rb")]) == 0
+    assert np.load(tmp_path / "rb" / "samples.npy").shape == (20, 64, 64, 3)
+    assert (tmp_path / "rb" / "grid.png").exists()
+
+
+def test_judge_catches_noise_but_not_real_faces():
+    faces = demo_faces.make_demo_faces(240, size=32, seed=5)
+    noise = random_baseline.make_random_images(120, 32, "uniform", seed=5)
+    noise_accuracy, _ = evaluate.judge_accuracy(faces[:120], noise, steps=150)
+    real_accuracy, _ = evaluate.judge_accuracy(faces[:120], faces[120:], steps=150)
+    assert noise_accuracy > 0.95
+    assert real_accuracy < 0.75
+
+
+@pytest.fixture
+def tiny_run(tmp_path, tiny_dataset):
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "2",
+                       *TINY_TRAIN_FLAGS]) == 0
+    return tmp_path / "run"
+
+
+def test_evaluate_writes_report_metrics_and_pictures(tiny_run, tmp_path):
+    samples = tmp_path / "other.npy"
+    np.save(samples, random_baseline.make_random_images(30, 32, seed=2))
+    assert evaluate.main([str(tiny_run), "random", "--samples", f"other:{samples}", "--n", "40",
+                          "--no-quality"]) == 0
+    out = tiny_run / "eval"
+    for name in ("report.md", "metrics.json", "losses.png", "comparison.png"):
+        assert (out / name).stat().st_size > 0
+    results = json.loads((out / "metrics.json").read_text())
+    systems = [row["system"] for row in results["systems"]]
+    assert systems == ["real (held out)", "run", "random uniform", "other"]
+    assert all(0 <= row["judge_accuracy"] <= 1 and 0 <= row["d_accuracy"] <= 1 for row in results["systems"])
+    assert "| random uniform |" in (out / "report.md").read_text()
+
+
+def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert evaluate.main([str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+import models
+
+
+def test_parameter_counts_match_reference_dcgan():
+    generator = models.build_generator(latent_dim=100, image_size=64, width=64)
+    discriminator = models.build_discriminator(image_size=64, width=64)
+    assert models.count_trainable(generator) == 3_576_704
+    assert models.count_trainable(discriminator) == 2_765_568
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_shapes_and_ranges(size):
+    generator = models.build_generator(latent_dim=16, image_size=size, width=8)
+    discriminator = models.build_discriminator(image_size=size, width=8)
+    z = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32) * 10  # large z: tanh must clip
+    images = np.asarray(generator(z, training=False))
+    assert images.shape == (3, size, size, 3)
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    assert np.asarray(discriminator(images, training=False)).shape == (3, 1)
+
+
+def test_weights_follow_the_paper_initialisation():
+    generator = models.build_generator()
+    kernel = generator.get_layer("up1").kernel.numpy()
+    gamma = generator.get_layer("up1_bn").gamma.numpy()
+    assert abs(kernel.std() - 0.02) < 0.002 and abs(kernel.mean()) < 0.001
+    assert abs(gamma.mean() - 1.0) < 0.01 and 0.01 < gamma.std() < 0.03
+    assert all("bias" not in w.path for w in generator.weights if "bn" not in w.path)
+
+
+def test_discriminator_has_no_batchnorm_on_its_input_layer():
+    discriminator = models.build_discriminator()
+    bn_layers = [layer.name for layer in discriminator.layers if "bn" in layer.name]
+    assert bn_layers == ["down2_bn", "down3_bn", "down4_bn"]
+
+
+def test_combined_model_trains_only_the_generator():
+    generator = models.build_generator(latent_dim=16, image_size=32, width=8)
+    discriminator = models.build_discriminator(image_size=32, width=8)
+    gan = models.build_gan(generator, discriminator)
+    assert models.count_trainable(gan) == models.count_trainable(generator)
+    assert gan.output_shape == (None, 1)
+
+
+def test_unsupported_size_is_a_clear_error():
+    with pytest.raises(ValueError, match="image_size must be one of"):
+        models.build_generator(image_size=48)
