@@ -140,6 +140,13 @@ def save_npy(path, array):
     atomic_write(path, write)
 
 
+def save_npz(path, arrays):
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    atomic_write(path, write)
+
+
 def save_json(path, obj):
     def write(tmp):
         with open(tmp, "w") as f:

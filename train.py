@@ -3,15 +3,20 @@
     python train.py                                   # CelebA if prepared (data/celeba64_train.npy), else a demo
     python train.py --epochs 10 --batch-size 128
     python train.py --resume outputs/<run>            # continue a run where its last checkpoint left it
+    python train.py --dry-run                         # one step of everything, to check a setup
 
 Each step: one discriminator update on a real batch (label 1) and a fake batch (label 0) in separate
 batch-norm passes, then one generator update with the non-saturating loss -log D(G(z)).
-Everything a run makes lands in outputs/<run>/ (see README.md).
+Everything a run makes lands in outputs/<run>/ (see README.md). Ctrl-C or SIGTERM saves a checkpoint
+and exits; --resume continues exactly where it stopped.
 """
 import argparse
 import json
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -19,8 +24,14 @@ import numpy as np
 import data_io
 
 DEFAULT_DATA = os.path.join("data", "celeba64_train.npy")
-DEMO_EPOCHS = 6
+DEMO_EPOCHS = 5
 DEMO_SIZE = 8000
+EXIT_INTERRUPTED, EXIT_DIVERGED = 130, 3
+STEP_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
+
+
+class Diverged(Exception):
+    """Training produced NaN/inf losses or a collapsed discriminator."""
 
 
 def parse_args(argv=None):
@@ -40,18 +51,30 @@ def parse_args(argv=None):
     p.add_argument("--latent-dim", type=int, default=100, help="size of the noise vector z ~ N(0, I)")
     p.add_argument("--g-width", type=int, default=64, help="generator base channels (ngf)")
     p.add_argument("--d-width", type=int, default=64, help="discriminator base channels (ndf)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="fp32, or mixed precision: bf16 (CPUs with AVX512_BF16, TPUs, recent GPUs) or fp16 "
+                        "with loss scaling (GPUs); the discriminator's logit and the losses stay float32")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, noise and data order")
     p.add_argument("--sample-every", type=int, default=1, help="save a fixed-noise sample grid every N epochs")
     p.add_argument("--n-samples", type=int, default=64, help="faces in each fixed-noise grid (8 per row)")
     p.add_argument("--out", default="outputs", help="folder that holds the run directories")
     p.add_argument("--name", default=None, help="run directory name (default: <time>_<dataset>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR from its last checkpoint, with its saved settings "
+                   help="continue the run in RUN_DIR from its last checkpoint with its saved settings "
                         "(--epochs may be raised)")
-    p.add_argument("--keep-checkpoints", type=int, default=2, help="how many epoch checkpoints to keep")
-    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps per epoch (0 = all; for tests)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                   help="also checkpoint every STEPS steps (0 = only at the end of each epoch)")
+    p.add_argument("--keep-checkpoints", type=int, default=2, help="how many checkpoints to keep")
+    p.add_argument("--collapse-steps", type=int, default=2000,
+                   help="stop when D(x) > 0.99 and D(G(z)) < 0.01 for this many steps in a row (0 = never)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log losses, D outputs, images/s and the sample grid to RUN/tensorboard")
+    p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (0 = all)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="one step of everything (data, D and G steps, grid, checkpoint, resume) in a temporary "
+                        "folder, then report and delete it")
     args = p.parse_args(argv)
-    for name in ("batch_size", "latent_dim", "g_width", "d_width", "sample_every", "n_samples"):
+    for name in ("batch_size", "latent_dim", "g_width", "d_width", "sample_every", "n_samples", "keep_checkpoints"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.epochs is not None and args.epochs < 1:
@@ -77,25 +100,35 @@ def load_data(args):
     else:
         data_path = args.data or DEFAULT_DATA
         holdout_path = args.holdout or data_path.replace("_train.npy", "_holdout.npy")
-    images = np.load(data_path, mmap_mode="r")
-    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2] or images.dtype != np.uint8:
-        raise data_io.DataError(f"{data_path} holds {images.dtype} {images.shape}; expected uint8 (N, S, S, 3) "
-                                "as written by preprocess.py")
-    if images.shape[1] not in (32, 64, 128):
-        raise data_io.DataError(f"{data_path} has {images.shape[1]} px images; 32, 64 or 128 are supported")
-    return np.ascontiguousarray(images), {
+    images = load_image_file(data_path)
+    return images, {
         "data": os.path.abspath(data_path), "demo": use_demo,
         "holdout": os.path.abspath(holdout_path) if os.path.exists(holdout_path) else None,
         "train_count": int(len(images)), "image_size": int(images.shape[1]),
     }
 
 
-def make_dataset(images_tensor, batch_size, seed, epoch, skip_steps=0):
-    """One epoch of uint8 batches in an order fixed by (seed, epoch), so a resumed run sees the same order."""
+def load_image_file(path):
+    """A preprocess.py array, checked: uint8 (N, S, S, 3) with S in 32/64/128."""
+    if not os.path.exists(path):
+        raise data_io.DataError(f"no training data at {path}; run preprocess.py first (or use --demo)")
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise data_io.DataError(f"{path} is not a readable .npy array: {error}") from None
+    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2] or images.dtype != np.uint8:
+        raise data_io.DataError(f"{path} holds {images.dtype} {images.shape}; expected uint8 (N, S, S, 3) "
+                                "as written by preprocess.py")
+    if images.shape[1] not in (32, 64, 128):
+        raise data_io.DataError(f"{path} has {images.shape[1]} px images; 32, 64 or 128 are supported")
+    return images
+
+
+def make_dataset(images_tensor, batch_size, seed, epoch, steps, skip_steps=0):
+    """Batches `skip_steps`..`steps` of one epoch, in an order fixed by (seed, epoch): a resumed run sees
+    exactly the batches an uninterrupted one would. The last partial batch is dropped (one static shape)."""
     import tensorflow as tf
-    n = int(images_tensor.shape[0])
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    steps = n // batch_size  # drop the last partial batch: one static shape, one compiled step
+    order = np.random.default_rng([seed, epoch]).permutation(int(images_tensor.shape[0]))
     order = order[skip_steps * batch_size: steps * batch_size]
     return (tf.data.Dataset.from_tensor_slices(order)
             .batch(batch_size, drop_remainder=True)
@@ -108,10 +141,12 @@ def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_
     import keras
     import tensorflow as tf
     bce = keras.losses.BinaryCrossentropy(from_logits=True)
+    # With fp16 the optimizers are LossScaleOptimizers: scale the loss, they unscale the gradients.
+    scale = {opt: getattr(opt, "scale_loss", lambda loss: loss) for opt in (g_optimizer, d_optimizer)}
 
     @tf.function
     def train_step(real_uint8):
-        real = tf.cast(real_uint8, tf.float32) / 127.5 - 1.0
+        real = tf.cast(real_uint8, generator.compute_dtype) / 127.5 - 1.0
         batch = tf.shape(real)[0]
         z = keras.random.normal((batch, latent_dim), seed=noise_seed)
         ones, zeros = tf.ones((batch, 1)), tf.zeros((batch, 1))
@@ -123,12 +158,14 @@ def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_
                 real_logits = discriminator(real, training=True)  # separate BN passes for real and fake
                 fake_logits = discriminator(tf.stop_gradient(fake), training=True)
                 d_loss = bce(ones, real_logits) + bce(zeros, fake_logits)
-            d_grads = d_tape.gradient(d_loss, discriminator.trainable_weights)
+                scaled_d_loss = scale[d_optimizer](d_loss)
+            d_grads = d_tape.gradient(scaled_d_loss, discriminator.trainable_weights)
             d_optimizer.apply_gradients(zip(d_grads, discriminator.trainable_weights))
             # Non-saturating G loss: maximise log D(G(z)) by labelling fakes as real, through the updated D
             # (this is the combined model of models.build_gan, with D's BN in training mode).
             g_loss = bce(ones, discriminator(fake, training=True))
-        g_grads = g_tape.gradient(g_loss, generator.trainable_weights)
+            scaled_g_loss = scale[g_optimizer](g_loss)
+        g_grads = g_tape.gradient(scaled_g_loss, generator.trainable_weights)
         g_optimizer.apply_gradients(zip(g_grads, generator.trainable_weights))
         return d_loss, g_loss, tf.reduce_mean(tf.sigmoid(real_logits)), tf.reduce_mean(tf.sigmoid(fake_logits))
 
@@ -137,37 +174,43 @@ def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_
 
 # ----- checkpoints ---------------------------------------------------------------------------------------
 
-def _state_variables(generator, discriminator, g_optimizer, d_optimizer, noise_seed):
+def state_variables(generator, discriminator, g_optimizer, d_optimizer, noise_seed):
     """Every variable a run's future depends on, under stable names."""
     groups = {"g": generator.variables, "d": discriminator.variables,
               "g_opt": g_optimizer.variables, "d_opt": d_optimizer.variables, "noise": [noise_seed.state]}
     return {f"{group}/{i:04d}": v for group, variables in groups.items() for i, v in enumerate(variables)}
 
 
-def save_checkpoint(run_dir, epoch, variables, history, keep):
-    """checkpoints/epoch_XXX.npz (atomic), keeping the newest `keep`."""
+def _checkpoint_names(run_dir):
     folder = os.path.join(run_dir, "checkpoints")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f for f in os.listdir(folder) if f.startswith("step_") and f.endswith(".npz"))
+
+
+def save_checkpoint(run_dir, variables, history, keep):
+    """checkpoints/step_<global step>.npz, written atomically; keeps the newest `keep`."""
     arrays = {name: np.asarray(v.numpy()) for name, v in variables.items()}
     arrays["history"] = np.frombuffer(json.dumps(history).encode(), np.uint8)
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    data_io.atomic_write(os.path.join(folder, f"epoch_{epoch:03d}.npz"), write)
-    for old in sorted(f for f in os.listdir(folder) if f.startswith("epoch_") and f.endswith(".npz"))[:-keep]:
-        os.remove(os.path.join(folder, old))
+    path = os.path.join(run_dir, "checkpoints", f"step_{len(history['d_loss']):09d}.npz")
+    data_io.save_npz(path, arrays)
+    for old in _checkpoint_names(run_dir)[:-keep]:
+        os.remove(os.path.join(run_dir, "checkpoints", old))
+    return path
 
 
 def latest_checkpoint(run_dir):
-    folder = os.path.join(run_dir, "checkpoints")
-    names = sorted(f for f in os.listdir(folder) if f.startswith("epoch_") and f.endswith(".npz")) \
-        if os.path.isdir(folder) else []
-    return os.path.join(folder, names[-1]) if names else None
+    names = _checkpoint_names(run_dir)
+    return os.path.join(run_dir, "checkpoints", names[-1]) if names else None
 
 
 def load_checkpoint(path, variables):
     """Assign the saved arrays to the variables; returns the saved history."""
-    with np.load(path) as saved:
+    try:
+        saved = np.load(path)
+    except (ValueError, OSError) as error:
+        raise data_io.DataError(f"cannot read checkpoint {path}: {error}") from None
+    with saved:
         missing = sorted(set(variables) - set(saved.files))
         if missing:
             raise data_io.DataError(f"{path} does not match this model ({len(missing)} variables missing)")
@@ -183,10 +226,18 @@ def save_model(path, model):
     data_io.atomic_write(path, model.save, suffix=".keras")
 
 
+def new_history():
+    # per-step values (d_loss, g_loss, d_real = mean D(x), d_fake = mean D(G(z))) and per-epoch means
+    history = {key: [] for key in STEP_KEYS}
+    history.update(epoch=0, d_losses=[], g_losses=[], d_real_epoch=[], d_fake_epoch=[],
+                   epoch_seconds=[], images_per_second=[])
+    return history
+
+
 # ----- the run -------------------------------------------------------------------------------------------
 
-def train(args):
-    """Train per args (from parse_args); returns the run directory."""
+def prepare_run(args):
+    """(run_dir, config, images) for a new run or a resumed one."""
     if args.resume:
         config_path = os.path.join(args.resume, "config.json")
         if not os.path.exists(config_path):
@@ -195,54 +246,91 @@ def train(args):
             config = json.load(f)
         if args.epochs is not None:
             config["epochs"] = args.epochs
-        run_dir = args.resume
-        images = np.load(config["data"])
+        images = load_image_file(config["data"])
         if images.shape[1] != config["image_size"]:
             raise data_io.DataError(f"{config['data']} has {images.shape[1]} px images but the run was "
                                     f"trained at {config['image_size']} px")
-    else:
-        images, data_config = load_data(args)
-        config = {k: v for k, v in vars(args).items() if k not in ("resume", "data", "holdout")}
-        config.update(data_config)
-        if config["epochs"] is None:
-            config["epochs"] = DEMO_EPOCHS if config["demo"] else 25
-        dataset_name = "demo" if config["demo"] else os.path.basename(config["data"]).replace("_train.npy", "")
-        run_dir = os.path.join(args.out, args.name or time.strftime("%Y%m%d-%H%M%S_") + dataset_name)
-        if os.path.exists(os.path.join(run_dir, "config.json")):
-            raise data_io.DataError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
-    os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
+        return args.resume, config, images
+    images, data_config = load_data(args)
+    config = {k: v for k, v in vars(args).items() if k not in ("resume", "data", "holdout", "dry_run")}
+    config.update(data_config)
+    if config["epochs"] is None:
+        config["epochs"] = DEMO_EPOCHS if config["demo"] else 25
+    dataset_name = "demo" if config["demo"] else os.path.basename(config["data"]).replace("_train.npy", "")
+    run_dir = os.path.join(args.out, args.name or time.strftime("%Y%m%d-%H%M%S_") + dataset_name)
+    if os.path.exists(os.path.join(run_dir, "config.json")):
+        raise data_io.DataError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
+    if len(images) < config["batch_size"]:
+        raise data_io.DataError(f"only {len(images)} training images, fewer than one batch of {config['batch_size']}")
+    return run_dir, config, images
 
+
+def build_models(config):
+    import keras
+    import models
+    keras.mixed_precision.set_global_policy(
+        {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[config.get("precision", "fp32")])
+    keras.utils.set_random_seed(config["seed"])
+    generator = models.build_generator(config["latent_dim"], config["image_size"], config["g_width"])
+    discriminator = models.build_discriminator(config["image_size"], config["d_width"])
+    optimizers = []
+    for model in (generator, discriminator):
+        optimizer = keras.optimizers.Adam(config["lr"], beta_1=config["beta1"], beta_2=config["beta2"])
+        if config.get("precision") == "fp16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_weights)
+        optimizers.append(optimizer)
+    return generator, discriminator, optimizers[0], optimizers[1]
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step, so it can checkpoint first."""
+
+    def __init__(self):
+        self.signal = None
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\n{signal.Signals(signum).name} received: finishing this step and saving a checkpoint ...",
+              flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def train(args):
+    """Train per args (from parse_args). Returns (run_dir, exit code)."""
+    run_dir, config, images = prepare_run(args)
+    os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
     import keras
     import tensorflow as tf
-    import models
-    keras.utils.set_random_seed(config["seed"])
-    size, latent_dim, batch_size = config["image_size"], config["latent_dim"], config["batch_size"]
-    if len(images) < batch_size:
-        raise data_io.DataError(f"only {len(images)} training images, fewer than one batch of {batch_size}")
-    generator = models.build_generator(latent_dim, size, config["g_width"])
-    discriminator = models.build_discriminator(size, config["d_width"])
-    g_optimizer = keras.optimizers.Adam(config["lr"], beta_1=config["beta1"], beta_2=config["beta2"])
-    d_optimizer = keras.optimizers.Adam(config["lr"], beta_1=config["beta1"], beta_2=config["beta2"])
-    g_optimizer.build(generator.trainable_weights)
-    d_optimizer.build(discriminator.trainable_weights)
+    generator, discriminator, g_optimizer, d_optimizer = build_models(config)
     noise_seed = keras.random.SeedGenerator(config["seed"])
-    variables = _state_variables(generator, discriminator, g_optimizer, d_optimizer, noise_seed)
+    variables = state_variables(generator, discriminator, g_optimizer, d_optimizer, noise_seed)
+    batch_size, latent_dim = config["batch_size"], config["latent_dim"]
     steps_per_epoch = len(images) // batch_size
     if config.get("max_steps"):
         steps_per_epoch = min(steps_per_epoch, config["max_steps"])
-    config.update(steps_per_epoch=steps_per_epoch,
-                  devices=[d.name for d in tf.config.list_logical_devices()],
+    config.update(steps_per_epoch=steps_per_epoch, devices=[d.name for d in tf.config.list_logical_devices()],
                   tensorflow=tf.__version__, keras=keras.__version__)
 
-    history = {"epoch": 0, "d_losses": [], "g_losses": [], "d_real": [], "d_fake": [],
-               "step_d_loss": [], "step_g_loss": [], "step_d_real": [], "step_d_fake": [],
-               "epoch_seconds": [], "images_per_second": []}
+    history = new_history()
     fixed_noise_path = os.path.join(run_dir, "fixed_noise.npy")
     checkpoint = latest_checkpoint(run_dir) if args.resume else None
     if checkpoint:
         history = load_checkpoint(checkpoint, variables)
         fixed_noise = np.load(fixed_noise_path)
-        print(f"resuming {run_dir} from {os.path.basename(checkpoint)} (epoch {history['epoch']} done)")
+        print(f"resuming {run_dir} from {os.path.basename(checkpoint)} (epoch {history['epoch']} done, "
+              f"{len(history['d_loss']) - history['epoch'] * steps_per_epoch} steps into the next)")
     else:
         if args.resume:
             print(f"{run_dir} has no checkpoint yet: starting it from epoch 1")
@@ -253,61 +341,132 @@ def train(args):
 
     train_step = build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_dim, noise_seed)
     images_tensor = tf.constant(images)
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard")) if config.get("tensorboard") else None
     from tqdm import tqdm
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    print(f"run directory: {run_dir}\ntraining on {len(images):,} images of {size}x{size} ({device}), "
-          f"batch {batch_size}, {steps_per_epoch} steps/epoch, epochs {history['epoch'] + 1}..{config['epochs']}")
+    print(f"run directory: {run_dir}\ntraining on {len(images):,} images of {config['image_size']}px ({device}, "
+          f"{config.get('precision', 'fp32')}), batch {batch_size}, {steps_per_epoch} steps/epoch, "
+          f"epochs {history['epoch'] + 1}..{config['epochs']}")
 
-    for epoch in range(history["epoch"] + 1, config["epochs"] + 1):
-        dataset = make_dataset(images_tensor, batch_size, config["seed"], epoch).take(steps_per_epoch)
-        sums = np.zeros(4)
-        start = time.perf_counter()
-        bar = tqdm(dataset, total=steps_per_epoch, desc=f"epoch {epoch}/{config['epochs']}", unit="step",
-                   dynamic_ncols=True, mininterval=1.0)
-        for step, real in enumerate(bar, 1):
-            values = [float(v) for v in train_step(real)]
-            sums += values
-            for key, value in zip(("step_d_loss", "step_g_loss", "step_d_real", "step_d_fake"), values):
-                history[key].append(value)
-            if step % 5 == 0 or step == steps_per_epoch:
-                bar.set_postfix(d_loss=f"{values[0]:.3f}", g_loss=f"{values[1]:.3f}", D_x=f"{values[2]:.2f}",
-                                D_Gz=f"{values[3]:.2f}",
-                                img_s=f"{step * batch_size / (time.perf_counter() - start):.0f}", refresh=False)
-        bar.close()
-        seconds = time.perf_counter() - start
-        means = sums / steps_per_epoch
-        for key, value in zip(("d_losses", "g_losses", "d_real", "d_fake"), means):
-            history[key].append(float(value))
-        history["epoch"] = epoch
-        history["epoch_seconds"].append(round(seconds, 3))
-        history["images_per_second"].append(round(steps_per_epoch * batch_size / seconds, 1))
-        # The seed's per-epoch metric files, rewritten whole after every epoch.
-        data_io.save_npy(os.path.join(run_dir, "d_losses.npy"), np.array(history["d_losses"], np.float32))
-        data_io.save_npy(os.path.join(run_dir, "g_losses.npy"), np.array(history["g_losses"], np.float32))
-        np.savez(os.path.join(run_dir, "steps.npz"), **{k[5:]: np.array(history[k], np.float32)
-                                                         for k in history if k.startswith("step_")})
-        if epoch % config["sample_every"] == 0 or epoch == config["epochs"]:
-            grid = data_io.to_uint8(generator(fixed_noise, training=False))
-            data_io.save_grid(os.path.join(run_dir, "samples", f"epoch_{epoch:03d}.png"), grid, scale=2)
-        save_model(os.path.join(run_dir, "generator.keras"), generator)
-        save_model(os.path.join(run_dir, "discriminator.keras"), discriminator)
-        save_checkpoint(run_dir, epoch, variables, history, config["keep_checkpoints"])
-        data_io.save_json(os.path.join(run_dir, "history.json"),
-                          {k: v for k, v in history.items() if not k.startswith("step_")})
-        print(f"epoch {epoch}: d_loss {means[0]:.4f}  g_loss {means[1]:.4f}  D(x) {means[2]:.3f}  "
-              f"D(G(z)) {means[3]:.3f}  {seconds:.1f} s  {history['images_per_second'][-1]:.0f} images/s")
+    collapsed_for = 0
+    with _StopRequest() as stop:
+        for epoch in range(history["epoch"] + 1, config["epochs"] + 1):
+            done = len(history["d_loss"]) - (epoch - 1) * steps_per_epoch  # steps of this epoch already done
+            dataset = make_dataset(images_tensor, batch_size, config["seed"], epoch, steps_per_epoch, done)
+            start = time.perf_counter()
+            bar = tqdm(dataset, total=steps_per_epoch, initial=done, desc=f"epoch {epoch}/{config['epochs']}",
+                       unit="step", dynamic_ncols=True, mininterval=1.0)
+            for step, real in enumerate(bar, done + 1):
+                values = [float(v) for v in train_step(real)]
+                if not np.all(np.isfinite(values)):
+                    raise Diverged(f"non-finite loss at epoch {epoch} step {step}: d_loss={values[0]}, "
+                                   f"g_loss={values[1]}")
+                collapsed_for = collapsed_for + 1 if values[2] > 0.99 and values[3] < 0.01 else 0
+                if config.get("collapse_steps") and collapsed_for >= config["collapse_steps"]:
+                    raise Diverged(f"discriminator collapse: D(x) > 0.99 and D(G(z)) < 0.01 for {collapsed_for} "
+                                   f"steps (epoch {epoch} step {step})")
+                for key, value in zip(STEP_KEYS, values):
+                    history[key].append(value)
+                if step % 5 == 0 or step == steps_per_epoch:
+                    bar.set_postfix(d_loss=f"{values[0]:.3f}", g_loss=f"{values[1]:.3f}", D_x=f"{values[2]:.2f}",
+                                    D_Gz=f"{values[3]:.2f}", refresh=False,
+                                    img_s=f"{(step - done) * batch_size / (time.perf_counter() - start):.0f}")
+                if stop.signal is not None or (config.get("checkpoint_every") and
+                                               len(history["d_loss"]) % config["checkpoint_every"] == 0):
+                    save_checkpoint(run_dir, variables, history, config["keep_checkpoints"])
+                if stop.signal is not None:
+                    bar.close()
+                    print(f"stopped at epoch {epoch} step {step}; checkpoint saved. Resume with:\n"
+                          f"  python train.py --resume {run_dir}")
+                    return run_dir, EXIT_INTERRUPTED
+            bar.close()
+            seconds = time.perf_counter() - start
+            finish_epoch(run_dir, config, history, epoch, steps_per_epoch, steps_per_epoch - done, seconds,
+                         generator, discriminator, fixed_noise, writer)
+            save_checkpoint(run_dir, variables, history, config["keep_checkpoints"])
     print(f"done: {run_dir} (generator.keras, samples/, d_losses.npy, g_losses.npy)")
-    return run_dir
+    return run_dir, 0
+
+
+def finish_epoch(run_dir, config, history, epoch, steps_per_epoch, steps_run, seconds, generator,
+                 discriminator, fixed_noise, writer):
+    """Per-epoch means, the seed's .npy loss files, the fixed-noise grid, the models and the log."""
+    means = [float(np.mean(history[key][-steps_per_epoch:])) for key in STEP_KEYS]
+    for key, value in zip(("d_losses", "g_losses", "d_real_epoch", "d_fake_epoch"), means):
+        history[key].append(value)
+    history["epoch"] = epoch
+    history["epoch_seconds"].append(round(seconds, 3))
+    history["images_per_second"].append(round(steps_run * config["batch_size"] / seconds, 1))
+    data_io.save_npy(os.path.join(run_dir, "d_losses.npy"), np.array(history["d_losses"], np.float32))
+    data_io.save_npy(os.path.join(run_dir, "g_losses.npy"), np.array(history["g_losses"], np.float32))
+    data_io.save_npz(os.path.join(run_dir, "steps.npz"),
+                     {key: np.array(history[key], np.float32) for key in STEP_KEYS})
+    grid = None
+    if epoch % config["sample_every"] == 0 or epoch == config["epochs"]:
+        grid = data_io.make_grid(data_io.to_uint8(generator(fixed_noise, training=False)))
+        data_io.save_png(os.path.join(run_dir, "samples", f"epoch_{epoch:03d}.png"), grid, scale=2)
+    save_model(os.path.join(run_dir, "generator.keras"), generator)
+    save_model(os.path.join(run_dir, "discriminator.keras"), discriminator)
+    data_io.save_json(os.path.join(run_dir, "history.json"),
+                      {k: v for k, v in history.items() if k not in STEP_KEYS})
+    if writer is not None:
+        import tensorflow as tf
+        with writer.as_default(step=epoch):
+            for name, value in zip(("d_loss", "g_loss", "D(x)", "D(G(z))"), means):
+                tf.summary.scalar(f"epoch/{name}", value)
+            tf.summary.scalar("epoch/images_per_second", history["images_per_second"][-1])
+            if grid is not None:
+                tf.summary.image("fixed_noise_samples", grid[None])
+            first = len(history["d_loss"]) - steps_per_epoch
+            for name, key in zip(("d_loss", "g_loss", "D(x)", "D(G(z))"), STEP_KEYS):
+                for i, value in enumerate(history[key][first:], first + 1):
+                    tf.summary.scalar(f"step/{name}", value, step=i)
+        writer.flush()
+    print(f"epoch {epoch}: d_loss {means[0]:.4f}  g_loss {means[1]:.4f}  D(x) {means[2]:.3f}  "
+          f"D(G(z)) {means[3]:.3f}  {seconds:.1f} s  {history['images_per_second'][-1]:.0f} images/s")
+
+
+def dry_run(args):
+    """One step of everything in a temporary folder; returns an exit code."""
+    start = time.time()
+    folder = tempfile.mkdtemp(prefix="facegan-dry-run-")
+    try:
+        common = ["--max-steps", "1", "--out", folder, "--name", "dry-run", "--n-samples", "16"]
+        passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                       if k in ("data", "holdout", "batch_size", "latent_dim", "g_width", "d_width", "precision")
+                       and v is not None]
+        passthrough += ["--demo"] if args.demo else []
+        _, code = train(parse_args(common + passthrough + ["--epochs", "1"]))
+        if code == 0:
+            _, code = train(parse_args(["--resume", os.path.join(folder, "dry-run"), "--epochs", "2"]))
+        run = os.path.join(folder, "dry-run")
+        assert len(np.load(os.path.join(run, "d_losses.npy"))) == 2 and latest_checkpoint(run)
+        print(f"dry run OK in {time.time() - start:.0f} s: data, D step, G step, sample grid, checkpoint and "
+              "resume all work")
+        return code
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        train(args)
+        if args.dry_run:
+            return dry_run(args)
+        _, code = train(args)
+        return code
     except data_io.DataError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    except Diverged as error:
+        run = args.resume or "the run directory"
+        print(f"train.py: training diverged: {error}. The last good checkpoint is intact: resume with "
+              f"--resume {run} (perhaps with a lower --lr) or start again with another --seed.", file=sys.stderr)
+        return EXIT_DIVERGED
+    except OSError as error:  # disk full, unwritable output folder, ...
+        print(f"train.py: error: cannot write {getattr(error, 'filename', '') or 'output'}: "
+              f"{error.strerror or error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
