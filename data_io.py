@@ -88,6 +88,11 @@ def decode_image(data):
     return cv2.imdecode(array, cv2.IMREAD_COLOR)
 
 
+def is_truncated_jpeg(data):
+    """A JPEG whose end-of-image marker is missing: OpenCV would decode it with a grey bottom part."""
+    return data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]
+
+
 def crop_and_resize(image_bgr, size, crop="center"):
     """Square crop, resize to size x size with area interpolation, return RGB uint8.
 

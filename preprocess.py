@@ -9,6 +9,7 @@ import argparse
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 import zipfile
 
@@ -34,12 +35,15 @@ def _decode_chunk(names):
         except (OSError, zipfile.BadZipFile, KeyError) as error:  # e.g. a truncated zip member
             skipped.append((name, f"unreadable: {error}"))
             continue
+        if data_io.is_truncated_jpeg(data):
+            skipped.append((name, "truncated JPEG (no end-of-image marker)"))
+            continue
         image = data_io.decode_image(data)
         if image is None:
             skipped.append((name, "not a decodable image"))
             continue
-        if min(image.shape[:2]) < 8:
-            skipped.append((name, f"too small ({image.shape[1]}x{image.shape[0]})"))
+        if min(image.shape[:2]) < _worker["size"] // 2:  # would be upscaled more than 2x: a blur, not a face
+            skipped.append((name, f"too small ({image.shape[1]}x{image.shape[0]} for {_worker['size']} px)"))
             continue
         images.append(data_io.crop_and_resize(image, _worker["size"], _worker["crop"]))
     size = _worker["size"]
@@ -88,6 +92,14 @@ def split_names(names, limit, holdout, partition=None):
     return names[:n_train], names[n_train:n_train + holdout]
 
 
+def check_writable(folder):
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise data_io.DataError(f"cannot write to {folder}: {error.strerror or error}") from None
+
+
 def preprocess(source, out, limit=50000, holdout=2000, size=64, crop="center", workers=None):
     """Run the whole preprocessing; returns the metadata dict written to <out>.json."""
     start = time.time()
@@ -95,6 +107,7 @@ def preprocess(source, out, limit=50000, holdout=2000, size=64, crop="center", w
     partition_path = data_io.find_partition_file(source)
     partition = data_io.read_partition_file(partition_path) if partition_path else None
     train_names, holdout_names = split_names(names, limit, holdout, partition)
+    check_writable(os.path.dirname(os.path.abspath(out)))  # fail before minutes of decoding, not after
     workers = workers or os.cpu_count() or 1
     print(f"{len(names):,} images found in {source}; using {len(train_names):,} for training and "
           f"{len(holdout_names):,} held out ({'CelebA test partition' if partition else 'next files by name'}); "

@@ -18,6 +18,7 @@ import signal
 import sys
 import tempfile
 import time
+import zipfile
 
 import numpy as np
 
@@ -208,7 +209,8 @@ def load_checkpoint(path, variables):
     """Assign the saved arrays to the variables; returns the saved history."""
     try:
         saved = np.load(path)
-    except (ValueError, OSError) as error:
+        saved["history"]  # a truncated file fails here
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise data_io.DataError(f"cannot read checkpoint {path}: {error}") from None
     with saved:
         missing = sorted(set(variables) - set(saved.files))
@@ -220,6 +222,20 @@ def load_checkpoint(path, variables):
                                         f"expected {tuple(variable.shape)}")
             variable.assign(saved[name])
         return json.loads(saved["history"].tobytes().decode())
+
+
+def load_latest_checkpoint(run_dir, variables):
+    """(path, history) of the newest readable checkpoint, falling back to older ones; None if there is none."""
+    names = _checkpoint_names(run_dir)
+    for i, name in enumerate(reversed(names)):
+        path = os.path.join(run_dir, "checkpoints", name)
+        try:
+            return path, load_checkpoint(path, variables)
+        except data_io.DataError as error:
+            if "does not match" in str(error) or i == len(names) - 1:
+                raise
+            print(f"warning: {error}; falling back to the previous checkpoint", file=sys.stderr)
+    return None
 
 
 def save_model(path, model):
@@ -246,6 +262,12 @@ def prepare_run(args):
             config = json.load(f)
         if args.epochs is not None:
             config["epochs"] = args.epochs
+        defaults = parse_args([])
+        for key in ("latent_dim", "g_width", "d_width", "batch_size", "lr", "beta1", "beta2", "seed", "precision"):
+            given = getattr(args, key)
+            if given != getattr(defaults, key) and given != config.get(key):
+                raise data_io.DataError(f"--{key.replace('_', '-')} {given} differs from the run's {config.get(key)}; "
+                                        "a resumed run keeps its settings (start a new run to change them)")
         images = load_image_file(config["data"])
         if images.shape[1] != config["image_size"]:
             raise data_io.DataError(f"{config['data']} has {images.shape[1]} px images but the run was "
@@ -325,9 +347,9 @@ def train(args):
 
     history = new_history()
     fixed_noise_path = os.path.join(run_dir, "fixed_noise.npy")
-    checkpoint = latest_checkpoint(run_dir) if args.resume else None
+    checkpoint = load_latest_checkpoint(run_dir, variables) if args.resume else None
     if checkpoint:
-        history = load_checkpoint(checkpoint, variables)
+        checkpoint, history = checkpoint
         fixed_noise = np.load(fixed_noise_path)
         print(f"resuming {run_dir} from {os.path.basename(checkpoint)} (epoch {history['epoch']} done, "
               f"{len(history['d_loss']) - history['epoch'] * steps_per_epoch} steps into the next)")

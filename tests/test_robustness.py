@@ -1,0 +1,230 @@
+"""Bad inputs give one clear line (or a reported skip), crashes lose at most the work since the last
+checkpoint, and a resumed run continues exactly."""
+import errno
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import evaluate
+import preprocess
+import train
+from conftest import ROOT, TINY_TRAIN_FLAGS
+
+
+def _jpeg(h=109, w=89, seed=0):
+    image = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+def _folder_with(tmp_path, odd_name, odd_bytes, n_good=4):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(n_good):
+        (folder / f"{i:06d}.jpg").write_bytes(_jpeg(seed=i))
+    (folder / odd_name).write_bytes(odd_bytes)
+    return folder
+
+
+def _preprocess(tmp_path, source, capsys):
+    code = preprocess.main(["--source", str(source), "--out", str(tmp_path / "out" / "x"), "--holdout", "1",
+                            "--workers", "1"])
+    captured = capsys.readouterr()
+    meta = json.loads((tmp_path / "out" / "x.json").read_text()) if code == 0 else None
+    return code, meta, captured.err
+
+
+def _pil_bytes(image, fmt):
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def test_truncated_jpeg_is_skipped(tmp_path, capsys):
+    code, meta, _ = _preprocess(tmp_path, _folder_with(tmp_path, "bad.jpg", _jpeg()[:1500]), capsys)
+    assert code == 0 and meta["skipped"] == [{"file": "bad.jpg", "reason": "truncated JPEG (no end-of-image marker)"}]
+
+
+def test_tiny_image_is_skipped_huge_image_is_used(tmp_path, capsys):
+    folder = _folder_with(tmp_path, "tiny.jpg", _jpeg(10, 10))
+    (folder / "huge.jpg").write_bytes(_jpeg(3000, 2400))
+    code, meta, _ = _preprocess(tmp_path, folder, capsys)
+    assert code == 0 and [s["file"] for s in meta["skipped"]] == ["tiny.jpg"]
+    assert meta["train_count"] + meta["holdout_count"] == 5
+
+
+@pytest.mark.parametrize("name, make", [
+    ("gray.png", lambda: _pil_bytes(Image.new("L", (89, 109), 128), "PNG")),
+    ("cmyk.jpg", lambda: _pil_bytes(Image.new("CMYK", (89, 109), (0, 255, 255, 0)), "JPEG")),
+    ("alpha.png", lambda: _pil_bytes(Image.new("RGBA", (89, 109), (0, 0, 255, 10)), "PNG")),
+])
+def test_unusual_colour_formats_become_rgb(tmp_path, capsys, name, make):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"{i}_{name}").write_bytes(make())
+    code, meta, _ = _preprocess(tmp_path, folder, capsys)
+    assert code == 0 and meta["skipped"] == []
+    image = np.load(tmp_path / "out" / "x_train.npy")[0]
+    assert image.shape == (64, 64, 3)
+    if name.startswith("cmyk"):  # C=0, M=Y=255: red
+        assert image[..., 0].mean() > 200 and image[..., 1].mean() < 60
+    if name.startswith("alpha"):  # transparent blue: colour kept, alpha dropped
+        assert image[..., 2].mean() > 200 and image[..., 0].mean() < 30
+
+
+def test_folder_of_non_images_is_an_error(tmp_path, capsys):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("hello")
+    code, _, err = _preprocess(tmp_path, folder, capsys)
+    assert code == 2 and "no .jpg/.png images" in err
+
+
+def test_truncated_zip_is_an_error(tmp_path, capsys):
+    source = tmp_path / "img_align_celeba.zip"
+    with zipfile.ZipFile(source, "w") as archive:
+        for i in range(5):
+            archive.writestr(f"img_align_celeba/{i:06d}.jpg", _jpeg(seed=i))
+    source.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    code, _, err = _preprocess(tmp_path, source, capsys)
+    assert code == 2 and "zip" in err and len(err.strip().splitlines()) == 1
+
+
+def test_unwritable_output_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    source = _folder_with(tmp_path, "extra.jpg", _jpeg())
+    (tmp_path / "a_file").write_text("not a folder")
+    code = preprocess.main(["--source", str(source), "--out", str(tmp_path / "a_file" / "x"), "--holdout", "1",
+                            "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write" in err and len(err.strip().splitlines()) == 1
+
+
+def test_disk_full_while_writing_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
+    source = _folder_with(tmp_path, "extra.jpg", _jpeg())
+    real_save = np.save
+
+    def full_disk(f, array, *a, **k):
+        real_save(f, array[:1], *a, **k)  # a part gets written, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(np, "save", full_disk)
+    code, _, err = _preprocess(tmp_path, source, capsys)
+    assert code == 2 and "No space left on device" in err
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_resume_with_a_different_latent_size_is_refused(tmp_path, tiny_dataset, capsys):
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "1",
+                       *TINY_TRAIN_FLAGS]) == 0
+    assert train.main(["--resume", str(tmp_path / "run"), "--latent-dim", "64"]) == 2
+    assert "--latent-dim 64 differs from the run's 100" in capsys.readouterr().err
+
+
+def test_resume_on_data_of_another_size_is_refused(tmp_path, tiny_dataset, capsys):
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "1",
+                       *TINY_TRAIN_FLAGS]) == 0
+    np.save(tiny_dataset, np.zeros((64, 64, 64, 3), np.uint8))  # the data file was replaced by 64 px images
+    assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "2"]) == 2
+    assert "trained at 32 px" in capsys.readouterr().err
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_dataset, capsys):
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "2",
+                       *TINY_TRAIN_FLAGS]) == 0
+    newest = train.latest_checkpoint(str(tmp_path / "run"))
+    with open(newest, "r+b") as f:
+        f.truncate(1000)
+    assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "3"]) == 0
+    assert "falling back to the previous checkpoint" in capsys.readouterr().err
+    assert len(np.load(tmp_path / "run" / "d_losses.npy")) == 3
+
+
+def test_generator_file_that_is_not_a_model(tmp_path):
+    path = tmp_path / "generator.keras"
+    path.write_text("definitely not a model")
+    with pytest.raises(evaluate.data_io.DataError, match="is not a Keras model"):
+        evaluate.load_model(str(path))
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_dataset, capsys, monkeypatch):
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "1",
+                       *TINY_TRAIN_FLAGS]) == 0
+    good = train.latest_checkpoint(str(tmp_path / "run"))
+    real_build = train.build_train_step
+
+    def exploding_step(*args):
+        step = real_build(*args)
+        return lambda real: (float("nan"), *step(real)[1:])
+    monkeypatch.setattr(train, "build_train_step", exploding_step)
+    assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "3"]) == train.EXIT_DIVERGED
+    assert "training diverged: non-finite loss at epoch 2 step 1" in capsys.readouterr().err
+    assert train.latest_checkpoint(str(tmp_path / "run")) == good
+    assert len(np.load(tmp_path / "run" / "d_losses.npy")) == 1
+
+
+def test_collapse_guard_stops_when_d_wins_for_too_long(tmp_path, tiny_dataset, capsys, monkeypatch):
+    real_build = train.build_train_step
+
+    def collapsed_step(*args):
+        step = real_build(*args)
+        return lambda real: (*step(real)[:2], 0.999, 0.001)  # D(x) = 0.999, D(G(z)) = 0.001
+    monkeypatch.setattr(train, "build_train_step", collapsed_step)
+    code = train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "3",
+                       "--collapse-steps", "3", *TINY_TRAIN_FLAGS])
+    assert code == train.EXIT_DIVERGED and "discriminator collapse" in capsys.readouterr().err
+
+
+# ----- real processes: kill -9, Ctrl-C ---------------------------------------------------------------------
+
+def _start(args):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_checkpoint(run_dir, at_least, process, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        names = train._checkpoint_names(str(run_dir))
+        if names and int(names[-1][5:14]) >= at_least:
+            return
+        if process.poll() is not None:
+            pytest.fail(f"training ended early: {process.stdout.read()}")
+        time.sleep(0.2)
+    pytest.fail("no checkpoint appeared")
+
+
+def test_kill_9_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path, tiny_dataset):
+    flags = ["--data", tiny_dataset, *TINY_TRAIN_FLAGS, "--max-steps", "4", "--checkpoint-every", "1"]
+    assert train.main([*flags, "--out", str(tmp_path), "--name", "straight", "--epochs", "3"]) == 0
+    process = _start([*flags, "--out", str(tmp_path), "--name", "killed", "--epochs", "3"])
+    _wait_for_checkpoint(tmp_path / "killed", 5, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert train.main(["--resume", str(tmp_path / "killed")]) == 0
+    killed, straight = np.load(tmp_path / "killed" / "steps.npz"), np.load(tmp_path / "straight" / "steps.npz")
+    assert len(killed["d_loss"]) == len(straight["d_loss"]) == 12  # no gap, no duplicate
+    np.testing.assert_array_equal(killed["g_loss"], straight["g_loss"])
+    np.testing.assert_array_equal(np.load(tmp_path / "killed" / "d_losses.npy"),
+                                  np.load(tmp_path / "straight" / "d_losses.npy"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_checkpoint_and_exit_cleanly(tmp_path, tiny_dataset, sig):
+    process = _start(["--data", tiny_dataset, *TINY_TRAIN_FLAGS, "--max-steps", "4", "--out", str(tmp_path),
+                      "--name", "run", "--epochs", "50"])
+    _wait_for_checkpoint(tmp_path / "run", 4, process)
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == train.EXIT_INTERRUPTED
+    assert "Traceback" not in output and f"python train.py --resume {tmp_path / 'run'}" in output
+    newest = train.latest_checkpoint(str(tmp_path / "run"))
+    assert int(os.path.basename(newest)[5:14]) > 4  # the checkpoint taken at the signal, mid-epoch
