@@ -137,15 +137,15 @@ def make_dataset(images_tensor, batch_size, seed, epoch, steps, skip_steps=0):
             .prefetch(tf.data.AUTOTUNE))
 
 
-def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_dim, noise_seed):
-    """The compiled GAN step: D update, then G update; returns (d_loss, g_loss, D(x), D(G(z)))."""
+def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_dim, noise_seed, mode="graph"):
+    """The GAN step: D update, then G update; returns (d_loss, g_loss, D(x), D(G(z))).
+    mode: "graph" (tf.function), "xla" (tf.function with jit_compile) or "eager" (no compilation)."""
     import keras
     import tensorflow as tf
     bce = keras.losses.BinaryCrossentropy(from_logits=True)
     # With fp16 the optimizers are LossScaleOptimizers: scale the loss, they unscale the gradients.
     scale = {opt: getattr(opt, "scale_loss", lambda loss: loss) for opt in (g_optimizer, d_optimizer)}
 
-    @tf.function
     def train_step(real_uint8):
         real = tf.cast(real_uint8, generator.compute_dtype) / 127.5 - 1.0
         batch = tf.shape(real)[0]
@@ -170,7 +170,9 @@ def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_
         g_optimizer.apply_gradients(zip(g_grads, generator.trainable_weights))
         return d_loss, g_loss, tf.reduce_mean(tf.sigmoid(real_logits)), tf.reduce_mean(tf.sigmoid(fake_logits))
 
-    return train_step
+    if mode == "eager":
+        return train_step
+    return tf.function(train_step, jit_compile=(mode == "xla"))
 
 
 # ----- checkpoints ---------------------------------------------------------------------------------------
