@@ -85,20 +85,30 @@ def judge_accuracy(real, fake, seed=0, steps=400):
     y_train = np.concatenate([np.ones(half), np.zeros(half)]).astype(np.float32)
     x_test = np.concatenate([real[half:], fake[half:]]).astype(np.float32)
     y_test = np.concatenate([np.ones(m - half), np.zeros(m - half)])
+    import tensorflow as tf
     judge = build_judge(real.shape[1])
-    epochs = max(1, -(-steps * 64 // len(x_train)))  # a fixed training budget, whatever the set size
-    judge.fit(x_train, y_train, batch_size=64, epochs=epochs, shuffle=True, verbose=0)
+    # a fixed training budget of `steps` batches, whatever the set size
+    batches = (tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(x_train), seed=seed)
+               .repeat().batch(64))
+    judge.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
     predicted = judge.predict(x_test, batch_size=256, verbose=0).reshape(-1) > 0
     return float(np.mean(predicted == (y_test > 0.5))), int(len(y_test))
 
 
-def image_metrics(reference, images, seed=0):
-    """The pretrained-free quality metrics of metrics.py, each with its sample count."""
+def image_metrics(reference, images, seed=0, inception=None, reference_features=None):
+    """The quality metrics of metrics.py, each with its sample count; FID/KID when the Inception graph is
+    loaded (`inception`, with the reference set's features precomputed)."""
     import metrics
     result = {"n_reference": int(len(reference)), "n_samples": int(len(images))}
     result.update(metrics.sliced_wasserstein(reference, images, seed=seed))
-    result["ms_ssim_diversity"] = float(metrics.ms_ssim_diversity(images, seed=seed))
+    n_pairs = min(1000, len(images) * (len(images) - 1) // 2)
+    result["ms_ssim_diversity"] = float(metrics.ms_ssim_diversity(images, n_pairs=n_pairs, seed=seed))
+    result["ms_ssim_pairs"] = int(n_pairs)
     result["face_rate"] = float(metrics.face_detection_rate(images))
+    if inception is not None:
+        result.update(metrics.fid_kid_from_features(reference_features, metrics.inception_features(images, inception),
+                                                    kid_subset_size=min(1000, len(images), len(reference)),
+                                                    seed=seed))
     stats = metrics.colour_stats(images)
     result["colour_mean"] = [round(float(v), 2) for v in stats["mean"]]
     result["colour_std"] = [round(float(v), 2) for v in stats["std"]]
@@ -190,7 +200,18 @@ def markdown_table(rows, columns):
     return "\n".join(lines)
 
 
-def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=None, quality=True):
+def load_inception_or_explain(path):
+    """The Inception graph for FID/KID, or (None, the reason and how to get it)."""
+    import metrics
+    try:
+        return metrics.load_inception(path), None
+    except metrics.InceptionUnavailable as error:
+        print(f"note: {error}")
+        return None, str(error)
+
+
+def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=None, quality=True,
+             inception_path=None):
     start = time.time()
     config = load_run_config(run_dir)
     size = config["image_size"]
@@ -216,6 +237,12 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
         if other_run:
             run_dirs.append(other_run)
 
+    inception, fid_note, reference_features = None, "not computed (--no-quality)", None
+    if quality:
+        inception, fid_note = load_inception_or_explain(inception_path)
+        if inception is not None:
+            import metrics
+            reference_features = metrics.inception_features(reference, inception)
     rows = []
     for name, images in named_sets:
         print(f"scoring {name} ({len(images)} images) ...")
@@ -226,7 +253,7 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
                "d_mean": float(d_scores.mean())}
         row["judge_accuracy"], row["judge_test_n"] = judge_accuracy(reference, images, seed)
         if quality:
-            row.update(image_metrics(reference, images, seed))
+            row.update(image_metrics(reference, images, seed, inception, reference_features))
         rows.append(row)
 
     d_on_holdout = float(np.mean(discriminator_scores(discriminator, holdout) > 0.5))
@@ -238,12 +265,15 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
                "holdout_count": int(len(holdout)), "reference_count": int(len(reference)),
                "epochs_trained": int(len(np.load(os.path.join(run_dir, "d_losses.npy")))),
                "seed": seed, "d_accuracy_on_holdout_reals": d_on_holdout, "systems": rows,
+               "fid_kid": "computed" if inception is not None else f"skipped: {fid_note}",
                "seconds": round(time.time() - start, 1)}
     data_io.save_json(os.path.join(out, "metrics.json"), results)
     columns = [("n", "{}"), ("d_accuracy", "{:.3f}"), ("judge_accuracy", "{:.3f}")]
     if quality:
         columns += [("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"), ("swd_16", "{:.1f}"),
                     ("ms_ssim_diversity", "{:.3f}"), ("face_rate", "{:.3f}")]
+        if inception is not None:
+            columns += [("fid", "{:.1f}"), ("kid", "{:.4f}")]
     report = [f"# Evaluation of `{run_dir}`", "",
               f"Reference: {len(reference)} held-out real faces (half A of `{real_path}`); the `real` row is the "
               f"other {len(real_b)} (half B). {results['epochs_trained']} epochs trained. Seed {seed}.", "",
@@ -259,7 +289,10 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
                    "x1e3, per level and averaged; lower is closer to the reference.",
                    "- **ms_ssim_diversity**: mean MS-SSIM of random sample pairs; lower is more diverse, and it "
                    "should match the real row.",
-                   "- **face_rate**: fraction of images where OpenCV's Haar cascade finds a face."]
+                   "- **face_rate**: fraction of images where OpenCV's Haar cascade finds a face.",
+                   "- **fid / kid**: Fréchet and kernel Inception distances (2015 Inception graph, pool_3, as "
+                   "TTUR and pytorch-fid); biased by sample count, so compare only at equal n." if inception
+                   is not None else f"- **FID/KID skipped**: {fid_note}"]
     report += ["", "![comparison](comparison.png)", "", "![losses](losses.png)", ""]
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(report))
@@ -281,11 +314,15 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling, splits and the judge")
     parser.add_argument("--out", default=None, help="output folder (default RUN/eval)")
     parser.add_argument("--no-quality", action="store_true",
-                        help="skip SWD / MS-SSIM / face-rate (faster; D and judge accuracy only)")
+                        help="skip SWD / MS-SSIM / face rate / FID (faster; D and judge accuracy only)")
+    parser.add_argument("--inception", default=None, metavar="PATH",
+                        help="classify_image_graph_def.pb from inception-2015-12-05.tgz for FID/KID (default: "
+                             "the cached copy, downloaded once when there is internet; skipped, with a note, "
+                             "when neither is available)")
     args = parser.parse_args(argv)
     try:
         evaluate(args.run, args.systems + args.samples, args.n, args.seed, args.out, args.real,
-                 quality=not args.no_quality)
+                 quality=not args.no_quality, inception_path=args.inception)
     except data_io.DataError as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2

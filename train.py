@@ -69,7 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--collapse-steps", type=int, default=2000,
                    help="stop when D(x) > 0.99 and D(G(z)) < 0.01 for this many steps in a row (0 = never)")
     p.add_argument("--tensorboard", action="store_true",
-                   help="also log losses, D outputs, images/s and the sample grid to RUN/tensorboard")
+                   help="also log losses, D outputs, images/s and the sample grid to RUN/tensorboard "
+                        "(view with: tensorboard --logdir outputs)")
     p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (0 = all)")
     p.add_argument("--dry-run", action="store_true",
                    help="one step of everything (data, D and G steps, grid, checkpoint, resume) in a temporary "

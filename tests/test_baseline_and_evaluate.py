@@ -64,3 +64,18 @@ def test_evaluate_writes_report_metrics_and_pictures(tiny_run, tmp_path):
 def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert evaluate.main([str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_evaluate_quality_metrics_and_offline_fid_note(tiny_run, monkeypatch):
+    import metrics
+
+    def offline(*args, **kwargs):
+        raise metrics._unavailable("no internet")
+    monkeypatch.setattr(metrics, "load_inception", offline)
+    results = evaluate.evaluate(str(tiny_run), ["random"], n=32)
+    rows = {row["system"]: row for row in results["systems"]}
+    assert rows["random uniform"]["swd_avg"] > 1.5 * rows["real (held out)"]["swd_avg"]  # only 16 vs 16 here
+    assert rows["random uniform"]["face_rate"] == 0.0
+    assert results["fid_kid"].startswith("skipped: Inception graph unavailable (no internet); FID/KID were skipped")
+    report = (tiny_run / "eval" / "report.md").read_text()
+    assert "FID/KID skipped" in report and "--inception" in report

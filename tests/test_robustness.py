@@ -228,3 +228,24 @@ def test_ctrl_c_and_sigterm_checkpoint_and_exit_cleanly(tmp_path, tiny_dataset, 
     assert "Traceback" not in output and f"python train.py --resume {tmp_path / 'run'}" in output
     newest = train.latest_checkpoint(str(tmp_path / "run"))
     assert int(os.path.basename(newest)[5:14]) > 4  # the checkpoint taken at the signal, mid-epoch
+
+
+def test_corrupt_zip_member_is_skipped_and_reported(tmp_path, capsys):
+    source = tmp_path / "faces.zip"
+    with zipfile.ZipFile(source, "w", compression=zipfile.ZIP_STORED) as archive:
+        for i in range(4):
+            archive.writestr(f"{i:06d}.jpg", _jpeg(seed=i))
+    raw = bytearray(source.read_bytes())
+    offset = raw.index(_jpeg(seed=2)) + 200  # flip bytes inside the third image: its CRC check fails
+    raw[offset:offset + 50] = bytes(50)
+    source.write_bytes(bytes(raw))
+    code, meta, _ = _preprocess(tmp_path, source, capsys)
+    assert code == 0 and [s["file"] for s in meta["skipped"]] == ["000002.jpg"]
+    assert "unreadable" in meta["skipped"][0]["reason"]
+
+
+def test_dry_run_checks_every_stage_and_leaves_nothing(tmp_path, tiny_dataset, capsys):
+    assert train.main(["--dry-run", "--data", tiny_dataset, "--g-width", "8", "--d-width", "8",
+                       "--batch-size", "16", "--out", str(tmp_path / "outputs")]) == 0
+    assert "dry run OK" in capsys.readouterr().out
+    assert not (tmp_path / "outputs").exists()

@@ -65,3 +65,16 @@ def test_wrong_data_file_is_a_clear_error(tmp_path, capsys):
     np.save(bad, np.zeros((10, 32, 32), np.float32))
     assert _train(tmp_path, str(bad)) == 2
     assert "expected uint8 (N, S, S, 3)" in capsys.readouterr().err
+
+
+def test_tensorboard_logs_scalars_and_the_sample_grid(tmp_path, tiny_dataset):
+    import glob
+    import tensorflow as tf
+    assert _train(tmp_path, tiny_dataset, "--epochs", "1", "--tensorboard") == 0
+    tags = []
+    for path in glob.glob(str(tmp_path / "outputs" / "run" / "tensorboard" / "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags += [value.tag for value in event.summary.value]
+    assert {"epoch/d_loss", "epoch/g_loss", "epoch/D(x)", "epoch/images_per_second",
+            "fixed_noise_samples"} <= set(tags)
+    assert tags.count("step/d_loss") == 2  # one per step
