@@ -52,10 +52,15 @@ def generate_images(generator, n, seed=0, batch_size=250):
 
 # ----- measurements --------------------------------------------------------------------------------------
 
-def discriminator_scores(discriminator, images, batch_size=250):
-    """D's probability of 'real' for each uint8 image."""
-    logits = np.concatenate([np.asarray(discriminator.predict_on_batch(
-        images[i:i + batch_size].astype(np.float32) / 127.5 - 1.0)).reshape(-1)
+def discriminator_scores(discriminator, images, batch_size=128):
+    """D's probability of 'real' for each uint8 image.
+
+    D runs as it was trained: batch norm with the statistics of each batch, every batch from one set only
+    (training=True; the loaded copy's moving averages change, the saved file does not). Its inference mode
+    uses moving averages that mix real and fake batches, and is miscalibrated for a DCGAN discriminator.
+    """
+    logits = np.concatenate([np.asarray(discriminator(
+        images[i:i + batch_size].astype(np.float32) / 127.5 - 1.0, training=True)).reshape(-1)
         for i in range(0, len(images), batch_size)])
     return 1.0 / (1.0 + np.exp(-logits))
 
@@ -136,15 +141,17 @@ def plot_losses(run_dir, path):
         x = np.arange(1, n + 1) * len(d_losses) / max(n, 1)  # in epochs
         window = max(1, n // 100)
 
+        x_smooth = x[window - 1:]  # a trailing moving average: no dip at the ends
+
         def smooth(values):
-            return np.convolve(values, np.ones(window) / window, mode="same") if len(values) > window else values
+            return np.convolve(values, np.ones(window) / window, mode="valid")
         axes[1].plot(x, steps["d_loss"], color="C0", alpha=0.15)
         axes[1].plot(x, steps["g_loss"], color="C1", alpha=0.15)
-        axes[1].plot(x, smooth(steps["d_loss"]), color="C0", label="discriminator")
-        axes[1].plot(x, smooth(steps["g_loss"]), color="C1", label="generator")
+        axes[1].plot(x_smooth, smooth(steps["d_loss"]), color="C0", label="discriminator")
+        axes[1].plot(x_smooth, smooth(steps["g_loss"]), color="C1", label="generator")
         axes[1].set(title=f"per-step loss (moving average of {window})", xlabel="epoch")
-        axes[2].plot(x, smooth(steps["d_real"]), label="D(x)  real")
-        axes[2].plot(x, smooth(steps["d_fake"]), label="D(G(z))  fake")
+        axes[2].plot(x_smooth, smooth(steps["d_real"]), label="D(x)  real")
+        axes[2].plot(x_smooth, smooth(steps["d_fake"]), label="D(G(z))  fake")
         axes[2].set(title="discriminator outputs", xlabel="epoch", ylim=(0, 1))
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -160,7 +167,7 @@ def comparison_png(path, named_sets, per_row=8, rows=4):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(named_sets), figsize=(4.2 * len(named_sets), 2.3 + 4.2 * rows / per_row))
+    fig, axes = plt.subplots(1, len(named_sets), figsize=(4.2 * len(named_sets), 0.5 + 4.2 * rows / per_row))
     for ax, (name, images) in zip(np.atleast_1d(axes), named_sets):
         ax.imshow(data_io.make_grid(images[:per_row * rows], columns=per_row))
         ax.set_title(name)
@@ -278,8 +285,8 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
               f"Reference: {len(reference)} held-out real faces (half A of `{real_path}`); the `real` row is the "
               f"other {len(real_b)} (half B). {results['epochs_trained']} epochs trained. Seed {seed}.", "",
               markdown_table(rows, columns), "",
-              "- **d_accuracy**: the run's own discriminator, the fraction of the set it classifies correctly "
-              "(reals as real, everything else as fake).",
+              "- **d_accuracy**: the run's own discriminator (batch statistics, as in training), the fraction "
+              "of the set it classifies correctly (reals as real, everything else as fake).",
               f"- The discriminator calls {d_on_holdout:.1%} of all {len(holdout)} held-out reals real.",
               "- **judge_accuracy**: a fresh small CNN trained on half of (reference reals vs the set) and tested "
               "on the unseen half; 0.5 = indistinguishable from real, 1.0 = always caught.",
