@@ -16,6 +16,11 @@ SKIN_TONES = np.array([[255, 224, 196], [241, 194, 160], [224, 172, 130], [198, 
 HAIR_COLOURS = np.array([[20, 15, 10], [60, 40, 25], [110, 70, 35], [200, 160, 90],
                          [150, 60, 30], [130, 130, 130], [235, 225, 200]], np.float32)
 EYE_COLOURS = np.array([[60, 40, 20], [40, 90, 150], [60, 120, 70], [90, 70, 50]], np.float32)
+# Muted studio backdrops, like most portrait photos; fully random colours made the demo far harder to learn.
+BACKGROUNDS = np.array([[200, 200, 200], [90, 90, 95], [215, 200, 175], [150, 175, 205], [170, 190, 160],
+                        [235, 235, 230], [40, 40, 45], [120, 100, 90]], np.float32)
+CLOTHES = np.array([[30, 30, 35], [240, 240, 240], [40, 60, 110], [120, 30, 30], [90, 90, 90],
+                    [60, 90, 60]], np.float32)
 
 
 def _jitter(rng, colour, amount=18):
@@ -26,7 +31,8 @@ def draw_face(rng, size=64):
     """One face as RGB uint8 (size, size, 3); drawn at 4x and reduced with area interpolation (anti-aliasing)."""
     s = 4 * size
     u = s / 64.0  # drawing unit: one pixel of a 64 px image
-    top, bottom = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    top = BACKGROUNDS[rng.integers(len(BACKGROUNDS))] + rng.normal(0, 12, 3)
+    bottom = top * rng.uniform(0.7, 1.1)
     ramp = np.linspace(0, 1, s, dtype=np.float32)[:, None, None]
     canvas = ((1 - ramp) * top + ramp * bottom)[:, :, ::-1] * np.ones((1, s, 1), np.float32)
     canvas = np.ascontiguousarray(canvas)
@@ -51,7 +57,7 @@ def draw_face(rng, size=64):
         cv2.ellipse(canvas, pt(0, 6), (int(face_w * 1.35), int(face_h * 1.25)), 0, 0, 360, hair_bgr, -1, cv2.LINE_AA)
     # neck and shoulders
     cv2.rectangle(canvas, pt(-6, 14), pt(6, 40), shadow_bgr, -1, cv2.LINE_AA)
-    shirt = _jitter(rng, rng.uniform(0, 255, 3), 0)
+    shirt = _jitter(rng, CLOTHES[rng.integers(len(CLOTHES))], 15)
     cv2.ellipse(canvas, pt(0, 44), axes(rng.uniform(26, 34), 16), 0, 180, 360, shirt, -1, cv2.LINE_AA)
     if hair_style != 2:  # hair cap behind the forehead
         cv2.ellipse(canvas, pt(0, -4), (int(face_w * 1.12), int(face_h * 1.05)), 0, 180, 360, hair_bgr, -1,

@@ -421,6 +421,29 @@ def train(args):
     return run_dir, 0
 
 
+def recalibrate_batchnorm(generator, batches=16, batch_size=128, seed=0):
+    """Set G's batch-norm moving statistics to the average batch statistics of `batches` fresh noise batches.
+
+    During training they are an exponential average over the last ~10 steps, while G changes fast: samples
+    drawn in inference mode (the grids, generate.py, evaluate.py, anyone's load_model) then come out worse
+    than G really is. A cumulative average over fresh batches with the current weights fixes that
+    ("precise BN", Wu & Johnson 2021). Training itself uses batch statistics and is unaffected.
+    """
+    import keras
+    bn_layers = [layer for layer in generator.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in bn_layers]
+    rng = np.random.default_rng([seed, 7])
+    try:
+        for i in range(batches):
+            for layer in bn_layers:
+                layer.momentum = i / (i + 1)  # moving = running mean of the batch statistics so far
+            generator(rng.standard_normal((batch_size, generator.input_shape[-1])).astype(np.float32),
+                      training=True)
+    finally:
+        for layer, momentum in zip(bn_layers, momenta):
+            layer.momentum = momentum
+
+
 def finish_epoch(run_dir, config, history, epoch, steps_per_epoch, steps_run, seconds, generator,
                  discriminator, fixed_noise, writer):
     """Per-epoch means, the seed's .npy loss files, the fixed-noise grid, the models and the log."""
@@ -434,6 +457,7 @@ def finish_epoch(run_dir, config, history, epoch, steps_per_epoch, steps_run, se
     data_io.save_npy(os.path.join(run_dir, "g_losses.npy"), np.array(history["g_losses"], np.float32))
     data_io.save_npz(os.path.join(run_dir, "steps.npz"),
                      {key: np.array(history[key], np.float32) for key in STEP_KEYS})
+    recalibrate_batchnorm(generator, seed=epoch)
     grid = None
     if epoch % config["sample_every"] == 0 or epoch == config["epochs"]:
         grid = data_io.make_grid(data_io.to_uint8(generator(fixed_noise, training=False)))
