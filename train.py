@@ -28,7 +28,7 @@ DEFAULT_DATA = os.path.join("data", "celeba64_train.npy")
 DEMO_SIZE = 8000
 # The demo must show faces within ~10 minutes on 2 CPU cores: the same DCGAN at half width (4x fewer FLOPs)
 # and batch 64 makes ~8x more updates per minute than the paper's width 64 / batch 128.
-DEMO_DEFAULTS = {"epochs": 10, "batch_size": 64, "g_width": 32, "d_width": 32}
+DEMO_DEFAULTS = {"epochs": 7, "batch_size": 64, "g_width": 32, "d_width": 32}
 PAPER_DEFAULTS = {"epochs": 25, "batch_size": 128, "g_width": 64, "d_width": 64}
 EXIT_INTERRUPTED, EXIT_DIVERGED = 130, 3
 STEP_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -47,7 +47,7 @@ def parse_args(argv=None):
                    help="held-out images for evaluate.py (default: the _holdout.npy beside --data)")
     p.add_argument("--demo", action="store_true", help="train on the embedded procedurally drawn demo faces")
     p.add_argument("--epochs", type=int, default=None,
-                   help="passes over the training set (default 25; 10 on the demo)")
+                   help="passes over the training set (default 25; 7 on the demo)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step (default 128, the paper; 64 on "
                                                                "the demo)")
     p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate for both networks (the paper: 2e-4)")
