@@ -37,6 +37,10 @@ STEP_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
 class Diverged(Exception):
     """Training produced NaN/inf losses or a collapsed discriminator."""
 
+    def __init__(self, message, run_dir):
+        super().__init__(message)
+        self.run_dir = run_dir
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -393,11 +397,11 @@ def train(args):
                 values = [float(v) for v in train_step(real)]
                 if not np.all(np.isfinite(values)):
                     raise Diverged(f"non-finite loss at epoch {epoch} step {step}: d_loss={values[0]}, "
-                                   f"g_loss={values[1]}")
+                                   f"g_loss={values[1]}", run_dir)
                 collapsed_for = collapsed_for + 1 if values[2] > 0.99 and values[3] < 0.01 else 0
                 if config.get("collapse_steps") and collapsed_for >= config["collapse_steps"]:
                     raise Diverged(f"discriminator collapse: D(x) > 0.99 and D(G(z)) < 0.01 for {collapsed_for} "
-                                   f"steps (epoch {epoch} step {step})")
+                                   f"steps (epoch {epoch} step {step})", run_dir)
                 for key, value in zip(STEP_KEYS, values):
                     history[key].append(value)
                 if step % 5 == 0 or step == steps_per_epoch:
@@ -516,9 +520,8 @@ def main(argv=None):
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
     except Diverged as error:
-        run = args.resume or "the run directory"
         print(f"train.py: training diverged: {error}. The last good checkpoint is intact: resume with "
-              f"--resume {run} (perhaps with a lower --lr) or start again with another --seed.", file=sys.stderr)
+              f"--resume {error.run_dir}, or start again with another --seed or a lower --lr.", file=sys.stderr)
         return EXIT_DIVERGED
     except OSError as error:  # disk full, unwritable output folder, ...
         print(f"train.py: error: cannot write {getattr(error, 'filename', '') or 'output'}: "
