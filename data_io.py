@@ -224,3 +224,15 @@ def load_image_array(path, size=None):
         interpolation = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_CUBIC
         images = np.stack([cv2.resize(i, (size, size), interpolation=interpolation) for i in images])
     return images
+
+
+def load_keras_model(path, what="model"):
+    """keras.models.load_model with a one-line DataError for a missing file or one that is not a model."""
+    if not os.path.isfile(path):
+        raise DataError(f"no {what} at {path} (has the run finished an epoch?)")
+    import keras
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # keras raises many types for a file that is not a model
+        first_line = (str(error).strip().splitlines() or [""])[0][:160]
+        raise DataError(f"{path} is not a Keras model ({type(error).__name__}: {first_line})") from None

@@ -32,22 +32,10 @@ def load_run_config(run_dir):
         return json.load(f)
 
 
-def load_model(path):
-    import keras
-    if not os.path.exists(path):
-        raise data_io.DataError(f"no model at {path} (has the run finished an epoch?)")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as error:  # keras raises many types for a file that is not a model
-        raise data_io.DataError(f"{path} is not a Keras model: {type(error).__name__}: {error}") from None
-
-
-def generate_images(generator, n, seed=0, batch_size=250):
-    """n uint8 samples from a generator with z ~ N(0, I), reproducible by seed."""
-    latent_dim = generator.input_shape[-1]
-    z = np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
-    return np.concatenate([data_io.to_uint8(generator.predict_on_batch(z[i:i + batch_size]))
-                           for i in range(0, n, batch_size)])
+def generate_images(generator, n, seed=0):
+    """n uint8 samples with z ~ N(0, I), reproducible by seed (the same faces generate.py gives)."""
+    import generate
+    return generate.generate(generator, generate.sample_z(n, generator.input_shape[-1], seed))
 
 
 # ----- measurements --------------------------------------------------------------------------------------
@@ -187,7 +175,7 @@ def resolve_system(spec, size, train_reference, seed, n):
         return ("random gaussian", random_baseline.make_random_images(n, size, "gaussian", train_reference,
                                                                        seed=seed), None)
     if os.path.isdir(spec) and os.path.exists(os.path.join(spec, "config.json")):
-        generator = load_model(os.path.join(spec, "generator.keras"))
+        generator = data_io.load_keras_model(os.path.join(spec, "generator.keras"))
         return os.path.basename(os.path.normpath(spec)), generate_images(generator, n, seed), spec
     name, sep, path = spec.partition(":")
     if not sep:
@@ -233,7 +221,7 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     train_reference = np.load(config["data"], mmap_mode="r")[:5000]
     out = out or os.path.join(run_dir, "eval")
     os.makedirs(out, exist_ok=True)
-    discriminator = load_model(os.path.join(run_dir, "discriminator.keras"))
+    discriminator = data_io.load_keras_model(os.path.join(run_dir, "discriminator.keras"))
 
     named_sets = [("real (held out)", real_b)]
     named_sets.append(resolve_system(run_dir, size, train_reference, seed, n)[:2])

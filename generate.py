@@ -49,14 +49,7 @@ def load_generator(run_dir):
     """The run's generator.keras, checked to map (latent_dim,) noise to (S, S, 3) images."""
     load_config(run_dir)
     path = os.path.join(run_dir, "generator.keras")
-    if not os.path.isfile(path):
-        raise DataError(f"no generator at {path} (has the run finished an epoch?)")
-    import keras
-    try:
-        generator = keras.models.load_model(path, compile=False)
-    except Exception as error:  # keras raises many types for a file that is not a model
-        first_line = (str(error).strip().splitlines() or [""])[0][:160]
-        raise DataError(f"{path} is not a Keras model ({type(error).__name__}: {first_line})") from None
+    generator = data_io.load_keras_model(path, "generator")
     if len(generator.input_shape) != 2 or len(generator.output_shape) != 4 or generator.output_shape[-1] != 3:
         raise DataError(f"{path} maps {generator.input_shape} to {generator.output_shape}; expected a generator "
                         "from noise (latent_dim,) to images (S, S, 3)")

@@ -152,7 +152,7 @@ def test_generator_file_that_is_not_a_model(tmp_path):
     path = tmp_path / "generator.keras"
     path.write_text("definitely not a model")
     with pytest.raises(evaluate.data_io.DataError, match="is not a Keras model"):
-        evaluate.load_model(str(path))
+        evaluate.data_io.load_keras_model(str(path))
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_dataset, capsys, monkeypatch):
