@@ -83,8 +83,9 @@ def _patch_descriptors(level, patches_per_image, patch_size, rng):
     x = rng.integers(0, w - 2 * r, size=count)
     windows = np.lib.stride_tricks.sliding_window_view(level, (patch_size, patch_size), axis=(1, 2))
     desc = windows[image, y, x]  # (count, 3, k, k), a copy
-    desc -= desc.mean(axis=(0, 2, 3), keepdims=True)
-    desc /= desc.std(axis=(0, 2, 3), keepdims=True) + 1e-8
+    # float64 statistics: a float32 sum over millions of 0-255 values (n=10,000 images) loses its precision
+    desc -= desc.mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
+    desc /= desc.std(axis=(0, 2, 3), keepdims=True, dtype=np.float64).astype(np.float32) + 1e-8
     return desc.reshape(count, -1)
 
 
