@@ -500,8 +500,12 @@ def dry_run(args):
         _, code = train(parse_args(common + passthrough + ["--epochs", "1"]))
         if code == 0:
             _, code = train(parse_args(["--resume", os.path.join(folder, "dry-run"), "--epochs", "2"]))
+        if code != 0:
+            return code
         run = os.path.join(folder, "dry-run")
-        assert len(np.load(os.path.join(run, "d_losses.npy"))) == 2 and latest_checkpoint(run)
+        if len(np.load(os.path.join(run, "d_losses.npy"))) != 2 or not latest_checkpoint(run):
+            print("train.py: error: dry run: the resumed run did not continue to epoch 2", file=sys.stderr)
+            return 1
         print(f"dry run OK in {time.time() - start:.0f} s: data, D step, G step, sample grid, checkpoint and "
               "resume all work")
         return code
