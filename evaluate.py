@@ -5,9 +5,9 @@
 
 Each system after the first run directory is `random` (uniform noise), `gaussian` (noise matched to the
 data's colour statistics), another run directory, or NAME:PATH for samples from any other GAN
-(a .npy of uint8 (N, S, S, 3), a folder or a zip of images). Every system is scored against the same
-held-out reals (half A of the holdout); half B of the holdout is always a row ("real"), so each metric's
-floor is on the table. Writes to <first run>/eval/ (or --out): report.md, metrics.json, losses.png,
+(a .npy of uint8 (N, S, S, 3), a folder or a zip of images, or a generator .keras file). Every system
+is scored against the same held-out reals (half A of the holdout); half B of the holdout is always a row
+("real"), so each metric's floor is on the table. Writes to <first run>/eval/ (or --out): report.md, metrics.json, losses.png,
 comparison.png.
 """
 import argparse
@@ -180,6 +180,8 @@ def resolve_system(spec, size, train_reference, seed, n):
     name, sep, path = spec.partition(":")
     if not sep:
         name, path = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0], spec
+    if path.endswith(".keras"):  # any generator file, e.g. a run's generator_raw.keras (G without EMA)
+        return name, generate_images(data_io.load_keras_model(path, "generator"), n, seed), None
     return name, data_io.load_image_array(path, size)[:n], None
 
 

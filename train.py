@@ -30,6 +30,14 @@ DEMO_SIZE = 8000
 # and batch 64 makes ~8x more updates per minute than the paper's width 64 / batch 128.
 DEMO_DEFAULTS = {"epochs": 7, "batch_size": 64, "g_width": 32, "d_width": 32}
 PAPER_DEFAULTS = {"epochs": 25, "batch_size": 128, "g_width": 64, "d_width": 64}
+# Training recipes. "dcgan" is the 2015 paper, unchanged; "best" adds what measured best in the ablation
+# of README.md (10 epochs over 7,500 CelebA faces). A flag given on the command line overrides its preset.
+PRESETS = {
+    "dcgan": {"ema": 0.0, "diffaug": "", "loss": "bce", "r1": 0.0, "g_lr": None, "d_lr": None},
+    "best": {"ema": 0.999, "diffaug": "color,translation,cutout", "loss": "bce", "r1": 0.0, "g_lr": None,
+             "d_lr": None},
+}
+DIFFAUG_OPS = ("color", "translation", "cutout")
 EXIT_INTERRUPTED, EXIT_DIVERGED = 130, 3
 STEP_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
 
@@ -55,6 +63,24 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=None, help="images per step (default 128, the paper; 64 on "
                                                                "the demo)")
     p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate for both networks (the paper: 2e-4)")
+    p.add_argument("--preset", default="dcgan", choices=sorted(PRESETS),
+                   help="dcgan: the 2015 paper, unchanged (default); best: the paper plus the improvements that "
+                        "measured best in README.md's ablation (EMA generator, DiffAugment). The flags below "
+                        "override the preset one by one")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of G's weights with this decay (e.g. 0.999; 0 = off). "
+                        "generator.keras and the grids then use the averaged G; the trained G is saved as "
+                        "generator_raw.keras")
+    p.add_argument("--diffaug", default=None, metavar="OPS",
+                   help="DiffAugment (Zhao et al. 2020): comma-separated subset of color,translation,cutout, "
+                        "applied to real and fake images before D in both updates ('' = off)")
+    p.add_argument("--loss", default=None, choices=("bce", "hinge"),
+                   help="bce: the paper's cross-entropy with the non-saturating G loss; hinge: hinge loss "
+                        "(Lim & Ye 2017; Miyato et al. 2018)")
+    p.add_argument("--r1", type=float, default=None, metavar="GAMMA",
+                   help="R1 gradient penalty on reals, gamma/2 * E|grad D(x)|^2 (Mescheder et al. 2018; 0 = off)")
+    p.add_argument("--g-lr", type=float, default=None, help="G learning rate (default --lr); TTUR sets G and D apart")
+    p.add_argument("--d-lr", type=float, default=None, help="D learning rate (default --lr)")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta_1 (the paper: 0.5)")
     p.add_argument("--beta2", type=float, default=0.999, help="Adam beta_2")
     p.add_argument("--latent-dim", type=int, default=100, help="size of the noise vector z ~ N(0, I)")
@@ -91,6 +117,14 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.epochs is not None and args.epochs < 1:
         p.error("--epochs must be >= 1")
+    if args.ema is not None and not 0 <= args.ema < 1:
+        p.error("--ema must be in [0, 1)")
+    if args.diffaug:
+        unknown = set(args.diffaug.split(",")) - set(DIFFAUG_OPS)
+        if unknown:
+            p.error(f"--diffaug: unknown {', '.join(sorted(unknown))}; choose from {','.join(DIFFAUG_OPS)}")
+    if args.r1 is not None and args.r1 < 0:
+        p.error("--r1 must be >= 0")
     return args
 
 
@@ -149,37 +183,99 @@ def make_dataset(images_tensor, batch_size, seed, epoch, steps, skip_steps=0):
             .prefetch(tf.data.AUTOTUNE))
 
 
-def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_dim, noise_seed, mode="graph"):
+def diff_augment(x, ops_text, seed):
+    """DiffAugment (Zhao et al. 2020) on images in [-1, 1]: random colour (brightness, saturation, contrast),
+    translation by up to 1/8 of the size (zero-filled) and cutout of a half-size square, each drawn per
+    image. Differentiable, so G learns through it; D never sees an unaugmented image."""
+    import keras
+    import tensorflow as tf
+    from keras import ops
+    batch, size = ops.shape(x)[0], x.shape[1]
+
+    def uniform(low, high):
+        return ops.cast(keras.random.uniform((batch, 1, 1, 1), low, high, seed=seed), x.dtype)
+
+    if "color" in ops_text:
+        x = x + uniform(-0.5, 0.5)
+        mean = ops.mean(x, axis=-1, keepdims=True)
+        x = (x - mean) * uniform(0.0, 2.0) + mean
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        x = (x - mean) * uniform(0.5, 1.5) + mean
+    positions = ops.arange(size)[None, :]
+    if "translation" in ops_text:
+        shift = size // 8
+        offsets = keras.random.randint((2, batch, 1), -shift, shift + 1, seed=seed)
+        padded = ops.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
+        x = tf.gather(padded, positions + shift + offsets[0], axis=1, batch_dims=1)
+        x = tf.gather(x, positions + shift + offsets[1], axis=2, batch_dims=1)
+    if "cutout" in ops_text:
+        centres = keras.random.randint((2, batch, 1), 0, size, seed=seed)
+        inside = [ops.abs(positions - centres[i]) < size // 4 for i in range(2)]
+        keep = ops.logical_not(ops.logical_and(inside[0][:, :, None], inside[1][:, None, :]))
+        x = x * ops.cast(keep, x.dtype)[..., None]
+    return x
+
+
+def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_dim, noise_seed, mode="graph",
+                     loss="bce", diffaug="", r1=0.0, aug_seed=None, ema_generator=None, ema_decay=0.0):
     """The GAN step: D update, then G update; returns (d_loss, g_loss, D(x), D(G(z))).
-    mode: "graph" (tf.function), "xla" (tf.function with jit_compile) or "eager" (no compilation)."""
+    mode: "graph" (tf.function), "xla" (tf.function with jit_compile) or "eager" (no compilation).
+    The defaults are the paper; loss/diffaug/r1/ema_* are the options of --preset best and the ablation."""
     import keras
     import tensorflow as tf
     bce = keras.losses.BinaryCrossentropy(from_logits=True)
     # With fp16 the optimizers are LossScaleOptimizers: scale the loss, they unscale the gradients.
     scale = {opt: getattr(opt, "scale_loss", lambda loss: loss) for opt in (g_optimizer, d_optimizer)}
 
+    def augment(images):
+        return diff_augment(images, diffaug, aug_seed) if diffaug else images
+
+    def d_loss_fn(real_logits, fake_logits):
+        if loss == "hinge":
+            return tf.reduce_mean(tf.nn.relu(1.0 - real_logits)) + tf.reduce_mean(tf.nn.relu(1.0 + fake_logits))
+        return bce(tf.ones_like(real_logits), real_logits) + bce(tf.zeros_like(fake_logits), fake_logits)
+
+    def g_loss_fn(fake_logits):
+        if loss == "hinge":
+            return -tf.reduce_mean(fake_logits)
+        # Non-saturating G loss: maximise log D(G(z)) by labelling fakes as real.
+        return bce(tf.ones_like(fake_logits), fake_logits)
+
     def train_step(real_uint8):
         real = tf.cast(real_uint8, generator.compute_dtype) / 127.5 - 1.0
         batch = tf.shape(real)[0]
         z = keras.random.normal((batch, latent_dim), seed=noise_seed)
-        ones, zeros = tf.ones((batch, 1)), tf.zeros((batch, 1))
         # One generator forward serves both updates, as in the PyTorch reference: the D step sees it
         # detached, the G step differentiates through it.
         with tf.GradientTape() as g_tape:
             fake = generator(z, training=True)
             with tf.GradientTape() as d_tape:
-                real_logits = discriminator(real, training=True)  # separate BN passes for real and fake
-                fake_logits = discriminator(tf.stop_gradient(fake), training=True)
-                d_loss = bce(ones, real_logits) + bce(zeros, fake_logits)
+                real_in = augment(real)
+                with tf.GradientTape(watch_accessed_variables=False) as r1_tape:
+                    r1_tape.watch(real_in)
+                    real_logits = tf.cast(discriminator(real_in, training=True), tf.float32)  # separate BN passes
+                    real_logit_sum = tf.reduce_sum(real_logits)  # taken inside the tape, for R1
+                fake_logits = tf.cast(discriminator(augment(tf.stop_gradient(fake)), training=True), tf.float32)
+                d_loss = d_loss_fn(real_logits, fake_logits)
+                if r1:
+                    grads = tf.cast(r1_tape.gradient(real_logit_sum, real_in), tf.float32)
+                    d_loss += r1 / 2 * tf.reduce_mean(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]))
                 scaled_d_loss = scale[d_optimizer](d_loss)
             d_grads = d_tape.gradient(scaled_d_loss, discriminator.trainable_weights)
             d_optimizer.apply_gradients(zip(d_grads, discriminator.trainable_weights))
-            # Non-saturating G loss: maximise log D(G(z)) by labelling fakes as real, through the updated D
-            # (this is the combined model of models.build_gan, with D's BN in training mode).
-            g_loss = bce(ones, discriminator(fake, training=True))
+            # G differentiates through the updated D (the combined model of models.build_gan, D's BN in
+            # training mode).
+            g_loss = g_loss_fn(tf.cast(discriminator(augment(fake), training=True), tf.float32))
             scaled_g_loss = scale[g_optimizer](g_loss)
         g_grads = g_tape.gradient(scaled_g_loss, generator.trainable_weights)
         g_optimizer.apply_gradients(zip(g_grads, generator.trainable_weights))
+        if ema_generator is not None:
+            # warm-up (as in TF's ExponentialMovingAverage with num_updates): early on the average follows G
+            # closely instead of dragging the random initial weights along
+            t = tf.cast(g_optimizer.iterations, tf.float32)
+            decay = tf.minimum(ema_decay, (1.0 + t) / (10.0 + t))
+            for average, weight in zip(ema_generator.trainable_weights, generator.trainable_weights):
+                average.assign(decay * average + (1.0 - decay) * weight)
         return d_loss, g_loss, tf.reduce_mean(tf.sigmoid(real_logits)), tf.reduce_mean(tf.sigmoid(fake_logits))
 
     if mode == "eager":
@@ -189,10 +285,15 @@ def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_
 
 # ----- checkpoints ---------------------------------------------------------------------------------------
 
-def state_variables(generator, discriminator, g_optimizer, d_optimizer, noise_seed):
+def state_variables(generator, discriminator, g_optimizer, d_optimizer, noise_seed, ema_generator=None,
+                    aug_seed=None):
     """Every variable a run's future depends on, under stable names."""
     groups = {"g": generator.variables, "d": discriminator.variables,
               "g_opt": g_optimizer.variables, "d_opt": d_optimizer.variables, "noise": [noise_seed.state]}
+    if ema_generator is not None:
+        groups["g_ema"] = ema_generator.variables
+    if aug_seed is not None:
+        groups["aug"] = [aug_seed.state]
     return {f"{group}/{i:04d}": v for group, variables in groups.items() for i, v in enumerate(variables)}
 
 
@@ -277,9 +378,10 @@ def prepare_run(args):
         if args.epochs is not None:
             config["epochs"] = args.epochs
         defaults = parse_args([])
-        for key in ("latent_dim", "g_width", "d_width", "batch_size", "lr", "beta1", "beta2", "seed", "precision"):
+        for key in ("latent_dim", "g_width", "d_width", "batch_size", "lr", "beta1", "beta2", "seed", "precision",
+                    "preset", "ema", "diffaug", "loss", "r1", "g_lr", "d_lr"):
             given = getattr(args, key)
-            if given is not None and given != getattr(defaults, key) and given != config.get(key):
+            if given is not None and given != getattr(defaults, key) and given != config.get(key, given):
                 raise data_io.DataError(f"--{key.replace('_', '-')} {given} differs from the run's {config.get(key)}; "
                                         "a resumed run keeps its settings (start a new run to change them)")
         images = load_image_file(config["data"])
@@ -290,9 +392,10 @@ def prepare_run(args):
     images, data_config = load_data(args)
     config = {k: v for k, v in vars(args).items() if k not in ("resume", "data", "holdout", "dry_run")}
     config.update(data_config)
-    for key, value in (DEMO_DEFAULTS if config["demo"] else PAPER_DEFAULTS).items():
+    for key, value in {**(DEMO_DEFAULTS if config["demo"] else PAPER_DEFAULTS), **PRESETS[args.preset]}.items():
         if config[key] is None:
             config[key] = value
+    config["g_lr"], config["d_lr"] = config["g_lr"] or config["lr"], config["d_lr"] or config["lr"]
     dataset_name = "demo" if config["demo"] else os.path.basename(config["data"]).replace("_train.npy", "")
     run_dir = os.path.join(args.out, args.name or time.strftime("%Y%m%d-%H%M%S_") + dataset_name)
     if os.path.exists(os.path.join(run_dir, "config.json")):
@@ -311,8 +414,8 @@ def build_models(config):
     generator = models.build_generator(config["latent_dim"], config["image_size"], config["g_width"])
     discriminator = models.build_discriminator(config["image_size"], config["d_width"])
     optimizers = []
-    for model in (generator, discriminator):
-        optimizer = keras.optimizers.Adam(config["lr"], beta_1=config["beta1"], beta_2=config["beta2"])
+    for model, lr in ((generator, config.get("g_lr") or config["lr"]), (discriminator, config.get("d_lr") or config["lr"])):
+        optimizer = keras.optimizers.Adam(lr, beta_1=config["beta1"], beta_2=config["beta2"])
         if config.get("precision") == "fp16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_weights)
@@ -352,7 +455,14 @@ def train(args):
     import tensorflow as tf
     generator, discriminator, g_optimizer, d_optimizer = build_models(config)
     noise_seed = keras.random.SeedGenerator(config["seed"])
-    variables = state_variables(generator, discriminator, g_optimizer, d_optimizer, noise_seed)
+    ema_generator, aug_seed = None, None
+    if config.get("ema"):
+        ema_generator = keras.models.clone_model(generator)
+        ema_generator.set_weights(generator.get_weights())
+    if config.get("diffaug"):
+        aug_seed = keras.random.SeedGenerator(config["seed"] + 1)
+    variables = state_variables(generator, discriminator, g_optimizer, d_optimizer, noise_seed, ema_generator,
+                                aug_seed)
     batch_size, latent_dim = config["batch_size"], config["latent_dim"]
     steps_per_epoch = len(images) // batch_size
     if config.get("max_steps"):
@@ -376,7 +486,10 @@ def train(args):
         data_io.save_npy(fixed_noise_path, fixed_noise)
     data_io.save_json(os.path.join(run_dir, "config.json"), config)
 
-    train_step = build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_dim, noise_seed)
+    train_step = build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_dim, noise_seed,
+                                  loss=config.get("loss", "bce"), diffaug=config.get("diffaug", ""),
+                                  r1=config.get("r1", 0.0), aug_seed=aug_seed, ema_generator=ema_generator,
+                                  ema_decay=config.get("ema", 0.0))
     images_tensor = tf.constant(images)
     writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard")) if config.get("tensorboard") else None
     from tqdm import tqdm
@@ -419,7 +532,7 @@ def train(args):
             bar.close()
             seconds = time.perf_counter() - start
             finish_epoch(run_dir, config, history, epoch, steps_per_epoch, steps_per_epoch - done, seconds,
-                         generator, discriminator, fixed_noise, writer)
+                         generator, discriminator, fixed_noise, writer, ema_generator)
             save_checkpoint(run_dir, variables, history, config["keep_checkpoints"])
     print(f"done: {run_dir} (generator.keras, samples/, d_losses.npy, g_losses.npy)")
     return run_dir, 0
@@ -449,8 +562,10 @@ def recalibrate_batchnorm(generator, batches=16, batch_size=128, seed=0):
 
 
 def finish_epoch(run_dir, config, history, epoch, steps_per_epoch, steps_run, seconds, generator,
-                 discriminator, fixed_noise, writer):
-    """Per-epoch means, the seed's .npy loss files, the fixed-noise grid, the models and the log."""
+                 discriminator, fixed_noise, writer, ema_generator=None):
+    """Per-epoch means, the seed's .npy loss files, the fixed-noise grid, the models and the log.
+    With EMA the averaged G is the one sampled and saved as generator.keras (the trained one as
+    generator_raw.keras)."""
     means = [float(np.mean(history[key][-steps_per_epoch:])) for key in STEP_KEYS]
     for key, value in zip(("d_losses", "g_losses", "d_real_epoch", "d_fake_epoch"), means):
         history[key].append(value)
@@ -462,11 +577,16 @@ def finish_epoch(run_dir, config, history, epoch, steps_per_epoch, steps_run, se
     data_io.save_npz(os.path.join(run_dir, "steps.npz"),
                      {key: np.array(history[key], np.float32) for key in STEP_KEYS})
     recalibrate_batchnorm(generator, seed=epoch)
+    sampler = generator
+    if ema_generator is not None:
+        recalibrate_batchnorm(ema_generator, seed=epoch)
+        save_model(os.path.join(run_dir, "generator_raw.keras"), generator)
+        sampler = ema_generator
     grid = None
     if epoch % config["sample_every"] == 0 or epoch == config["epochs"]:
-        grid = data_io.make_grid(data_io.to_uint8(generator(fixed_noise, training=False)))
+        grid = data_io.make_grid(data_io.to_uint8(sampler(fixed_noise, training=False)))
         data_io.save_png(os.path.join(run_dir, "samples", f"epoch_{epoch:03d}.png"), grid, scale=2)
-    save_model(os.path.join(run_dir, "generator.keras"), generator)
+    save_model(os.path.join(run_dir, "generator.keras"), sampler)
     save_model(os.path.join(run_dir, "discriminator.keras"), discriminator)
     data_io.save_json(os.path.join(run_dir, "history.json"),
                       {k: v for k, v in history.items() if k not in STEP_KEYS})
@@ -494,7 +614,8 @@ def dry_run(args):
     try:
         common = ["--max-steps", "1", "--out", folder, "--name", "dry-run", "--n-samples", "16"]
         passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                       if k in ("data", "holdout", "batch_size", "latent_dim", "g_width", "d_width", "precision")
+                       if k in ("data", "holdout", "batch_size", "latent_dim", "g_width", "d_width", "precision",
+                                "preset", "ema", "diffaug", "loss", "r1", "g_lr", "d_lr")
                        and v is not None]
         passthrough += ["--demo"] if args.demo else []
         _, code = train(parse_args(common + passthrough + ["--epochs", "1"]))

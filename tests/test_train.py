@@ -78,3 +78,49 @@ def test_tensorboard_logs_scalars_and_the_sample_grid(tmp_path, tiny_dataset):
     assert {"epoch/d_loss", "epoch/g_loss", "epoch/D(x)", "epoch/images_per_second",
             "fixed_noise_samples"} <= set(tags)
     assert tags.count("step/d_loss") == 2  # one per step
+
+
+def test_diff_augment_keeps_shape_and_range_and_differs_per_image():
+    import tensorflow as tf
+    images = tf.random.uniform((6, 32, 32, 3), -1, 1, seed=1)
+    seed = keras.random.SeedGenerator(0)
+    out = np.asarray(train.diff_augment(images, "translation,cutout", seed))
+    assert out.shape == (6, 32, 32, 3)
+    # translation and cutout only move pixels or zero them: every value is an input value or 0
+    assert np.isin(np.round(out, 5), np.append(np.round(np.asarray(images), 5), 0)).all()
+    # cutout blanks a 16x16 square (fully inside or clipped at the border): 64..256 zero pixels per image
+    zeros = (np.abs(out).sum(-1) == 0).sum(axis=(1, 2))
+    assert (zeros >= 8 * 8).all() and (zeros <= 16 * 16 + 2 * 4 * 32).all()
+    again = np.asarray(train.diff_augment(images, "translation,cutout", seed))
+    assert not np.array_equal(out, again)  # fresh draws each call
+
+
+def test_best_preset_options_train_save_the_ema_generator_and_resume_exactly(tmp_path, tiny_dataset):
+    flags = ["--ema", "0.9", "--diffaug", "color,translation,cutout", "--loss", "hinge", "--r1", "1",
+             "--d-lr", "4e-4", "--g-lr", "1e-4"]
+    assert _train(tmp_path, tiny_dataset, "--epochs", "1", *flags) == 0
+    run = tmp_path / "outputs" / "run"
+    assert train.main(["--resume", str(run), "--epochs", "2"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["ema"] == 0.9 and config["loss"] == "hinge" and config["d_lr"] == 4e-4 and config["g_lr"] == 1e-4
+    averaged = keras.models.load_model(run / "generator.keras")
+    trained = keras.models.load_model(run / "generator_raw.keras")
+    # the averaged G lags the trained one: same architecture, different weights
+    assert not np.allclose(averaged.get_weights()[0], trained.get_weights()[0])
+    assert np.isfinite(np.load(run / "d_losses.npy")).all()
+    # straight two epochs give the same losses as one epoch + resume (augmentation noise is checkpointed)
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), "--name", "straight",
+                       *TINY_TRAIN_FLAGS, "--epochs", "2", *flags]) == 0
+    np.testing.assert_array_equal(np.load(run / "steps.npz")["g_loss"],
+                                  np.load(tmp_path / "outputs" / "straight" / "steps.npz")["g_loss"])
+
+
+def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_dataset):
+    args = train.parse_args(["--data", tiny_dataset, "--preset", "best", "--ema", "0.99", "--out", str(tmp_path),
+                             "--batch-size", "16"])
+    _, config, _ = train.prepare_run(args)
+    assert config["ema"] == 0.99 and config["diffaug"] == train.PRESETS["best"]["diffaug"]
+    _, config, _ = train.prepare_run(train.parse_args(["--data", tiny_dataset, "--out", str(tmp_path),
+                                                       "--batch-size", "16"]))
+    assert config["ema"] == 0 and config["diffaug"] == "" and config["loss"] == "bce" and config["r1"] == 0
+    assert config["g_lr"] == config["d_lr"] == 2e-4
