@@ -28,17 +28,19 @@ def _conv_init():
     return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
 
 
-def _batch_norm(name):
-    # PyTorch BatchNorm2d defaults: momentum 0.1 (Keras' 0.9), eps 1e-5.
+def _batch_norm(name, synchronized=False):
+    # PyTorch BatchNorm2d defaults: momentum 0.1 (Keras' 0.9), eps 1e-5. synchronized: statistics over the
+    # global batch when it is split across replicas (tf.distribute), so BN sees the same batch as on one device.
     return layers.BatchNormalization(
         momentum=0.9,
         epsilon=1e-5,
         gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02),
+        synchronized=synchronized,
         name=name,
     )
 
 
-def build_generator(latent_dim=100, image_size=64, width=64):
+def build_generator(latent_dim=100, image_size=64, width=64, synchronized_bn=False):
     """z of shape (latent_dim,) -> image (image_size, image_size, 3) in [-1, 1]."""
     n = _n_doublings(image_size)
     channels = width * 2 ** (n - 1)  # 512 at 64 px / width 64
@@ -47,13 +49,13 @@ def build_generator(latent_dim=100, image_size=64, width=64):
     # The "project and reshape" step: a 4x4 transposed convolution of the 1x1 input.
     x = layers.Conv2DTranspose(channels, 4, strides=1, padding="valid", use_bias=False,
                                kernel_initializer=_conv_init(), name="project")(x)
-    x = _batch_norm("project_bn")(x)
+    x = _batch_norm("project_bn", synchronized_bn)(x)
     x = layers.ReLU()(x)
     for i in range(n - 1):
         channels //= 2
         x = layers.Conv2DTranspose(channels, 4, strides=2, padding="same", use_bias=False,
                                    kernel_initializer=_conv_init(), name=f"up{i + 1}")(x)
-        x = _batch_norm(f"up{i + 1}_bn")(x)
+        x = _batch_norm(f"up{i + 1}_bn", synchronized_bn)(x)
         x = layers.ReLU()(x)
     x = layers.Conv2DTranspose(3, 4, strides=2, padding="same", use_bias=False,
                                kernel_initializer=_conv_init(), name="to_rgb")(x)
@@ -62,7 +64,7 @@ def build_generator(latent_dim=100, image_size=64, width=64):
     return keras.Model(z, image, name="generator")
 
 
-def build_discriminator(image_size=64, width=64):
+def build_discriminator(image_size=64, width=64, synchronized_bn=False):
     """image (image_size, image_size, 3) in [-1, 1] -> one logit (real > 0)."""
     n = _n_doublings(image_size)
     image = keras.Input(shape=(image_size, image_size, 3), name="image")
@@ -72,7 +74,7 @@ def build_discriminator(image_size=64, width=64):
         x = layers.Conv2D(channels, 4, strides=2, padding="same", use_bias=False,
                           kernel_initializer=_conv_init(), name=f"down{i + 1}")(x)
         if i > 0:  # the paper: no batch norm on the discriminator's input layer
-            x = _batch_norm(f"down{i + 1}_bn")(x)
+            x = _batch_norm(f"down{i + 1}_bn", synchronized_bn)(x)
         x = layers.LeakyReLU(negative_slope=0.2)(x)
         channels *= 2
     x = layers.Conv2D(1, 4, strides=1, padding="valid", use_bias=False,

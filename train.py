@@ -91,6 +91,13 @@ def parse_args(argv=None):
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="fp32, or mixed precision: bf16 (CPUs with AVX512_BF16, TPUs, recent GPUs) or fp16 "
                         "with loss scaling (GPUs); the discriminator's logit and the losses stay float32")
+    p.add_argument("--strategy", default="none", choices=("none", "mirrored", "multiworker"),
+                   help="tf.distribute scale-out: mirrored = every local GPU (or the logical CPUs of "
+                        "--logical-cpus); multiworker = several machines, each run with the same command and its "
+                        "own TF_CONFIG (see README). The global --batch-size is split across replicas; batch norm "
+                        "uses the global batch's statistics")
+    p.add_argument("--logical-cpus", type=int, default=0, metavar="N",
+                   help="split the CPU into N logical devices, to try --strategy mirrored without GPUs")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, noise and data order")
     p.add_argument("--sample-every", type=int, default=1, help="save a fixed-noise sample grid every N epochs")
     p.add_argument("--n-samples", type=int, default=64, help="faces in each fixed-noise grid (8 per row)")
@@ -217,13 +224,18 @@ def diff_augment(x, ops_text, seed):
 
 
 def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_dim, noise_seed, mode="graph",
-                     loss="bce", diffaug="", r1=0.0, aug_seed=None, ema_generator=None, ema_decay=0.0):
+                     loss="bce", diffaug="", r1=0.0, aug_seed=None, ema_generator=None, ema_decay=0.0,
+                     strategy=None):
     """The GAN step: D update, then G update; returns (d_loss, g_loss, D(x), D(G(z))).
     mode: "graph" (tf.function), "xla" (tf.function with jit_compile) or "eager" (no compilation).
-    The defaults are the paper; loss/diffaug/r1/ema_* are the options of --preset best and the ablation."""
+    The defaults are the paper; loss/diffaug/r1/ema_* are the options of --preset best and the ablation.
+    strategy: a tf.distribute strategy; each replica takes its slice of the global batch and of the noise."""
     import keras
     import tensorflow as tf
-    bce = keras.losses.BinaryCrossentropy(from_logits=True)
+
+    def bce(labels, logits):
+        # not keras.losses: under tf.distribute those divide by the replica count themselves
+        return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits))
     # With fp16 the optimizers are LossScaleOptimizers: scale the loss, they unscale the gradients.
     scale = {opt: getattr(opt, "scale_loss", lambda loss: loss) for opt in (g_optimizer, d_optimizer)}
 
@@ -241,10 +253,10 @@ def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_
         # Non-saturating G loss: maximise log D(G(z)) by labelling fakes as real.
         return bce(tf.ones_like(fake_logits), fake_logits)
 
-    def train_step(real_uint8):
+    def gan_update(real_uint8, z, replicas=1):
+        # Each replica's losses are divided by the replica count: the optimizers sum gradients over
+        # replicas, so the update is that of the global batch's mean loss.
         real = tf.cast(real_uint8, generator.compute_dtype) / 127.5 - 1.0
-        batch = tf.shape(real)[0]
-        z = keras.random.normal((batch, latent_dim), seed=noise_seed)
         # One generator forward serves both updates, as in the PyTorch reference: the D step sees it
         # detached, the G step differentiates through it.
         with tf.GradientTape() as g_tape:
@@ -260,15 +272,32 @@ def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_
                 if r1:
                     grads = tf.cast(r1_tape.gradient(real_logit_sum, real_in), tf.float32)
                     d_loss += r1 / 2 * tf.reduce_mean(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]))
-                scaled_d_loss = scale[d_optimizer](d_loss)
+                scaled_d_loss = scale[d_optimizer](d_loss / replicas)
             d_grads = d_tape.gradient(scaled_d_loss, discriminator.trainable_weights)
             d_optimizer.apply_gradients(zip(d_grads, discriminator.trainable_weights))
             # G differentiates through the updated D (the combined model of models.build_gan, D's BN in
             # training mode).
             g_loss = g_loss_fn(tf.cast(discriminator(augment(fake), training=True), tf.float32))
-            scaled_g_loss = scale[g_optimizer](g_loss)
+            scaled_g_loss = scale[g_optimizer](g_loss / replicas)
         g_grads = g_tape.gradient(scaled_g_loss, generator.trainable_weights)
         g_optimizer.apply_gradients(zip(g_grads, generator.trainable_weights))
+        return (d_loss / replicas, g_loss / replicas, tf.reduce_mean(tf.sigmoid(real_logits)) / replicas,
+                tf.reduce_mean(tf.sigmoid(fake_logits)) / replicas)
+
+    def replica_update(real_uint8, z):
+        context = tf.distribute.get_replica_context()
+        local = tf.shape(real_uint8)[0] // context.num_replicas_in_sync
+        start = context.replica_id_in_sync_group * local
+        return gan_update(real_uint8[start:start + local], z[start:start + local], context.num_replicas_in_sync)
+
+    def train_step(real_uint8):
+        # The noise is drawn for the whole global batch, so a distributed run sees the same z as one device.
+        z = keras.random.normal((tf.shape(real_uint8)[0], latent_dim), seed=noise_seed)
+        if strategy is None:
+            values = gan_update(real_uint8, z)
+        else:
+            values = [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                      for v in strategy.run(replica_update, args=(real_uint8, z))]
         if ema_generator is not None:
             # warm-up (as in TF's ExponentialMovingAverage with num_updates): early on the average follows G
             # closely instead of dragging the random initial weights along
@@ -276,7 +305,7 @@ def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_
             decay = tf.minimum(ema_decay, (1.0 + t) / (10.0 + t))
             for average, weight in zip(ema_generator.trainable_weights, generator.trainable_weights):
                 average.assign(decay * average + (1.0 - decay) * weight)
-        return d_loss, g_loss, tf.reduce_mean(tf.sigmoid(real_logits)), tf.reduce_mean(tf.sigmoid(fake_logits))
+        return tuple(values)
 
     if mode == "eager":
         return train_step
@@ -367,7 +396,7 @@ def new_history():
 
 # ----- the run -------------------------------------------------------------------------------------------
 
-def prepare_run(args):
+def prepare_run(args, new_run_check=True):
     """(run_dir, config, images) for a new run or a resumed one."""
     if args.resume:
         config_path = os.path.join(args.resume, "config.json")
@@ -398,21 +427,57 @@ def prepare_run(args):
     config["g_lr"], config["d_lr"] = config["g_lr"] or config["lr"], config["d_lr"] or config["lr"]
     dataset_name = "demo" if config["demo"] else os.path.basename(config["data"]).replace("_train.npy", "")
     run_dir = os.path.join(args.out, args.name or time.strftime("%Y%m%d-%H%M%S_") + dataset_name)
-    if os.path.exists(os.path.join(run_dir, "config.json")):
+    if new_run_check and os.path.exists(os.path.join(run_dir, "config.json")):
         raise data_io.DataError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
     if len(images) < config["batch_size"]:
         raise data_io.DataError(f"only {len(images)} training images, fewer than one batch of {config['batch_size']}")
     return run_dir, config, images
 
 
-def build_models(config):
+def make_strategy(name, logical_cpus=0):
+    """The tf.distribute strategy for --strategy (None for "none"), after splitting the CPU if asked."""
+    import tensorflow as tf
+    if logical_cpus > 1:
+        try:
+            tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                                       [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
+        except RuntimeError as error:  # TensorFlow already running in this process
+            raise data_io.DataError(f"--logical-cpus must be set before TensorFlow starts: {error}") from None
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return None
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files: always, except on the non-chief workers of a
+    multi-worker run (TF_CONFIG task 'chief', or 'worker' 0 when there is no chief)."""
+    resolver = getattr(getattr(strategy, "cluster_resolver", None), "task_type", None)
+    if strategy is None or resolver is None:
+        return True
+    task_type, task_id = strategy.cluster_resolver.task_type, strategy.cluster_resolver.task_id
+    has_chief = "chief" in strategy.cluster_resolver.cluster_spec().as_dict()
+    return task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
+
+
+def build_models(config, strategy=None):
+    import contextlib
     import keras
     import models
     keras.mixed_precision.set_global_policy(
         {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[config.get("precision", "fp32")])
     keras.utils.set_random_seed(config["seed"])
-    generator = models.build_generator(config["latent_dim"], config["image_size"], config["g_width"])
-    discriminator = models.build_discriminator(config["image_size"], config["d_width"])
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        return _build_models(config, distributed=strategy is not None and strategy.num_replicas_in_sync > 1)
+
+
+def _build_models(config, distributed):
+    import keras
+    import models
+    generator = models.build_generator(config["latent_dim"], config["image_size"], config["g_width"], distributed)
+    discriminator = models.build_discriminator(config["image_size"], config["d_width"], distributed)
     optimizers = []
     for model, lr in ((generator, config.get("g_lr") or config["lr"]), (discriminator, config.get("d_lr") or config["lr"])):
         optimizer = keras.optimizers.Adam(lr, beta_1=config["beta1"], beta_2=config["beta2"])
@@ -449,18 +514,28 @@ class _StopRequest:
 
 def train(args):
     """Train per args (from parse_args). Returns (run_dir, exit code)."""
-    run_dir, config, images = prepare_run(args)
-    os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
+    import contextlib
+    strategy = make_strategy(args.strategy, args.logical_cpus)
+    chief = is_chief(strategy)
+    run_dir, config, images = prepare_run(args, new_run_check=chief)
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    if config["batch_size"] % replicas:
+        raise data_io.DataError(f"--batch-size {config['batch_size']} does not split evenly over {replicas} replicas")
+    # Every worker of a multi-worker run reads the run directory (a shared folder, for --resume); only the
+    # chief writes to it, the others write to a scratch folder.
+    out_dir = run_dir if chief else tempfile.mkdtemp(prefix="facegan-worker-")
+    os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
     import keras
     import tensorflow as tf
-    generator, discriminator, g_optimizer, d_optimizer = build_models(config)
-    noise_seed = keras.random.SeedGenerator(config["seed"])
-    ema_generator, aug_seed = None, None
-    if config.get("ema"):
-        ema_generator = keras.models.clone_model(generator)
-        ema_generator.set_weights(generator.get_weights())
-    if config.get("diffaug"):
-        aug_seed = keras.random.SeedGenerator(config["seed"] + 1)
+    generator, discriminator, g_optimizer, d_optimizer = build_models(config, strategy)
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        noise_seed = keras.random.SeedGenerator(config["seed"])
+        ema_generator, aug_seed = None, None
+        if config.get("ema"):
+            ema_generator = keras.models.clone_model(generator)
+            ema_generator.set_weights(generator.get_weights())
+        if config.get("diffaug"):
+            aug_seed = keras.random.SeedGenerator(config["seed"] + 1)
     variables = state_variables(generator, discriminator, g_optimizer, d_optimizer, noise_seed, ema_generator,
                                 aug_seed)
     batch_size, latent_dim = config["batch_size"], config["latent_dim"]
@@ -468,7 +543,7 @@ def train(args):
     if config.get("max_steps"):
         steps_per_epoch = min(steps_per_epoch, config["max_steps"])
     config.update(steps_per_epoch=steps_per_epoch, devices=[d.name for d in tf.config.list_logical_devices()],
-                  tensorflow=tf.__version__, keras=keras.__version__)
+                  replicas=replicas, tensorflow=tf.__version__, keras=keras.__version__)
 
     history = new_history()
     fixed_noise_path = os.path.join(run_dir, "fixed_noise.npy")
@@ -483,15 +558,15 @@ def train(args):
             print(f"{run_dir} has no checkpoint yet: starting it from epoch 1")
         fixed_noise = np.random.default_rng(config["seed"] + 1).standard_normal(
             (config["n_samples"], latent_dim)).astype(np.float32)
-        data_io.save_npy(fixed_noise_path, fixed_noise)
-    data_io.save_json(os.path.join(run_dir, "config.json"), config)
+        data_io.save_npy(os.path.join(out_dir, "fixed_noise.npy"), fixed_noise)
+    data_io.save_json(os.path.join(out_dir, "config.json"), config)
 
     train_step = build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_dim, noise_seed,
                                   loss=config.get("loss", "bce"), diffaug=config.get("diffaug", ""),
                                   r1=config.get("r1", 0.0), aug_seed=aug_seed, ema_generator=ema_generator,
-                                  ema_decay=config.get("ema", 0.0))
+                                  ema_decay=config.get("ema", 0.0), strategy=strategy)
     images_tensor = tf.constant(images)
-    writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard")) if config.get("tensorboard") else None
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard")) if config.get("tensorboard") else None
     from tqdm import tqdm
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     print(f"run directory: {run_dir}\ntraining on {len(images):,} images of {config['image_size']}px ({device}, "
@@ -523,7 +598,7 @@ def train(args):
                                     img_s=f"{(step - done) * batch_size / (time.perf_counter() - start):.0f}")
                 if stop.signal is not None or (config.get("checkpoint_every") and
                                                len(history["d_loss"]) % config["checkpoint_every"] == 0):
-                    save_checkpoint(run_dir, variables, history, config["keep_checkpoints"])
+                    save_checkpoint(out_dir, variables, history, config["keep_checkpoints"])
                 if stop.signal is not None:
                     bar.close()
                     print(f"stopped at epoch {epoch} step {step}; checkpoint saved. Resume with:\n"
@@ -531,9 +606,11 @@ def train(args):
                     return run_dir, EXIT_INTERRUPTED
             bar.close()
             seconds = time.perf_counter() - start
-            finish_epoch(run_dir, config, history, epoch, steps_per_epoch, steps_per_epoch - done, seconds,
+            finish_epoch(out_dir, config, history, epoch, steps_per_epoch, steps_per_epoch - done, seconds,
                          generator, discriminator, fixed_noise, writer, ema_generator)
-            save_checkpoint(run_dir, variables, history, config["keep_checkpoints"])
+            save_checkpoint(out_dir, variables, history, config["keep_checkpoints"])
+    if not chief:
+        shutil.rmtree(out_dir, ignore_errors=True)
     print(f"done: {run_dir} (generator.keras, samples/, d_losses.npy, g_losses.npy)")
     return run_dir, 0
 
