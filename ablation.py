@@ -1,0 +1,165 @@
+"""The ablation behind `--preset best`: train one run per recipe change at a fixed budget, then score each
+generator against the same held-out reals.
+
+    python ablation.py                                  # every row, seed 0, 10 epochs, batch 128, n 250
+    python ablation.py --rows dcgan diffaug --seeds 1   # repeat two rows with another seed
+    python ablation.py --table-only                     # re-score the finished runs, train nothing
+
+Each training run keeps an EMA copy of the generator (it changes no training step), so one run gives two
+rows: its trained generator (generator_raw.keras) and its averaged one (generator.keras). Runs land in
+outputs/abl_<row>_s<seed>/ and are resumed if interrupted; the table goes to outputs/ablation/ (markdown,
+JSON and a PNG with 16 samples per row).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import data_io
+
+EMA = ["--ema", "0.999"]
+# name -> (description, train.py flags beyond the paper)
+ROWS = {
+    "dcgan": ("the paper", []),
+    "diffaug": ("+ DiffAugment (color, translation, cutout)", ["--diffaug", "color,translation,cutout"]),
+    "translation": ("+ DiffAugment (translation only)", ["--diffaug", "translation"]),
+    "hinge": ("+ hinge loss", ["--loss", "hinge"]),
+    "r1": ("+ R1 penalty, gamma 1", ["--r1", "1"]),
+    "ttur": ("+ TTUR (D 4e-4, G 1e-4)", ["--d-lr", "4e-4", "--g-lr", "1e-4"]),
+}
+
+
+def run_dir(out, row, seed):
+    return os.path.join(out, f"abl_{row}_s{seed}")
+
+
+def epochs_done(path):
+    try:
+        with open(os.path.join(path, "history.json")) as f:
+            return json.load(f)["epoch"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def train_row(out, row, seed, epochs, batch_size, data, extra=()):
+    """Train (or finish) one row's run with train.py, in a subprocess as a user would."""
+    path = run_dir(out, row, seed)
+    if epochs_done(path) >= epochs:
+        return
+    if os.path.exists(os.path.join(path, "config.json")):
+        command = ["--resume", path, "--epochs", str(epochs)]
+    else:
+        command = ["--data", data, "--epochs", str(epochs), "--batch-size", str(batch_size), "--seed", str(seed),
+                   "--out", out, "--name", os.path.basename(path), *EMA, *ROWS[row][1], *extra]
+    print(f"training {row} seed {seed}: python train.py {' '.join(command)}", flush=True)
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
+                    *command], check=True)
+
+
+def score(out, rows, seeds, n, eval_seed=0):
+    """One table row per (recipe, seed, raw/EMA generator), all against the same reference reals."""
+    import evaluate
+    first = next(run_dir(out, r, s) for r in rows for s in seeds if epochs_done(run_dir(out, r, s)))
+    config = evaluate.load_run_config(first)
+    holdout = data_io.load_image_array(config["holdout"], config["image_size"])
+    order = np.random.default_rng(eval_seed).permutation(len(holdout))
+    reference, real_b = holdout[order[: len(order) // 2]], holdout[order[len(order) // 2:]]
+    results, pictures = [], [("real (held out)", real_b)]
+    candidates = [("real", "held-out reals (floor)", None, None, real_b)]
+    for row in rows:
+        for seed in seeds:
+            path = run_dir(out, row, seed)
+            if not epochs_done(path):
+                continue
+            for variant, file in (("", "generator_raw.keras"), (" + EMA", "generator.keras")):
+                candidates.append((row, ROWS[row][0] + variant, seed, os.path.join(path, file), None))
+    for row, label, seed, model_path, images in candidates:
+        if images is None:
+            images = evaluate.generate_images(data_io.load_keras_model(model_path, "generator"), n, eval_seed)
+            pictures.append((f"{label}, seed {seed}", images))
+        print(f"scoring {label} (seed {seed}) ...", flush=True)
+        result = {"row": row, "system": label, "train_seed": seed, "generator": model_path}
+        result.update(evaluate.image_metrics(reference, images[:n], eval_seed))
+        result["judge_accuracy"], result["judge_test_n"] = evaluate.judge_accuracy(reference, images[:n], eval_seed)
+        if model_path:
+            with open(os.path.join(os.path.dirname(model_path), "history.json")) as f:
+                history = json.load(f)
+            result["train_seconds"] = round(sum(history["epoch_seconds"]), 1)
+            result["epochs"] = history["epoch"]
+        results.append(result)
+    return reference, results, pictures
+
+
+def samples_png(path, named_sets, per_row=12):
+    """One labelled row of samples per system, stacked top to bottom."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(named_sets), 1, figsize=(per_row * 0.75, 1.05 * len(named_sets)))
+    for ax, (name, images) in zip(np.atleast_1d(axes), named_sets):
+        ax.imshow(data_io.make_grid(images[:per_row], columns=per_row))
+        ax.set_title(name, fontsize=9, loc="left")
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_table(folder, reference, results, pictures, n):
+    import evaluate
+    os.makedirs(folder, exist_ok=True)
+    columns = [("train_seed", "{}"), ("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"),
+               ("swd_16", "{:.1f}"), ("ms_ssim_diversity", "{:.3f}"), ("face_rate", "{:.3f}"),
+               ("judge_accuracy", "{:.3f}"), ("train_seconds", "{:.0f}")]
+    table = evaluate.markdown_table(results, columns)
+    text = [f"# Ablation: {len(reference)} held-out reference faces, {n} samples per row", "", table, "",
+            "SWD x1e3 (lower is better; the real row is the floor); MS-SSIM diversity should match the real row; "
+            "face_rate: OpenCV Haar detections; judge: 0.5 = indistinguishable; train_seconds: time in the epochs "
+            "(grids, checkpoints and the data pipeline included).", "", "![samples](ablation.png)", ""]
+    with open(os.path.join(folder, "ablation.md"), "w") as f:
+        f.write("\n".join(text))
+    data_io.save_json(os.path.join(folder, "ablation.json"), {"n": n, "reference_count": len(reference),
+                                                            "rows": results})
+    samples_png(os.path.join(folder, "ablation.png"), pictures)
+    print("\n" + table)
+    print(f"\nwrote {folder}/ablation.md, ablation.json, ablation.png")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS),
+                        help="recipe changes to train and score (each also scored with its EMA generator)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (one run per row and seed)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs per run (the budget)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per step")
+    parser.add_argument("--data", default=os.path.join("data", "celeba64_train.npy"),
+                        help="training array from preprocess.py (its _holdout.npy is the reference)")
+    parser.add_argument("--n", type=int, default=250, help="samples per row (at most half the holdout is used as "
+                                                           "the reference)")
+    parser.add_argument("--out", default="outputs", help="folder of the run directories")
+    parser.add_argument("--train-args", default="", metavar="FLAGS",
+                        help="extra train.py flags for every run, e.g. \"--g-width 32 --d-width 32\" (the README's "
+                             "table uses none)")
+    parser.add_argument("--table-only", action="store_true", help="score finished runs only; train nothing")
+    args = parser.parse_args(argv)
+    start = time.time()
+    try:
+        if not args.table_only:
+            for seed in args.seeds:
+                for row in args.rows:
+                    train_row(args.out, row, seed, args.epochs, args.batch_size, args.data, args.train_args.split())
+        reference, results, pictures = score(args.out, args.rows, args.seeds, args.n)
+        write_table(os.path.join(args.out, "ablation"), reference, results, pictures, args.n)
+    except (data_io.DataError, subprocess.CalledProcessError, StopIteration) as error:
+        print(f"ablation.py: error: {error or 'no finished run to score'}", file=sys.stderr)
+        return 2
+    print(f"{time.time() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
