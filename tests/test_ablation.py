@@ -20,6 +20,5 @@ def test_ablation_trains_each_row_and_scores_raw_and_ema_generators(tmp_path, ti
     # finished runs are not trained again
     model = tmp_path / "outputs" / "abl_diffaug_s0" / "generator.keras"
     mtime = os.path.getmtime(model)
-    assert ablation.main(["--rows", "diffaug", "--epochs", "1", "--data", tiny_dataset, "--out", out, "--n", "16",
-                          "--table-only"]) == 0
+    assert ablation.main(["--rows", "diffaug", "--epochs", "1", "--data", tiny_dataset, "--out", out, "--n", "16"]) == 0
     assert os.path.getmtime(model) == mtime
