@@ -109,7 +109,23 @@ def samples_png(path, named_sets, per_row=12):
     plt.close(fig)
 
 
-def write_table(folder, reference, results, pictures, n):
+def presets_png(path, named_sets, columns=6):
+    """Two grids side by side from the same noise: the faithful preset and the best one (no real faces,
+    so the picture can be shown without the data)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(named_sets), figsize=(4.2 * len(named_sets), 4.6))
+    for ax, (name, images) in zip(np.atleast_1d(axes), named_sets):
+        ax.imshow(data_io.make_grid(images[:columns * columns], columns=columns))
+        ax.set_title(name, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_table(folder, reference, results, pictures, n, best="diffaug"):
     import evaluate
     os.makedirs(folder, exist_ok=True)
     columns = [("train_seed", "{}"), ("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"),
@@ -125,8 +141,14 @@ def write_table(folder, reference, results, pictures, n):
     data_io.save_json(os.path.join(folder, "ablation.json"), {"n": n, "reference_count": len(reference),
                                                             "rows": results})
     samples_png(os.path.join(folder, "ablation.png"), pictures)
+    labels = {"--preset dcgan (the paper)": f"{ROWS['dcgan'][0]}, seed 0",
+              f"--preset best ({best} + EMA)": f"{ROWS[best][0]} + EMA, seed 0"}
+    chosen = [(title, images) for title, label in labels.items() for name, images in pictures if name == label]
+    if len(chosen) == 2:
+        presets_png(os.path.join(folder, "presets.png"), chosen)
     print("\n" + table)
-    print(f"\nwrote {folder}/ablation.md, ablation.json, ablation.png")
+    print(f"\nwrote {folder}/ablation.md, ablation.json, ablation.png (and presets.png when both presets' rows "
+          "were scored)")
 
 
 def main(argv=None):
