@@ -150,6 +150,28 @@ def plot_losses(run_dir, path):
     plt.close(fig)
 
 
+def plot_step_losses(losses_path, path, name):
+    """Per-step D and G losses of another GAN's run (a losses.npz with d_loss and g_loss beside its samples,
+    as hypergan_baseline.py writes), raw and as a moving average."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    losses = np.load(losses_path)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, key in enumerate(("d_loss", "g_loss")):
+        values = losses[key]
+        window = max(1, len(values) // 100)
+        ax.plot(np.arange(1, len(values) + 1), values, color=f"C{i}", alpha=0.15)
+        ax.plot(np.arange(window, len(values) + 1), np.convolve(values, np.ones(window) / window, mode="valid"),
+                color=f"C{i}", label={"d_loss": "discriminator", "g_loss": "generator"}[key])
+    ax.set(title=f"{name}: per-step loss", xlabel="step", ylabel="loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def comparison_png(path, named_sets, per_row=8, rows=4):
     """One panel per system side by side: real | generated | random ..."""
     import matplotlib
@@ -227,12 +249,14 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
 
     named_sets = [("real (held out)", real_b)]
     named_sets.append(resolve_system(run_dir, size, train_reference, seed, n)[:2])
-    run_dirs = [run_dir]
+    run_dirs, other_losses = [run_dir], []
     for spec in systems:
         name, images, other_run = resolve_system(spec, size, train_reference, seed, n)
         named_sets.append((name, images))
         if other_run:
             run_dirs.append(other_run)
+        elif ":" in spec and os.path.exists(os.path.join(os.path.dirname(spec.partition(":")[2]), "losses.npz")):
+            other_losses.append((name, os.path.join(os.path.dirname(spec.partition(":")[2]), "losses.npz")))
 
     inception, fid_note, reference_features = None, "not computed (--no-quality)", None
     if quality:
@@ -257,6 +281,8 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     plot_losses(run_dir, os.path.join(out, "losses.png"))
     for other in run_dirs[1:]:
         plot_losses(other, os.path.join(out, f"losses_{os.path.basename(os.path.normpath(other))}.png"))
+    for name, losses_path in other_losses:
+        plot_step_losses(losses_path, os.path.join(out, f"losses_{name}.png"), name)
     comparison_png(os.path.join(out, "comparison.png"), named_sets)
     results = {"run": os.path.abspath(run_dir), "holdout": os.path.abspath(real_path),
                "holdout_count": int(len(holdout)), "reference_count": int(len(reference)),
@@ -303,7 +329,7 @@ def main(argv=None):
     parser.add_argument("run", help="run directory made by train.py (its D, holdout and loss files are used)")
     parser.add_argument("systems", nargs="*", default=["random"],
                         help="more systems to compare: random, gaussian, a run directory, or NAME:PATH "
-                             "(.npy/folder/zip of samples) (default: random)")
+                             "(.npy/folder/zip of samples, or a generator .keras file) (default: random)")
     parser.add_argument("--samples", action="append", default=[], metavar="[NAME:]PATH",
                         help="another sample set to score (same as a NAME:PATH system); may repeat")
     parser.add_argument("--n", type=int, default=2000, help="samples per system")
