@@ -125,7 +125,7 @@ def presets_png(path, named_sets, columns=6):
     plt.close(fig)
 
 
-def write_table(folder, reference, results, pictures, n, best="diffaug"):
+def write_table(folder, reference, results, pictures, n, best="dcgan"):
     import evaluate
     os.makedirs(folder, exist_ok=True)
     columns = [("train_seed", "{}"), ("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"),
@@ -141,8 +141,9 @@ def write_table(folder, reference, results, pictures, n, best="diffaug"):
     data_io.save_json(os.path.join(folder, "ablation.json"), {"n": n, "reference_count": len(reference),
                                                             "rows": results})
     samples_png(os.path.join(folder, "ablation.png"), pictures)
+    best_title = "--preset best (EMA generator)" if best == "dcgan" else f"--preset best ({best} + EMA)"
     labels = {"--preset dcgan (the paper)": f"{ROWS['dcgan'][0]}, seed 0",
-              f"--preset best ({best} + EMA)": f"{ROWS[best][0]} + EMA, seed 0"}
+              best_title: f"{ROWS[best][0]} + EMA, seed 0"}
     chosen = [(title, images) for title, label in labels.items() for name, images in pictures if name == label]
     if len(chosen) == 2:
         presets_png(os.path.join(folder, "presets.png"), chosen)

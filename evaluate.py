@@ -7,8 +7,8 @@ Each system after the first run directory is `random` (uniform noise), `gaussian
 data's colour statistics), another run directory, or NAME:PATH for samples from any other GAN
 (a .npy of uint8 (N, S, S, 3), a folder or a zip of images, or a generator .keras file). Every system
 is scored against the same held-out reals (half A of the holdout); half B of the holdout is always a row
-("real"), so each metric's floor is on the table. Writes to <first run>/eval/ (or --out): report.md, metrics.json, losses.png,
-comparison.png.
+("real"), so each metric's floor is on the table. Writes to <first run>/eval/ (or --out): report.md,
+metrics.json, losses.png, comparison.png.
 """
 import argparse
 import json
