@@ -161,8 +161,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
     good = train.latest_checkpoint(str(tmp_path / "run"))
     real_build = train.build_train_step
 
-    def exploding_step(*args):
-        step = real_build(*args)
+    def exploding_step(*args, **kwargs):
+        step = real_build(*args, **kwargs)
         return lambda real: (float("nan"), *step(real)[1:])
     monkeypatch.setattr(train, "build_train_step", exploding_step)
     assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "3"]) == train.EXIT_DIVERGED
@@ -174,8 +174,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
 def test_collapse_guard_stops_when_d_wins_for_too_long(tmp_path, tiny_dataset, capsys, monkeypatch):
     real_build = train.build_train_step
 
-    def collapsed_step(*args):
-        step = real_build(*args)
+    def collapsed_step(*args, **kwargs):
+        step = real_build(*args, **kwargs)
         return lambda real: (*step(real)[:2], 0.999, 0.001)  # D(x) = 0.999, D(G(z)) = 0.001
     monkeypatch.setattr(train, "build_train_step", collapsed_step)
     code = train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "3",
