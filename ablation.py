@@ -8,7 +8,7 @@ generator against the same held-out reals.
 Each training run keeps an EMA copy of the generator (it changes no training step), so one run gives two
 rows: its trained generator (generator_raw.keras) and its averaged one (generator.keras). Runs land in
 outputs/abl_<row>_s<seed>/ and are resumed if interrupted; the table goes to outputs/ablation/ (markdown,
-JSON and a PNG with 16 samples per row).
+JSON, a PNG with 12 samples per row, and presets.png: the paper vs --preset best from the same noise).
 """
 import argparse
 import json
