@@ -455,12 +455,11 @@ def make_strategy(name, logical_cpus=0):
 def is_chief(strategy):
     """Whether this process writes the run's files: always, except on the non-chief workers of a
     multi-worker run (TF_CONFIG task 'chief', or 'worker' 0 when there is no chief)."""
-    resolver = getattr(getattr(strategy, "cluster_resolver", None), "task_type", None)
-    if strategy is None or resolver is None:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type is None:  # no strategy, or a single machine
         return True
-    task_type, task_id = strategy.cluster_resolver.task_type, strategy.cluster_resolver.task_id
-    has_chief = "chief" in strategy.cluster_resolver.cluster_spec().as_dict()
-    return task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief)
 
 
 def build_models(config, strategy=None):
