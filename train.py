@@ -462,20 +462,14 @@ def is_chief(strategy):
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief)
 
 
-def build_models(config, strategy=None):
-    import contextlib
+def build_models(config, distributed=False):
+    """G, D and their optimizers; `distributed`: under a multi-replica strategy (call inside its scope),
+    with batch norm synchronized across replicas."""
     import keras
     import models
     keras.mixed_precision.set_global_policy(
         {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[config.get("precision", "fp32")])
     keras.utils.set_random_seed(config["seed"])
-    with strategy.scope() if strategy else contextlib.nullcontext():
-        return _build_models(config, distributed=strategy is not None and strategy.num_replicas_in_sync > 1)
-
-
-def _build_models(config, distributed):
-    import keras
-    import models
     generator = models.build_generator(config["latent_dim"], config["image_size"], config["g_width"], distributed)
     discriminator = models.build_discriminator(config["image_size"], config["d_width"], distributed)
     optimizers = []
@@ -528,8 +522,8 @@ def train(args):
     os.makedirs(os.path.join(out_dir, "samples"), exist_ok=True)
     import keras
     import tensorflow as tf
-    generator, discriminator, g_optimizer, d_optimizer = build_models(config, strategy)
     with strategy.scope() if strategy else contextlib.nullcontext():
+        generator, discriminator, g_optimizer, d_optimizer = build_models(config, replicas > 1)
         noise_seed = keras.random.SeedGenerator(config["seed"])
         ema_generator, aug_seed = None, None
         if config.get("ema"):
