@@ -61,77 +61,118 @@ def jax_rows(precisions, batches, warmup, steps, epoch_images):
     import keras
     import models
     rows = []
+    # One epoch's worth of uint8 images on the device, shared by every row.
+    images = order = None
+    if epoch_images:
+        images = jnp.asarray(np.random.default_rng(1).integers(0, 256, (epoch_images, 64, 64, 3), np.uint8))
+        order = jnp.asarray(np.random.default_rng(2).permutation(epoch_images))
     for precision in precisions:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+        # fp32 = true float32 convolutions; tf32 = float32 storage with TensorFloat-32 matrix units.
+        jax.config.update("jax_default_matmul_precision",
+                          {"fp32": "highest", "tf32": "tensorfloat32"}.get(precision))
+        policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(precision, "float32")
+        keras.mixed_precision.set_global_policy(policy)
         for batch in batches:
-            keras.utils.set_random_seed(0)
-            generator, discriminator = models.build_generator(), models.build_discriminator()
-            g_opt, d_opt = (keras.optimizers.Adam(2e-4, beta_1=0.5) for _ in range(2))
-            g_opt.build(generator.trainable_variables)
-            d_opt.build(discriminator.trainable_variables)
-
-            def bce(logits, label):  # binary cross-entropy with logits, float32
-                logits = logits.astype(jnp.float32)
-                return jnp.mean(jnp.maximum(logits, 0) - logits * label + jnp.log1p(jnp.exp(-jnp.abs(logits))))
-
-            @jax.jit
-            def step(state, real_uint8, key):
-                g_tv, g_ntv, d_tv, d_ntv, g_ov, d_ov = state
-                real = real_uint8.astype(jnp.float32) / 127.5 - 1.0
-                z = jax.random.normal(key, (real.shape[0], 100))
-
-                def g_forward(g_tv):
-                    return generator.stateless_call(g_tv, g_ntv, z, training=True)
-
-                def d_loss_fn(d_tv, fake):
-                    real_logits, ntv = discriminator.stateless_call(d_tv, d_ntv, real, training=True)
-                    fake_logits, ntv = discriminator.stateless_call(d_tv, ntv, fake, training=True)
-                    return bce(real_logits, 1.0) + bce(fake_logits, 0.0), ntv
-
-                # One generator forward for both updates, as train.py does: keep its VJP for the G step.
-                fake, g_vjp, new_g_ntv = jax.vjp(g_forward, g_tv, has_aux=True)
-                (d_loss, new_d_ntv), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-                    d_tv, jax.lax.stop_gradient(fake))
-                d_tv, d_ov = d_opt.stateless_apply(d_ov, d_grads, d_tv)
-
-                def g_loss_fn(fake):  # non-saturating loss through the updated D
-                    logits, ntv = discriminator.stateless_call(d_tv, new_d_ntv, fake, training=True)
-                    return bce(logits, 1.0), ntv
-                (g_loss, new_d_ntv), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
-                (g_grads,) = g_vjp(fake_grad)
-                g_tv, g_ov = g_opt.stateless_apply(g_ov, g_grads, g_tv)
-                return (g_tv, new_g_ntv, d_tv, new_d_ntv, g_ov, d_ov), jnp.stack([d_loss, g_loss])
-
-            state = ([v.value for v in generator.trainable_variables],
-                     [v.value for v in generator.non_trainable_variables],
-                     [v.value for v in discriminator.trainable_variables],
-                     [v.value for v in discriminator.non_trainable_variables],
-                     [v.value for v in g_opt.variables], [v.value for v in d_opt.variables])
-            key = jax.random.PRNGKey(0)
-            real = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
-            holder = {"state": state}
-
-            def run_step():
-                holder["state"], losses = step(holder["state"], real, key)
-                np.asarray(losses)  # host read, as train.py's progress bar does
-            seconds = time_steps(run_step, warmup, steps)
-            row = dict(backend="jax", mode="jit", precision=precision, batch=batch, seconds_per_step=seconds,
-                       device=str(jax.devices()[0]))
-            if epoch_images:
-                images = jnp.asarray(np.random.default_rng(1).integers(0, 256, (epoch_images, 64, 64, 3),
-                                                                        np.uint8))
-                order = jnp.asarray(np.random.default_rng(2).permutation(epoch_images))
-                n_steps = epoch_images // batch
-                start = time.perf_counter()
-                for i in range(n_steps):
-                    holder["state"], losses = step(holder["state"], images[order[i * batch:(i + 1) * batch]],
-                                                   jax.random.fold_in(key, i))
-                    np.asarray(losses)
-                row["epoch_seconds"] = time.perf_counter() - start
-                row["epoch_images"] = n_steps * batch
-            rows.append(row)
-            print(format_row(rows[-1]), flush=True)
+            try:
+                rows.append(jax_row(precision, batch, warmup, steps, images, order))
+                print(format_row(rows[-1]), flush=True)
+            except Exception as error:  # one failing setting must not cost the others (device time is scarce)
+                print(f"jax {precision} batch {batch} failed: {type(error).__name__}: {error}", flush=True)
+    keras.mixed_precision.set_global_policy("float32")
     return rows
+
+
+def jax_row(precision, batch, warmup, steps, images, order):
+    """Time one setting of the jax.jit DCGAN step (train.py's step, written statelessly)."""
+    import jax
+    import jax.numpy as jnp
+    import keras
+    import models
+    keras.utils.set_random_seed(0)
+    generator, discriminator = models.build_generator(), models.build_discriminator()
+    g_opt, d_opt = (keras.optimizers.Adam(2e-4, beta_1=0.5) for _ in range(2))
+    g_opt.build(generator.trainable_variables)
+    d_opt.build(discriminator.trainable_variables)
+    # float16 needs loss scaling (its range underflows small gradients); bf16 and fp32 do not.
+    loss_scaling = precision == "fp16"
+
+    def bce(logits, label):  # binary cross-entropy with logits, float32
+        logits = logits.astype(jnp.float32)
+        return jnp.mean(jnp.maximum(logits, 0) - logits * label + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+
+    def apply(opt, opt_vars, grads, tvars, scale):
+        """Adam update; with loss scaling, unscale and skip the update (halving the scale) on inf/nan."""
+        if not loss_scaling:
+            return (*opt.stateless_apply(opt_vars, grads, tvars), scale)
+        grads = [g.astype(jnp.float32) / scale for g in grads]
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in grads]))
+        new_tvars, new_opt_vars = opt.stateless_apply(opt_vars, grads, tvars)
+        keep = lambda new, old: [jnp.where(finite, n, o) for n, o in zip(new, old)]
+        return keep(new_tvars, tvars), keep(new_opt_vars, opt_vars), jnp.where(finite, scale, scale / 2)
+
+    @jax.jit
+    def step(state, real_uint8, key):
+        g_tv, g_ntv, d_tv, d_ntv, g_ov, d_ov, scale = state
+        real = real_uint8.astype(jnp.float32) / 127.5 - 1.0
+        z = jax.random.normal(key, (real.shape[0], 100))
+
+        def g_forward(g_tv):
+            return generator.stateless_call(g_tv, g_ntv, z, training=True)
+
+        def d_loss_fn(d_tv, fake):
+            real_logits, ntv = discriminator.stateless_call(d_tv, d_ntv, real, training=True)
+            fake_logits, ntv = discriminator.stateless_call(d_tv, ntv, fake, training=True)
+            loss = bce(real_logits, 1.0) + bce(fake_logits, 0.0)
+            return loss * (scale if loss_scaling else 1.0), (loss, ntv)
+
+        # One generator forward for both updates, as train.py does: keep its VJP for the G step.
+        fake, g_vjp, new_g_ntv = jax.vjp(g_forward, g_tv, has_aux=True)
+        (_, (d_loss, new_d_ntv)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+            d_tv, jax.lax.stop_gradient(fake))
+        d_tv, d_ov, _ = apply(d_opt, d_ov, d_grads, d_tv, scale)
+
+        def g_loss_fn(fake):  # non-saturating loss through the updated D
+            logits, ntv = discriminator.stateless_call(d_tv, new_d_ntv, fake, training=True)
+            loss = bce(logits, 1.0)
+            return loss * (scale if loss_scaling else 1.0), (loss, ntv)
+        (_, (g_loss, new_d_ntv)), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+        (g_grads,) = g_vjp(fake_grad)
+        g_tv, g_ov, scale = apply(g_opt, g_ov, g_grads, g_tv, scale)
+        return (g_tv, new_g_ntv, d_tv, new_d_ntv, g_ov, d_ov, scale), jnp.stack([d_loss, g_loss])
+
+    state = ([v.value for v in generator.trainable_variables],
+             [v.value for v in generator.non_trainable_variables],
+             [v.value for v in discriminator.trainable_variables],
+             [v.value for v in discriminator.non_trainable_variables],
+             [v.value for v in g_opt.variables], [v.value for v in d_opt.variables],
+             jnp.float32(2.0 ** 15))
+    key = jax.random.PRNGKey(0)
+    real = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
+    holder = {"state": state}
+
+    def run_step():
+        holder["state"], losses = step(holder["state"], real, key)
+        np.asarray(losses)  # host read, as train.py's progress bar does
+    compile_start = time.perf_counter()
+    run_step()
+    compile_seconds = time.perf_counter() - compile_start
+    seconds = time_steps(run_step, warmup, steps)
+    row = dict(backend="jax", mode="jit", precision=precision, batch=batch, seconds_per_step=seconds,
+               first_step_seconds=round(compile_seconds, 2), device=str(jax.devices()[0]),
+               jax=jax.__version__, keras=keras.__version__)
+    if images is not None:
+        n_steps = images.shape[0] // batch
+        start = time.perf_counter()
+        for i in range(n_steps):
+            holder["state"], losses = step(holder["state"], images[order[i * batch:(i + 1) * batch]],
+                                           jax.random.fold_in(key, i))
+            last_losses = np.asarray(losses)
+        row["epoch_seconds"] = time.perf_counter() - start
+        row["epoch_images"] = n_steps * batch
+        row["epoch_final_losses"] = [round(float(v), 4) for v in last_losses]
+    if loss_scaling:
+        row["final_loss_scale"] = float(holder["state"][-1])
+    return row
 
 
 def format_row(row, peak=None):
@@ -154,8 +195,10 @@ def main(argv=None):
                         help="tensorflow: train.py's own step; jax: the same models in a jax.jit step")
     parser.add_argument("--modes", nargs="+", default=["graph", "xla", "eager"], choices=("graph", "xla", "eager"),
                         help="TensorFlow execution: tf.function, tf.function(jit_compile=True), eager")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16", "fp16"),
-                        help="fp32 or mixed precision")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
+                        choices=("fp32", "tf32", "bf16", "fp16"),
+                        help="fp32 or mixed precision (bf16, fp16 with loss scaling); tf32: jax only, "
+                             "float32 with TensorFloat-32 matrix units (GPU)")
     parser.add_argument("--batches", nargs="+", type=int, default=[64, 128, 256], help="batch sizes")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per setting")
@@ -164,6 +207,8 @@ def main(argv=None):
     parser.add_argument("--epoch-images", type=int, default=0, help="jax only: also time one epoch of this many")
     parser.add_argument("--out", default=os.path.join("outputs", "benchmark.json"), help="JSON output file")
     args = parser.parse_args(argv)
+    if args.backend == "tensorflow" and "tf32" in args.precisions:
+        parser.error("--precisions tf32 is for --backend jax (TensorFlow's GPU default already uses TF32)")
     if args.backend == "jax":
         os.environ["KERAS_BACKEND"] = "jax"
         rows = jax_rows(args.precisions, args.batches, args.warmup, args.steps, args.epoch_images)
