@@ -7,8 +7,8 @@
 The TensorFlow path times exactly train.py's step (train.build_train_step) on synthetic uint8 batches,
 after warm-up. `--backend jax` times the same Keras models with an equivalent stateless step under
 jax.jit (for machines with JAX but no TensorFlow); with --epoch-images it also times one whole epoch
-of that many images gathered on the device in a shuffled order, with a host read of the losses every
-step as train.py's progress bar does.
+of that many uint8 images held on the device, each batch gathered in a shuffled order inside the
+compiled step, with a host read of the losses every step as train.py's progress bar does.
 Cost model: 2.48 GFLOP per trained image at 64 px (G forward, D forward and backward on real and fake,
 G backward through D).
 """
@@ -95,6 +95,7 @@ def jax_row(precision, batch, warmup, steps, images, order):
     d_opt.build(discriminator.trainable_variables)
     # float16 needs loss scaling (its range underflows small gradients); bf16 and fp32 do not.
     loss_scaling = precision == "fp16"
+    epoch = images is not None
 
     def bce(logits, label):  # binary cross-entropy with logits, float32
         logits = logits.astype(jnp.float32)
@@ -111,10 +112,13 @@ def jax_row(precision, batch, warmup, steps, images, order):
         return keep(new_tvars, tvars), keep(new_opt_vars, opt_vars), jnp.where(finite, scale, scale / 2)
 
     @jax.jit
-    def step(state, real_uint8, key):
+    def step(state, images, order, i, key):
         g_tv, g_ntv, d_tv, d_ntv, g_ov, d_ov, scale = state
+        # Batch i of the shuffled epoch, gathered and normalised inside the compiled step: no per-step
+        # dispatch of separate slicing ops from Python.
+        real_uint8 = images[jax.lax.dynamic_slice_in_dim(order, i * batch, batch)]
         real = real_uint8.astype(jnp.float32) / 127.5 - 1.0
-        z = jax.random.normal(key, (real.shape[0], 100))
+        z = jax.random.normal(jax.random.fold_in(key, i), (batch, 100))
 
         def g_forward(g_tv):
             return generator.stateless_call(g_tv, g_ntv, z, training=True)
@@ -147,11 +151,13 @@ def jax_row(precision, batch, warmup, steps, images, order):
              [v.value for v in g_opt.variables], [v.value for v in d_opt.variables],
              jnp.float32(2.0 ** 15))
     key = jax.random.PRNGKey(0)
-    real = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
+    if images is None:
+        images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
+        order = jnp.arange(batch)
     holder = {"state": state}
 
-    def run_step():
-        holder["state"], losses = step(holder["state"], real, key)
+    def run_step():  # steady state: the first batch every step (same shapes as the epoch: one compilation)
+        holder["state"], losses = step(holder["state"], images, order, 0, key)
         np.asarray(losses)  # host read, as train.py's progress bar does
     compile_start = time.perf_counter()
     run_step()
@@ -160,12 +166,11 @@ def jax_row(precision, batch, warmup, steps, images, order):
     row = dict(backend="jax", mode="jit", precision=precision, batch=batch, seconds_per_step=seconds,
                first_step_seconds=round(compile_seconds, 2), device=str(jax.devices()[0]),
                jax=jax.__version__, keras=keras.__version__)
-    if images is not None:
+    if epoch:
         n_steps = images.shape[0] // batch
         start = time.perf_counter()
         for i in range(n_steps):
-            holder["state"], losses = step(holder["state"], images[order[i * batch:(i + 1) * batch]],
-                                           jax.random.fold_in(key, i))
+            holder["state"], losses = step(holder["state"], images, order, i, key)
             last_losses = np.asarray(losses)
         row["epoch_seconds"] = time.perf_counter() - start
         row["epoch_images"] = n_steps * batch
