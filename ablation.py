@@ -30,6 +30,7 @@ ROWS = {
     "hinge": ("+ hinge loss", ["--loss", "hinge"]),
     "r1": ("+ R1 penalty, gamma 1", ["--r1", "1"]),
     "ttur": ("+ TTUR (D 4e-4, G 1e-4)", ["--d-lr", "4e-4", "--g-lr", "1e-4"]),
+    "sn": ("+ spectral norm in D (no D batch norm)", ["--spectral-norm"]),
 }
 
 

@@ -231,6 +231,7 @@ def load_keras_model(path, what="model"):
     if not os.path.isfile(path):
         raise DataError(f"no {what} at {path} (has the run finished an epoch?)")
     import keras
+    import models  # noqa: F401  registers models.SpectralNormConv2D, for discriminators trained with it
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as error:  # keras raises many types for a file that is not a model

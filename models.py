@@ -12,7 +12,7 @@ import argparse
 import math
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 SUPPORTED_SIZES = (32, 64, 128)
 
@@ -64,21 +64,67 @@ def build_generator(latent_dim=100, image_size=64, width=64, synchronized_bn=Fal
     return keras.Model(z, image, name="generator")
 
 
-def build_discriminator(image_size=64, width=64, synchronized_bn=False):
-    """image (image_size, image_size, 3) in [-1, 1] -> one logit (real > 0)."""
+@keras.saving.register_keras_serializable(package="facegan")
+class SpectralNormConv2D(layers.Conv2D):
+    """Conv2D with its kernel divided by the kernel's largest singular value sigma (Miyato et al. 2018).
+
+    sigma comes from one power-iteration step per training call (the estimate `u` is a non-trainable weight),
+    and gradients flow through sigma, as in the paper and torch.nn.utils.spectral_norm. (Keras'
+    SpectralNormalization wrapper instead writes W / sigma back into the kernel: a projection, not this.)
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.u = self.add_weight(shape=(1, self.filters), initializer=keras.initializers.RandomNormal(),
+                                 trainable=False, name="sn_u")
+
+    # Conv2D saves only its kernel (and bias): keep the power-iteration state with them.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store["sn_u"] = self.u
+
+    def load_own_variables(self, store):
+        for i, variable in enumerate([self._kernel, self.bias] if self.use_bias else [self._kernel]):
+            variable.assign(store[str(i)])
+        self.u.assign(store["sn_u"])
+
+    def call(self, inputs, training=False):
+        w = ops.reshape(ops.cast(self.kernel, "float32"), (-1, self.filters))
+        u = self.u.value
+        v = _l2_normalize(ops.matmul(u, ops.transpose(w)))
+        if training:
+            u = ops.stop_gradient(_l2_normalize(ops.matmul(v, w)))
+            self.u.assign(u)
+        v = ops.stop_gradient(v)
+        sigma = ops.sum(ops.matmul(v, w) * u)
+        kernel = ops.cast(ops.cast(self.kernel, "float32") / sigma, self.compute_dtype)
+        return self.convolution_op(inputs, kernel)
+
+
+def _l2_normalize(x):
+    return x / (ops.sqrt(ops.sum(ops.square(x))) + 1e-12)
+
+
+def build_discriminator(image_size=64, width=64, synchronized_bn=False, spectral_norm=False):
+    """image (image_size, image_size, 3) in [-1, 1] -> one logit (real > 0).
+    spectral_norm: not the paper; every convolution is a SpectralNormConv2D, and D has no batch norm, as in
+    Miyato et al.'s DCGAN-style discriminator (batch norm after a normalised convolution undoes its scale)."""
     n = _n_doublings(image_size)
+
+    def conv(filters, strides, padding, name):
+        return (SpectralNormConv2D if spectral_norm else layers.Conv2D)(
+            filters, 4, strides=strides, padding=padding, use_bias=False, kernel_initializer=_conv_init(),
+            name=name)
     image = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = image
     channels = width
     for i in range(n):
-        x = layers.Conv2D(channels, 4, strides=2, padding="same", use_bias=False,
-                          kernel_initializer=_conv_init(), name=f"down{i + 1}")(x)
-        if i > 0:  # the paper: no batch norm on the discriminator's input layer
+        x = conv(channels, 2, "same", f"down{i + 1}")(x)
+        if i > 0 and not spectral_norm:  # the paper: no batch norm on the discriminator's input layer
             x = _batch_norm(f"down{i + 1}_bn", synchronized_bn)(x)
         x = layers.LeakyReLU(negative_slope=0.2)(x)
         channels *= 2
-    x = layers.Conv2D(1, 4, strides=1, padding="valid", use_bias=False,
-                      kernel_initializer=_conv_init(), name="to_logit")(x)
+    x = conv(1, 1, "valid", "to_logit")(x)
     logit = layers.Flatten(dtype="float32", name="logit")(x)
     return keras.Model(image, logit, name="discriminator")
 

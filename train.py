@@ -33,11 +33,14 @@ PAPER_DEFAULTS = {"epochs": 25, "batch_size": 128, "g_width": 64, "d_width": 64}
 # Training recipes. "dcgan" is the 2015 paper, unchanged; "best" adds what measured best in the ablation
 # of README.md (10 epochs over 7,500 CelebA faces). A flag given on the command line overrides its preset.
 PRESETS = {
-    "dcgan": {"ema": 0.0, "diffaug": "", "loss": "bce", "r1": 0.0, "g_lr": None, "d_lr": None},
+    "dcgan": {"ema": 0.0, "diffaug": "", "loss": "bce", "r1": 0.0, "spectral_norm": False, "g_lr": None,
+              "d_lr": None},
     # EMA was the one change that helped in both seeds (SWD, diversity and face rate); DiffAugment did not
     # beat seed noise at this budget (README.md, "Better faces").
-    "best": {"ema": 0.999, "diffaug": "", "loss": "bce", "r1": 0.0, "g_lr": None, "d_lr": None},
+    "best": {"ema": 0.999, "diffaug": "", "loss": "bce", "r1": 0.0, "spectral_norm": False, "g_lr": None,
+             "d_lr": None},
 }
+RECIPE_KEYS = tuple(PRESETS["dcgan"])  # the settings a preset fills and a resumed run must keep
 DIFFAUG_OPS = ("color", "translation", "cutout")
 EXIT_INTERRUPTED, EXIT_DIVERGED = 130, 3
 STEP_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -80,6 +83,9 @@ def parse_args(argv=None):
                         "(Lim & Ye 2017; Miyato et al. 2018)")
     p.add_argument("--r1", type=float, default=None, metavar="GAMMA",
                    help="R1 gradient penalty on reals, gamma/2 * E|grad D(x)|^2 (Mescheder et al. 2018; 0 = off)")
+    p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="spectral normalisation of D's convolutions, with D's batch norm removed (Miyato et al. "
+                        "2018)")
     p.add_argument("--g-lr", type=float, default=None, help="G learning rate (default --lr); TTUR sets G and D apart")
     p.add_argument("--d-lr", type=float, default=None, help="D learning rate (default --lr)")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta_1 (the paper: 0.5)")
@@ -133,6 +139,9 @@ def parse_args(argv=None):
             p.error(f"--diffaug: unknown {', '.join(sorted(unknown))}; choose from {','.join(DIFFAUG_OPS)}")
     if args.r1 is not None and args.r1 < 0:
         p.error("--r1 must be >= 0")
+    if args.spectral_norm and args.strategy != "none":
+        p.error("--spectral-norm is single-device only (its power-iteration state is not synchronised across "
+                "replicas)")
     return args
 
 
@@ -409,7 +418,7 @@ def prepare_run(args, new_run_check=True):
             config["epochs"] = args.epochs
         defaults = parse_args([])
         for key in ("latent_dim", "g_width", "d_width", "batch_size", "lr", "beta1", "beta2", "seed", "precision",
-                    "preset", "ema", "diffaug", "loss", "r1", "g_lr", "d_lr"):
+                    "preset", *RECIPE_KEYS):
             given = getattr(args, key)
             if given is not None and given != getattr(defaults, key) and given != config.get(key, given):
                 raise data_io.DataError(f"--{key.replace('_', '-')} {given} differs from the run's {config.get(key)}; "
@@ -471,7 +480,8 @@ def build_models(config, distributed=False):
         {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[config.get("precision", "fp32")])
     keras.utils.set_random_seed(config["seed"])
     generator = models.build_generator(config["latent_dim"], config["image_size"], config["g_width"], distributed)
-    discriminator = models.build_discriminator(config["image_size"], config["d_width"], distributed)
+    discriminator = models.build_discriminator(config["image_size"], config["d_width"], distributed,
+                                               config.get("spectral_norm", False))
     optimizers = []
     for model, lr in ((generator, config.get("g_lr") or config["lr"]),
                       (discriminator, config.get("d_lr") or config["lr"])):
@@ -685,10 +695,10 @@ def dry_run(args):
     folder = tempfile.mkdtemp(prefix="facegan-dry-run-")
     try:
         common = ["--max-steps", "1", "--out", folder, "--name", "dry-run", "--n-samples", "16"]
-        passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                       if k in ("data", "holdout", "batch_size", "latent_dim", "g_width", "d_width", "precision",
-                                "preset", "ema", "diffaug", "loss", "r1", "g_lr", "d_lr")
-                       and v is not None]
+        passthrough = [(f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k}={v}"
+                       for k, v in ((k.replace("_", "-"), v) for k, v in vars(args).items()
+                                    if k in ("data", "holdout", "batch_size", "latent_dim", "g_width", "d_width",
+                                             "precision", "preset", *RECIPE_KEYS) and v is not None)]
         passthrough += ["--demo"] if args.demo else []
         _, code = train(parse_args(common + passthrough + ["--epochs", "1"]))
         if code == 0:

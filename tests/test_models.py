@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -48,3 +49,17 @@ def test_combined_model_trains_only_the_generator():
 def test_unsupported_size_is_a_clear_error():
     with pytest.raises(ValueError, match="image_size must be one of"):
         models.build_generator(image_size=48)
+
+
+def test_spectral_norm_discriminator_divides_each_kernel_by_its_largest_singular_value():
+    discriminator = models.build_discriminator(32, 8, spectral_norm=True)
+    assert not [layer for layer in discriminator.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    layer = discriminator.get_layer("down2")
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 8)).astype("float32")
+    for _ in range(50):  # power iteration converges on the top singular vector
+        layer(x, training=True)
+    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    sigma = np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), 2)
+    expected = keras.ops.convert_to_numpy(keras.ops.conv(x, kernel / sigma, strides=2, padding="same"))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)), expected, rtol=1e-3,
+                               atol=1e-5)

@@ -3,7 +3,9 @@ import os
 
 import keras
 import numpy as np
+import pytest
 
+import models
 import train
 from conftest import TINY_TRAIN_FLAGS
 
@@ -124,3 +126,30 @@ def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_data
                                                        "--batch-size", "16"]))
     assert config["ema"] == 0 and config["diffaug"] == "" and config["loss"] == "bce" and config["r1"] == 0
     assert config["g_lr"] == config["d_lr"] == 2e-4
+
+
+def test_spectral_norm_keeps_d_kernels_at_norm_one_and_resumes_exactly(tmp_path, tiny_dataset, capsys):
+    assert _train(tmp_path, tiny_dataset, "--epochs", "1", "--spectral-norm") == 0
+    run = tmp_path / "outputs" / "run"
+    assert train.main(["--resume", str(run), "--epochs", "2"]) == 0
+    assert json.loads((run / "config.json").read_text())["spectral_norm"] is True
+    discriminator = keras.models.load_model(run / "discriminator.keras")
+    assert not [layer for layer in discriminator.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    normalised = [layer for layer in discriminator.layers if isinstance(layer, models.SpectralNormConv2D)]
+    assert len(normalised) == 4  # three strided convolutions at 32 px and the logit layer
+    for layer in normalised:
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        kernel = kernel.reshape(-1, kernel.shape[-1])
+        # the power-iteration estimate tracks the true largest singular value of the raw kernel
+        u = keras.ops.convert_to_numpy(layer.u)
+        v = u @ kernel.T / np.linalg.norm(u @ kernel.T)
+        assert (v @ kernel @ u.T).item() == pytest.approx(np.linalg.norm(kernel, 2), rel=0.05)
+    # the power-iteration state is checkpointed too: resumed == straight
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), "--name", "straight",
+                       *TINY_TRAIN_FLAGS, "--epochs", "2", "--spectral-norm"]) == 0
+    np.testing.assert_array_equal(np.load(run / "steps.npz")["d_loss"],
+                                  np.load(tmp_path / "outputs" / "straight" / "steps.npz")["d_loss"])
+    # a dry run passes the on/off flag through
+    capsys.readouterr()
+    assert train.main(["--dry-run", "--data", tiny_dataset, *TINY_TRAIN_FLAGS[:6], "--spectral-norm"]) == 0
+    assert "dry run OK" in capsys.readouterr().out
