@@ -82,10 +82,26 @@ def score(out, rows, seeds, n, eval_seed=0):
         if images is None:
             images = evaluate.generate_images(data_io.load_keras_model(model_path, "generator"), n, eval_seed)
             pictures.append((f"{label}, seed {seed}", images))
-        print(f"scoring {label} (seed {seed}) ...", flush=True)
         result = {"row": row, "system": label, "train_seed": seed, "generator": model_path}
-        result.update(evaluate.image_metrics(reference, images[:n], eval_seed))
-        result["judge_accuracy"], result["judge_test_n"] = evaluate.judge_accuracy(reference, images[:n], eval_seed)
+        # Scores are cached beside the generator: re-making the table after one more run re-scores only it.
+        cache_path, cache_key = None, None
+        if model_path:
+            cache_path = os.path.join(os.path.dirname(model_path), "ablation_scores.json")
+            stat = os.stat(model_path)
+            cache_key = (f"{os.path.basename(model_path)} {stat.st_size} {stat.st_mtime_ns} "
+                         f"{config['holdout']} n={n} eval_seed={eval_seed}")
+        cache = json.load(open(cache_path)) if cache_path and os.path.exists(cache_path) else {}
+        if cache_key in cache:
+            print(f"scored before: {label} (seed {seed})", flush=True)
+            result.update(cache[cache_key])
+        else:
+            print(f"scoring {label} (seed {seed}) ...", flush=True)
+            scores = evaluate.image_metrics(reference, images[:n], eval_seed)
+            scores["judge_accuracy"], scores["judge_test_n"] = evaluate.judge_accuracy(reference, images[:n],
+                                                                                       eval_seed)
+            result.update(scores)
+            if cache_path:
+                data_io.save_json(cache_path, {**cache, cache_key: scores})
         if model_path:
             with open(os.path.join(os.path.dirname(model_path), "history.json")) as f:
                 history = json.load(f)

@@ -4,7 +4,7 @@ import os
 import ablation
 
 
-def test_ablation_trains_each_row_and_scores_raw_and_ema_generators(tmp_path, tiny_dataset):
+def test_ablation_trains_each_row_and_scores_raw_and_ema_generators(tmp_path, tiny_dataset, capsys):
     out = str(tmp_path / "outputs")
     code = ablation.main(["--rows", "diffaug", "--epochs", "1", "--batch-size", "16", "--data", tiny_dataset,
                           "--out", out, "--n", "16", "--train-args", "--g-width 8 --d-width 8 --max-steps 2"])
@@ -20,5 +20,10 @@ def test_ablation_trains_each_row_and_scores_raw_and_ema_generators(tmp_path, ti
     # finished runs are not trained again
     model = tmp_path / "outputs" / "abl_diffaug_s0" / "generator.keras"
     mtime = os.path.getmtime(model)
+    capsys.readouterr()
     assert ablation.main(["--rows", "diffaug", "--epochs", "1", "--data", tiny_dataset, "--out", out, "--n", "16"]) == 0
     assert os.path.getmtime(model) == mtime
+    # ... nor scored again: the table comes back the same from the scores cached beside each generator
+    assert capsys.readouterr().out.count("scored before") == 2
+    again = json.loads((tmp_path / "outputs" / "ablation" / "ablation.json").read_text())
+    assert [row["swd_avg"] for row in again["rows"]] == [row["swd_avg"] for row in result["rows"]]
