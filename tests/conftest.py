@@ -9,6 +9,14 @@ sys.path.insert(0, ROOT)
 CELEBA_ZIP = os.path.join(ROOT, "..", "shared", "data", "celeba-8k", "img_align_celeba.zip")
 
 
+@pytest.fixture(autouse=True)
+def float32_policy_after_each_test():
+    """train.build_models sets Keras' global dtype policy (bf16/fp16 runs): don't let it leak into later tests."""
+    yield
+    if "keras" in sys.modules:  # the HyperGAN tests run in a virtualenv without Keras
+        sys.modules["keras"].mixed_precision.set_global_policy("float32")
+
+
 @pytest.fixture
 def celeba_zip():
     if not os.path.exists(CELEBA_ZIP):

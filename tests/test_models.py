@@ -52,11 +52,12 @@ def test_unsupported_size_is_a_clear_error():
 
 
 def test_spectral_norm_discriminator_divides_each_kernel_by_its_largest_singular_value():
+    keras.utils.set_random_seed(0)
     discriminator = models.build_discriminator(32, 8, spectral_norm=True)
     assert not [layer for layer in discriminator.layers if isinstance(layer, keras.layers.BatchNormalization)]
     layer = discriminator.get_layer("down2")
     x = np.random.default_rng(0).normal(size=(2, 16, 16, 8)).astype("float32")
-    for _ in range(50):  # power iteration converges on the top singular vector
+    for _ in range(200):  # power iteration converges on the top singular vector (slowly: sigma_2/sigma_1 ~ 0.95)
         layer(x, training=True)
     kernel = keras.ops.convert_to_numpy(layer.kernel)
     sigma = np.linalg.norm(kernel.reshape(-1, kernel.shape[-1]), 2)
