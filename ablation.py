@@ -142,7 +142,7 @@ def presets_png(path, named_sets, columns=6):
     plt.close(fig)
 
 
-def write_table(folder, reference, results, pictures, n, best="dcgan"):
+def write_table(folder, reference, results, pictures, n, best="translation"):
     import evaluate
     os.makedirs(folder, exist_ok=True)
     columns = [("train_seed", "{}"), ("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"),
@@ -158,7 +158,8 @@ def write_table(folder, reference, results, pictures, n, best="dcgan"):
     data_io.save_json(os.path.join(folder, "ablation.json"), {"n": n, "reference_count": len(reference),
                                                             "rows": results})
     samples_png(os.path.join(folder, "ablation.png"), pictures)
-    best_title = "--preset best (EMA generator)" if best == "dcgan" else f"--preset best ({best} + EMA)"
+    best_title = "--preset best (EMA generator)" if best == "dcgan" else \
+        f"--preset best ({ROWS[best][0].removeprefix('+ ')} + EMA)"
     labels = {"--preset dcgan (the paper)": f"{ROWS['dcgan'][0]}, seed 0",
               best_title: f"{ROWS[best][0]} + EMA, seed 0"}
     chosen = [(title, images) for title, label in labels.items() for name, images in pictures if name == label]
