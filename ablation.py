@@ -90,7 +90,10 @@ def score(out, rows, seeds, n, eval_seed=0):
             stat = os.stat(model_path)
             cache_key = (f"{os.path.basename(model_path)} {stat.st_size} {stat.st_mtime_ns} "
                          f"{config['holdout']} n={n} eval_seed={eval_seed}")
-        cache = json.load(open(cache_path)) if cache_path and os.path.exists(cache_path) else {}
+        cache = {}
+        if cache_path and os.path.exists(cache_path):
+            with open(cache_path) as f:
+                cache = json.load(f)
         if cache_key in cache:
             print(f"scored before: {label} (seed {seed})", flush=True)
             result.update(cache[cache_key])
