@@ -27,6 +27,7 @@ ROWS = {
     "dcgan": ("the paper", []),
     "diffaug": ("+ DiffAugment (color, translation, cutout)", ["--diffaug", "color,translation,cutout"]),
     "translation": ("+ DiffAugment (translation only)", ["--diffaug", "translation"]),
+    "transcut": ("+ DiffAugment (translation, cutout)", ["--diffaug", "translation,cutout"]),
     "hinge": ("+ hinge loss", ["--loss", "hinge"]),
     "r1": ("+ R1 penalty, gamma 1", ["--r1", "1"]),
     "ttur": ("+ TTUR (D 4e-4, G 1e-4)", ["--d-lr", "4e-4", "--g-lr", "1e-4"]),
