@@ -59,7 +59,6 @@ def jax_rows(precisions, batches, warmup, steps, epoch_images):
     import jax
     import jax.numpy as jnp
     import keras
-    import models
     rows = []
     # One epoch's worth of uint8 images on the device, shared by every row.
     images = order = None
