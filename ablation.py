@@ -32,6 +32,10 @@ ROWS = {
     "r1": ("+ R1 penalty, gamma 1", ["--r1", "1"]),
     "ttur": ("+ TTUR (D 4e-4, G 1e-4)", ["--d-lr", "4e-4", "--g-lr", "1e-4"]),
     "sn": ("+ spectral norm in D (no D batch norm)", ["--spectral-norm"]),
+    # On top of the best row so far (translation DiffAugment), one change each:
+    "trans_mbstd": ("+ DiffAugment (translation) + minibatch std in D",
+                    ["--diffaug", "translation", "--minibatch-std"]),
+    "trans_fastg": ("+ DiffAugment (translation) + G lr 4e-4", ["--diffaug", "translation", "--g-lr", "4e-4"]),
 }
 
 

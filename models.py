@@ -101,14 +101,35 @@ class SpectralNormConv2D(layers.Conv2D):
         return self.convolution_op(inputs, kernel)
 
 
+@keras.saving.register_keras_serializable(package="facegan")
+class MinibatchStd(layers.Layer):
+    """Appends one feature map: the standard deviation of each feature across the batch, averaged over all
+    features and positions (Karras et al. 2018, "minibatch standard deviation").
+
+    D sees real and fake images in separate batches, so a generator that makes too-similar images gives D a
+    one-number tell; this pushes G towards the variety of the real batch. Computed over the whole batch (the
+    batch D is called on), not in groups of 4, so that any batch size works.
+    """
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        std = ops.sqrt(ops.var(x, axis=0) + 1e-8)  # (H, W, C)
+        feature = ops.mean(std) * ops.ones_like(x[..., :1])
+        return ops.concatenate([inputs, ops.cast(feature, inputs.dtype)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], input_shape[-1] + 1)
+
+
 def _l2_normalize(x):
     return x / (ops.sqrt(ops.sum(ops.square(x))) + 1e-12)
 
 
-def build_discriminator(image_size=64, width=64, synchronized_bn=False, spectral_norm=False):
+def build_discriminator(image_size=64, width=64, synchronized_bn=False, spectral_norm=False, minibatch_std=False):
     """image (image_size, image_size, 3) in [-1, 1] -> one logit (real > 0).
     spectral_norm: not the paper; every convolution is a SpectralNormConv2D, and D has no batch norm, as in
-    Miyato et al.'s DCGAN-style discriminator (batch norm after a normalised convolution undoes its scale)."""
+    Miyato et al.'s DCGAN-style discriminator (batch norm after a normalised convolution undoes its scale).
+    minibatch_std: not the paper; a MinibatchStd feature map before the logit convolution (Karras et al. 2018)."""
     n = _n_doublings(image_size)
 
     def conv(filters, strides, padding, name):
@@ -124,6 +145,8 @@ def build_discriminator(image_size=64, width=64, synchronized_bn=False, spectral
             x = _batch_norm(f"down{i + 1}_bn", synchronized_bn)(x)
         x = layers.LeakyReLU(negative_slope=0.2)(x)
         channels *= 2
+    if minibatch_std:
+        x = MinibatchStd(name="minibatch_std")(x)
     x = conv(1, 1, "valid", "to_logit")(x)
     logit = layers.Flatten(dtype="float32", name="logit")(x)
     return keras.Model(image, logit, name="discriminator")

@@ -33,12 +33,12 @@ PAPER_DEFAULTS = {"epochs": 25, "batch_size": 128, "g_width": 64, "d_width": 64}
 # Training recipes. "dcgan" is the 2015 paper, unchanged; "best" adds what measured best in the ablation
 # of README.md (10 epochs over 7,500 CelebA faces). A flag given on the command line overrides its preset.
 PRESETS = {
-    "dcgan": {"ema": 0.0, "diffaug": "", "loss": "bce", "r1": 0.0, "spectral_norm": False, "g_lr": None,
-              "d_lr": None},
+    "dcgan": {"ema": 0.0, "diffaug": "", "loss": "bce", "r1": 0.0, "spectral_norm": False,
+              "minibatch_std": False, "g_lr": None, "d_lr": None},
     # EMA plus translation-only DiffAugment: average SWD 44.2 and 40.6 against the paper's 86.4 and 75.6 (seeds
     # 0 and 1); EMA alone 76.0 / 67.6; hinge, TTUR and full DiffAugment did worse (README.md, "Better faces").
     "best": {"ema": 0.999, "diffaug": "translation", "loss": "bce", "r1": 0.0, "spectral_norm": False,
-             "g_lr": None, "d_lr": None},
+             "minibatch_std": False, "g_lr": None, "d_lr": None},
 }
 RECIPE_KEYS = tuple(PRESETS["dcgan"])  # the settings a preset fills and a resumed run must keep
 DIFFAUG_OPS = ("color", "translation", "cutout")
@@ -86,6 +86,9 @@ def parse_args(argv=None):
     p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="spectral normalisation of D's convolutions, with D's batch norm removed (Miyato et al. "
                         "2018)")
+    p.add_argument("--minibatch-std", action=argparse.BooleanOptionalAction, default=None,
+                   help="give D the batch's feature standard deviation as an extra feature map before its logit, "
+                        "so that too-similar fakes are easy to tell apart (Karras et al. 2018)")
     p.add_argument("--g-lr", type=float, default=None, help="G learning rate (default --lr); TTUR sets G and D apart")
     p.add_argument("--d-lr", type=float, default=None, help="D learning rate (default --lr)")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta_1 (the paper: 0.5)")
@@ -481,7 +484,8 @@ def build_models(config, distributed=False):
     keras.utils.set_random_seed(config["seed"])
     generator = models.build_generator(config["latent_dim"], config["image_size"], config["g_width"], distributed)
     discriminator = models.build_discriminator(config["image_size"], config["d_width"], distributed,
-                                               config.get("spectral_norm", False))
+                                               config.get("spectral_norm", False),
+                                               config.get("minibatch_std", False))
     optimizers = []
     for model, lr in ((generator, config.get("g_lr") or config["lr"]),
                       (discriminator, config.get("d_lr") or config["lr"])):

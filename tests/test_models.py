@@ -64,3 +64,20 @@ def test_spectral_norm_discriminator_divides_each_kernel_by_its_largest_singular
     expected = keras.ops.convert_to_numpy(keras.ops.conv(x, kernel / sigma, strides=2, padding="same"))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)), expected, rtol=1e-3,
                                atol=1e-5)
+
+
+def test_minibatch_std_feature_tells_a_varied_batch_from_copies_of_one_image():
+    keras.utils.set_random_seed(0)
+    discriminator = models.build_discriminator(32, 8, minibatch_std=True)
+    layer = discriminator.get_layer("minibatch_std")
+    features = np.random.default_rng(0).normal(size=(4, 4, 4, 32)).astype("float32")
+    out = keras.ops.convert_to_numpy(layer(features))
+    assert out.shape == (4, 4, 4, 33)
+    np.testing.assert_array_equal(out[..., :32], features)  # the input passes through unchanged
+    # the extra map is one number: the mean over features of the across-batch standard deviation
+    assert np.allclose(out[..., 32], features.std(axis=0).mean(), rtol=1e-4)
+    copies = keras.ops.convert_to_numpy(layer(np.repeat(features[:1], 4, axis=0)))
+    assert copies[..., 32].max() < 1e-3 < out[..., 32].min()
+    # only the logit convolution's one extra input channel is added
+    plain = models.build_discriminator(32, 8)
+    assert models.count_trainable(discriminator) - models.count_trainable(plain) == 4 * 4 * 1

@@ -125,6 +125,7 @@ def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_data
     _, config, _ = train.prepare_run(train.parse_args(["--data", tiny_dataset, "--out", str(tmp_path),
                                                        "--batch-size", "16"]))
     assert config["ema"] == 0 and config["diffaug"] == "" and config["loss"] == "bce" and config["r1"] == 0
+    assert config["spectral_norm"] is False and config["minibatch_std"] is False
     assert config["g_lr"] == config["d_lr"] == 2e-4
 
 
@@ -153,3 +154,15 @@ def test_spectral_norm_keeps_d_kernels_at_norm_one_and_resumes_exactly(tmp_path,
     capsys.readouterr()
     assert train.main(["--dry-run", "--data", tiny_dataset, *TINY_TRAIN_FLAGS[:6], "--spectral-norm"]) == 0
     assert "dry run OK" in capsys.readouterr().out
+
+
+def test_minibatch_std_run_saves_a_discriminator_that_reloads_and_resumes(tmp_path, tiny_dataset, capsys):
+    assert _train(tmp_path, tiny_dataset, "--epochs", "1", "--minibatch-std") == 0
+    run = tmp_path / "outputs" / "run"
+    assert json.loads((run / "config.json").read_text())["minibatch_std"] is True
+    discriminator = keras.models.load_model(run / "discriminator.keras")
+    assert isinstance(discriminator.get_layer("minibatch_std"), models.MinibatchStd)
+    assert train.main(["--resume", str(run), "--epochs", "2"]) == 0
+    assert np.load(run / "d_losses.npy").shape == (2,)
+    assert train.main(["--resume", str(run), "--epochs", "3", "--no-minibatch-std"]) == 2
+    assert "--minibatch-std False differs from the run's True" in capsys.readouterr().err
