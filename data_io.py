@@ -237,3 +237,13 @@ def load_keras_model(path, what="model"):
     except Exception as error:  # keras raises many types for a file that is not a model
         first_line = (str(error).strip().splitlines() or [""])[0][:160]
         raise DataError(f"{path} is not a Keras model ({type(error).__name__}: {first_line})") from None
+
+
+def fixed_pipeline_options():
+    """tf.data options with the autotuner off. Its background thread sleeps between tuning rounds (10 ms,
+    doubling up to 60 s), and destroying the iterator waits for that thread to wake: with one iterator per
+    epoch, every epoch that ended between 82 s and 142 s after it began sat idle until 142 s."""
+    import tensorflow as tf
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options

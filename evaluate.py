@@ -82,7 +82,7 @@ def judge_accuracy(real, fake, seed=0, steps=400):
     judge = build_judge(real.shape[1])
     # a fixed training budget of `steps` batches, whatever the set size
     batches = (tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(x_train), seed=seed)
-               .repeat().batch(64))
+               .repeat().batch(64).with_options(data_io.fixed_pipeline_options()))
     judge.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
     predicted = judge.predict(x_test, batch_size=256, verbose=0).reshape(-1) > 0
     return float(np.mean(predicted == (y_test > 0.5))), int(len(y_test))

@@ -166,3 +166,15 @@ def test_minibatch_std_run_saves_a_discriminator_that_reloads_and_resumes(tmp_pa
     assert np.load(run / "d_losses.npy").shape == (2,)
     assert train.main(["--resume", str(run), "--epochs", "3", "--no-minibatch-std"]) == 2
     assert "--minibatch-std False differs from the run's True" in capsys.readouterr().err
+
+
+def test_epoch_batches_follow_the_seeded_order_and_the_pipeline_has_no_autotuner():
+    import tensorflow as tf
+    images = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
+    dataset = train.make_dataset(tf.constant(images), 8, seed=3, epoch=2, steps=4, skip_steps=1)
+    batches = [batch.numpy()[:, 0, 0, 0] for batch in dataset]
+    order = np.random.default_rng([3, 2]).permutation(40)
+    assert [list(b) for b in batches] == [list(order[8 * i: 8 * i + 8]) for i in (1, 2, 3)]
+    # tf.data's autotuner made every epoch that ended 82-142 s after it began wait until 142 s (its thread
+    # sleeps up to 60 s and the per-epoch iterator's destructor waits for it)
+    assert dataset.options().autotune.enabled is False
