@@ -35,6 +35,8 @@ ROWS = {
     # On top of the best row so far (translation DiffAugment), one change each:
     "trans_mbstd": ("+ DiffAugment (translation) + minibatch std in D",
                     ["--diffaug", "translation", "--minibatch-std"]),
+    "trans_smooth": ("+ DiffAugment (translation) + one-sided label smoothing 0.1",
+                     ["--diffaug", "translation", "--label-smoothing", "0.1"]),
     "trans_fastg": ("+ DiffAugment (translation) + G lr 4e-4", ["--diffaug", "translation", "--g-lr", "4e-4"]),
 }
 

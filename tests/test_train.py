@@ -125,7 +125,7 @@ def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_data
     _, config, _ = train.prepare_run(train.parse_args(["--data", tiny_dataset, "--out", str(tmp_path),
                                                        "--batch-size", "16"]))
     assert config["ema"] == 0 and config["diffaug"] == "" and config["loss"] == "bce" and config["r1"] == 0
-    assert config["spectral_norm"] is False and config["minibatch_std"] is False
+    assert config["spectral_norm"] is False and config["minibatch_std"] is False and config["label_smoothing"] == 0
     assert config["g_lr"] == config["d_lr"] == 2e-4
 
 
@@ -178,3 +178,28 @@ def test_epoch_batches_follow_the_seeded_order_and_the_pipeline_has_no_autotuner
     # tf.data's autotuner made every epoch that ended 82-142 s after it began wait until 142 s (its thread
     # sleeps up to 60 s and the per-epoch iterator's destructor waits for it)
     assert dataset.options().autotune.enabled is False
+
+
+def test_label_smoothing_lowers_only_the_real_target():
+    def first_step(label_smoothing):
+        keras.utils.set_random_seed(0)
+        generator, discriminator = models.build_generator(16, 32, 8), models.build_discriminator(32, 8)
+        real = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+        # D's logits on this batch before the step (batch norm in training mode: batch statistics)
+        real_logits = discriminator(real.astype("float32") / 127.5 - 1.0, training=True)
+        step = train.build_train_step(generator, discriminator, keras.optimizers.Adam(2e-4, 0.5),
+                                      keras.optimizers.Adam(2e-4, 0.5), 16, keras.random.SeedGenerator(1),
+                                      mode="eager", label_smoothing=label_smoothing)
+        return float(step(real)[0]), float(np.mean(real_logits))
+
+    plain, logit_mean = first_step(0.0)
+    smoothed, _ = first_step(0.2)
+    # BCE(1 - eps, l) - BCE(1, l) = eps * l: the fake term is unchanged
+    assert smoothed - plain == pytest.approx(0.2 * logit_mean, abs=1e-5)
+    assert abs(logit_mean) > 1e-3  # the check above is not trivially 0 = 0
+
+
+def test_label_smoothing_is_refused_with_hinge_and_out_of_range():
+    for flags in (["--loss", "hinge", "--label-smoothing", "0.1"], ["--label-smoothing", "0.5"]):
+        with pytest.raises(SystemExit):
+            train.parse_args(flags)
