@@ -38,6 +38,9 @@ ROWS = {
     "trans_smooth": ("+ DiffAugment (translation) + one-sided label smoothing 0.1",
                      ["--diffaug", "translation", "--label-smoothing", "0.1"]),
     "trans_fastg": ("+ DiffAugment (translation) + G lr 4e-4", ["--diffaug", "translation", "--g-lr", "4e-4"]),
+    # On top of translation + G lr 4e-4:
+    "fastg_smooth": ("+ DiffAugment (translation) + G lr 4e-4 + label smoothing 0.1",
+                     ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1"]),
 }
 
 
