@@ -155,7 +155,7 @@ def presets_png(path, named_sets, columns=6):
     plt.close(fig)
 
 
-def write_table(folder, reference, results, pictures, n, best="trans_fastg"):
+def write_table(folder, reference, results, pictures, n, best="fastg_smooth"):
     import evaluate
     os.makedirs(folder, exist_ok=True)
     columns = [("train_seed", "{}"), ("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"),
