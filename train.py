@@ -450,6 +450,8 @@ def prepare_run(args, new_run_check=True):
         if config[key] is None:
             config[key] = value
     config["g_lr"], config["d_lr"] = config["g_lr"] or config["lr"], config["d_lr"] or config["lr"]
+    if config["loss"] == "hinge":
+        config["label_smoothing"] = 0.0  # a bce-only option (a preset may bring it): record what runs
     dataset_name = "demo" if config["demo"] else os.path.basename(config["data"]).replace("_train.npy", "")
     run_dir = os.path.join(args.out, args.name or time.strftime("%Y%m%d-%H%M%S_") + dataset_name)
     if new_run_check and os.path.exists(os.path.join(run_dir, "config.json")):
