@@ -41,6 +41,9 @@ ROWS = {
     # On top of translation + G lr 4e-4:
     "fastg_smooth": ("+ DiffAugment (translation) + G lr 4e-4 + label smoothing 0.1",
                      ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1"]),
+    # On top of that (--preset best), for diversity:
+    "best_ms": ("--preset best + mode seeking 1",
+                ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1", "--mode-seeking", "1"]),
 }
 
 

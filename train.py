@@ -34,12 +34,12 @@ PAPER_DEFAULTS = {"epochs": 25, "batch_size": 128, "g_width": 64, "d_width": 64}
 # of README.md (10 epochs over 7,500 CelebA faces). A flag given on the command line overrides its preset.
 PRESETS = {
     "dcgan": {"ema": 0.0, "diffaug": "", "loss": "bce", "r1": 0.0, "spectral_norm": False,
-              "minibatch_std": False, "label_smoothing": 0.0, "g_lr": None, "d_lr": None},
+              "minibatch_std": False, "label_smoothing": 0.0, "mode_seeking": 0.0, "g_lr": None, "d_lr": None},
     # EMA, translation-only DiffAugment, G's learning rate doubled and one-sided label smoothing: average SWD 31.4
     # and 28.7 against the paper's 86.4 and 75.6 (seeds 0 and 1); without label smoothing 37.1 / 39.1; without
     # the faster G too 44.2 / 40.6; EMA alone 76.0 / 67.6 (README.md, "Better faces").
     "best": {"ema": 0.999, "diffaug": "translation", "loss": "bce", "r1": 0.0, "spectral_norm": False,
-             "minibatch_std": False, "label_smoothing": 0.1, "g_lr": 4e-4, "d_lr": None},
+             "minibatch_std": False, "label_smoothing": 0.1, "mode_seeking": 0.0, "g_lr": 4e-4, "d_lr": None},
 }
 RECIPE_KEYS = tuple(PRESETS["dcgan"])  # the settings a preset fills and a resumed run must keep
 DIFFAUG_OPS = ("color", "translation", "cutout")
@@ -93,6 +93,9 @@ def parse_args(argv=None):
     p.add_argument("--label-smoothing", type=float, default=None, metavar="EPS",
                    help="one-sided label smoothing: D's target for real images is 1 - EPS instead of 1, fakes "
                         "stay 0 (Salimans et al. 2016; 0 = off; bce loss only)")
+    p.add_argument("--mode-seeking", type=float, default=None, metavar="LAMBDA",
+                   help="mode-seeking term in G's loss (Mao et al. 2019): LAMBDA / (|G(z1) - G(z2)| / |z1 - z2|) "
+                        "over the batch's two halves, so that different noise must give different faces (0 = off)")
     p.add_argument("--g-lr", type=float, default=None, help="G learning rate (default --lr); TTUR sets G and D apart")
     p.add_argument("--d-lr", type=float, default=None, help="D learning rate (default --lr)")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta_1 (the paper: 0.5)")
@@ -150,6 +153,8 @@ def parse_args(argv=None):
         p.error("--label-smoothing applies to the bce loss only")
     if args.r1 is not None and args.r1 < 0:
         p.error("--r1 must be >= 0")
+    if args.mode_seeking is not None and args.mode_seeking < 0:
+        p.error("--mode-seeking must be >= 0")
     if args.spectral_norm and args.strategy != "none":
         p.error("--spectral-norm is single-device only (its power-iteration state is not synchronised across "
                 "replicas)")
@@ -247,11 +252,11 @@ def diff_augment(x, ops_text, seed):
 
 def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_dim, noise_seed, mode="graph",
                      loss="bce", diffaug="", r1=0.0, aug_seed=None, ema_generator=None, ema_decay=0.0,
-                     strategy=None, label_smoothing=0.0):
+                     strategy=None, label_smoothing=0.0, mode_seeking=0.0):
     """The GAN step: D update, then G update; returns (d_loss, g_loss, D(x), D(G(z))).
     mode: "graph" (tf.function), "xla" (tf.function with jit_compile) or "eager" (no compilation).
-    The defaults are the paper; loss/diffaug/r1/ema_*/label_smoothing are the options of --preset best and the
-    ablation.
+    The defaults are the paper; loss/diffaug/r1/ema_*/label_smoothing/mode_seeking are the options of
+    --preset best and the ablation.
     strategy: a tf.distribute strategy; each replica takes its slice of the global batch and of the noise."""
     import keras
     import tensorflow as tf
@@ -278,6 +283,15 @@ def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_
         # Non-saturating G loss: maximise log D(G(z)) by labelling fakes as real.
         return bce(tf.ones_like(fake_logits), fake_logits)
 
+    def mode_seeking_ratio(fake, z):
+        # MSGAN: pair the batch's first half with its second; the mean image distance per unit of noise
+        # distance. G minimises its inverse, so nearby noise may not collapse onto one face. The logged
+        # g_loss stays the adversarial loss alone, comparable across runs.
+        half = tf.shape(z)[0] // 2
+        fake = tf.cast(fake, tf.float32)
+        image_gap = tf.reduce_mean(tf.abs(fake[:half] - fake[half:2 * half]))
+        return image_gap / tf.reduce_mean(tf.abs(z[:half] - z[half:2 * half]))
+
     def gan_update(real_uint8, z, replicas=1):
         # Each replica's losses are divided by the replica count: the optimizers sum gradients over
         # replicas, so the update is that of the global batch's mean loss.
@@ -303,7 +317,10 @@ def build_train_step(generator, discriminator, g_optimizer, d_optimizer, latent_
             # G differentiates through the updated D (the combined model of models.build_gan, D's BN in
             # training mode).
             g_loss = g_loss_fn(tf.cast(discriminator(augment(fake), training=True), tf.float32))
-            scaled_g_loss = scale[g_optimizer](g_loss / replicas)
+            g_objective = g_loss
+            if mode_seeking:
+                g_objective += mode_seeking / (mode_seeking_ratio(fake, z) + 1e-5)
+            scaled_g_loss = scale[g_optimizer](g_objective / replicas)
         g_grads = g_tape.gradient(scaled_g_loss, generator.trainable_weights)
         g_optimizer.apply_gradients(zip(g_grads, generator.trainable_weights))
         return (d_loss / replicas, g_loss / replicas, tf.reduce_mean(tf.sigmoid(real_logits)) / replicas,
@@ -588,7 +605,8 @@ def train(args):
                                   loss=config.get("loss", "bce"), diffaug=config.get("diffaug", ""),
                                   r1=config.get("r1", 0.0), aug_seed=aug_seed, ema_generator=ema_generator,
                                   ema_decay=config.get("ema", 0.0), strategy=strategy,
-                                  label_smoothing=config.get("label_smoothing", 0.0))
+                                  label_smoothing=config.get("label_smoothing", 0.0),
+                                  mode_seeking=config.get("mode_seeking", 0.0))
     images_tensor = tf.constant(images)
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard")) if config.get("tensorboard") else None
     from tqdm import tqdm

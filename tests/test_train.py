@@ -208,3 +208,29 @@ def test_label_smoothing_is_refused_with_hinge_and_out_of_range():
     for flags in (["--loss", "hinge", "--label-smoothing", "0.1"], ["--label-smoothing", "0.5"]):
         with pytest.raises(SystemExit):
             train.parse_args(flags)
+
+
+def test_mode_seeking_pushes_samples_from_different_noise_apart():
+    def spread_after_steps(mode_seeking):
+        keras.utils.set_random_seed(0)
+        generator, discriminator = models.build_generator(16, 32, 8), models.build_discriminator(32, 8)
+        real = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+        step = train.build_train_step(generator, discriminator, keras.optimizers.Adam(2e-3, 0.5),
+                                      keras.optimizers.Adam(2e-4, 0.5), 16, keras.random.SeedGenerator(1),
+                                      mode="eager", mode_seeking=mode_seeking)
+        losses = [float(step(real)[1]) for _ in range(5)]
+        z = np.random.default_rng(2).standard_normal((32, 16)).astype("float32")
+        fake = np.asarray(generator(z, training=True))
+        return np.mean(np.abs(fake[:16] - fake[16:])), losses
+
+    plain_spread, plain_losses = spread_after_steps(0.0)
+    spread, losses = spread_after_steps(10.0)
+    assert spread > 1.2 * plain_spread
+    assert losses[0] == pytest.approx(plain_losses[0], rel=1e-5)  # g_loss logs the adversarial loss alone
+
+
+def test_mode_seeking_is_refused_when_negative_and_off_in_the_paper():
+    with pytest.raises(SystemExit):
+        train.parse_args(["--mode-seeking", "-1"])
+    assert train.parse_args(["--mode-seeking", "1"]).mode_seeking == 1.0
+    assert train.PRESETS["dcgan"]["mode_seeking"] == 0.0
