@@ -33,8 +33,8 @@ ROWS = {
     "ttur": ("+ TTUR (D 4e-4, G 1e-4)", ["--d-lr", "4e-4", "--g-lr", "1e-4"]),
     "sn": ("+ spectral norm in D (no D batch norm)", ["--spectral-norm"]),
     # On top of the best row so far (translation DiffAugment), one change each:
-    "trans_mbstd": ("+ DiffAugment (translation) + minibatch std in D",
-                    ["--diffaug", "translation", "--minibatch-std"]),
+    "trans_mbstd": ("+ DiffAugment (translation) + minibatch std in D (whole batch)",
+                    ["--diffaug", "translation", "--minibatch-std", "--minibatch-std-group", "0"]),
     "trans_smooth": ("+ DiffAugment (translation) + one-sided label smoothing 0.1",
                      ["--diffaug", "translation", "--label-smoothing", "0.1"]),
     "trans_fastg": ("+ DiffAugment (translation) + G lr 4e-4", ["--diffaug", "translation", "--g-lr", "4e-4"]),
@@ -44,6 +44,8 @@ ROWS = {
     # On top of that (--preset best), for diversity:
     "best_ms": ("--preset best + mode seeking 1",
                 ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1", "--mode-seeking", "1"]),
+    "best_mbstd4": ("--preset best + minibatch std in D (groups of 4)",
+                    ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1", "--minibatch-std"]),
 }
 
 

@@ -81,3 +81,25 @@ def test_minibatch_std_feature_tells_a_varied_batch_from_copies_of_one_image():
     # only the logit convolution's one extra input channel is added
     plain = models.build_discriminator(32, 8)
     assert models.count_trainable(discriminator) - models.count_trainable(plain) == 4 * 4 * 1
+
+
+def test_grouped_minibatch_std_gives_each_image_its_groups_std_for_any_batch_size(tmp_path):
+    layer = models.MinibatchStd(group_size=4)
+    rng = np.random.default_rng(0)
+    for n in (8, 10, 3):  # 10 and 3 do not divide into groups of 4: groups of 3-4 and of 1
+        features = rng.normal(size=(n, 2, 2, 5)).astype("float32")
+        out = keras.ops.convert_to_numpy(layer(features))
+        np.testing.assert_array_equal(out[..., :5], features)
+        groups = -(-n // 4)
+        for i in range(n):
+            members = features[np.arange(n) % groups == i % groups]
+            assert np.allclose(out[i, ..., 5], members.std(axis=0).mean() if len(members) > 1 else 1e-4, atol=1e-4)
+    # a fake batch in which one group is four copies of one image is caught in that group only
+    features = rng.normal(size=(8, 2, 2, 5)).astype("float32")
+    features[1::2] = features[1]
+    out = keras.ops.convert_to_numpy(layer(features))[:, 0, 0, 5]
+    assert out[1::2].max() < 1e-3 < out[0::2].min()
+    # the group size survives saving
+    discriminator = models.build_discriminator(32, 8, minibatch_std=True, minibatch_std_group=4)
+    discriminator.save(tmp_path / "d.keras")
+    assert keras.models.load_model(tmp_path / "d.keras").get_layer("minibatch_std").group_size == 4

@@ -164,13 +164,17 @@ def test_spectral_norm_keeps_d_kernels_at_norm_one_and_resumes_exactly(tmp_path,
 def test_minibatch_std_run_saves_a_discriminator_that_reloads_and_resumes(tmp_path, tiny_dataset, capsys):
     assert _train(tmp_path, tiny_dataset, "--epochs", "1", "--minibatch-std") == 0
     run = tmp_path / "outputs" / "run"
-    assert json.loads((run / "config.json").read_text())["minibatch_std"] is True
+    config = json.loads((run / "config.json").read_text())
+    assert config["minibatch_std"] is True and config["minibatch_std_group"] == 4  # StyleGAN's groups by default
     discriminator = keras.models.load_model(run / "discriminator.keras")
-    assert isinstance(discriminator.get_layer("minibatch_std"), models.MinibatchStd)
+    assert discriminator.get_layer("minibatch_std").group_size == 4
     assert train.main(["--resume", str(run), "--epochs", "2"]) == 0
     assert np.load(run / "d_losses.npy").shape == (2,)
     assert train.main(["--resume", str(run), "--epochs", "3", "--no-minibatch-std"]) == 2
     assert "--minibatch-std False differs from the run's True" in capsys.readouterr().err
+    assert train.main(["--resume", str(run), "--epochs", "3", "--minibatch-std-group", "0"]) == 2
+    with pytest.raises(SystemExit):
+        train.parse_args(["--minibatch-std-group", "1"])  # a group of one has no spread
 
 
 def test_epoch_batches_follow_the_seeded_order_and_the_pipeline_has_no_autotuner():
