@@ -44,6 +44,8 @@ ROWS = {
     # On top of that (--preset best), for diversity:
     "best_ms": ("--preset best + mode seeking 1",
                 ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1", "--mode-seeking", "1"]),
+    "best_ms3": ("--preset best + mode seeking 3",
+                 ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1", "--mode-seeking", "3"]),
     "best_mbstd4": ("--preset best + minibatch std in D (groups of 4)",
                     ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1", "--minibatch-std"]),
 }
