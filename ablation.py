@@ -41,12 +41,12 @@ ROWS = {
     # On top of translation + G lr 4e-4:
     "fastg_smooth": ("+ DiffAugment (translation) + G lr 4e-4 + label smoothing 0.1",
                      ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1"]),
-    # On top of that (--preset best), for diversity:
-    "best_ms": ("--preset best + mode seeking 1",
+    # On top of that (session 4's --preset best), for diversity:
+    "best_ms": ("+ DiffAugment (translation) + G lr 4e-4 + label smoothing 0.1 + mode seeking 1",
                 ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1", "--mode-seeking", "1"]),
-    "best_ms3": ("--preset best + mode seeking 3",
+    "best_ms3": ("+ DiffAugment (translation) + G lr 4e-4 + label smoothing 0.1 + mode seeking 3",
                  ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1", "--mode-seeking", "3"]),
-    "best_mbstd4": ("--preset best + minibatch std in D (groups of 4)",
+    "best_mbstd4": ("+ DiffAugment (translation) + G lr 4e-4 + label smoothing 0.1 + minibatch std (groups of 4)",
                     ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1", "--minibatch-std"]),
 }
 
@@ -162,7 +162,7 @@ def presets_png(path, named_sets, columns=6):
     plt.close(fig)
 
 
-def write_table(folder, reference, results, pictures, n, best="fastg_smooth"):
+def write_table(folder, reference, results, pictures, n, best="best_ms3"):
     import evaluate
     os.makedirs(folder, exist_ok=True)
     columns = [("train_seed", "{}"), ("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"),
