@@ -22,6 +22,9 @@ import numpy as np
 import data_io
 
 EMA = ["--ema", "0.999"]
+# translation + G lr 4e-4 + label smoothing: the base of the last rows
+SMOOTH = ("+ DiffAugment (translation) + G lr 4e-4 + label smoothing 0.1",
+          ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1"])
 # name -> (description, train.py flags beyond the paper)
 ROWS = {
     "dcgan": ("the paper", []),
@@ -39,15 +42,11 @@ ROWS = {
                      ["--diffaug", "translation", "--label-smoothing", "0.1"]),
     "trans_fastg": ("+ DiffAugment (translation) + G lr 4e-4", ["--diffaug", "translation", "--g-lr", "4e-4"]),
     # On top of translation + G lr 4e-4:
-    "fastg_smooth": ("+ DiffAugment (translation) + G lr 4e-4 + label smoothing 0.1",
-                     ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1"]),
+    "fastg_smooth": (SMOOTH[0], SMOOTH[1]),
     # On top of that (session 4's --preset best), for diversity:
-    "best_ms": ("+ DiffAugment (translation) + G lr 4e-4 + label smoothing 0.1 + mode seeking 1",
-                ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1", "--mode-seeking", "1"]),
-    "best_ms3": ("+ DiffAugment (translation) + G lr 4e-4 + label smoothing 0.1 + mode seeking 3",
-                 ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1", "--mode-seeking", "3"]),
-    "best_mbstd4": ("+ DiffAugment (translation) + G lr 4e-4 + label smoothing 0.1 + minibatch std (groups of 4)",
-                    ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1", "--minibatch-std"]),
+    "best_ms": (SMOOTH[0] + " + mode seeking 1", [*SMOOTH[1], "--mode-seeking", "1"]),
+    "best_ms3": (SMOOTH[0] + " + mode seeking 3", [*SMOOTH[1], "--mode-seeking", "3"]),
+    "best_mbstd4": (SMOOTH[0] + " + minibatch std (groups of 4)", [*SMOOTH[1], "--minibatch-std"]),
 }
 
 
