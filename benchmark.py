@@ -4,7 +4,7 @@
     python benchmark.py --modes graph --precisions fp32 bf16 --batches 128
     python benchmark.py --backend jax --precisions fp32 bf16 --batches 128 512 --epoch-images 50000
 
-The TensorFlow path times exactly train.py's step (train.build_train_step) on synthetic uint8 batches,
+The TensorFlow path times exactly train.py's step (gan_step.build_train_step) on synthetic uint8 batches,
 after warm-up. `--backend jax` times the same Keras models with an equivalent stateless step under
 jax.jit (for machines with JAX but no TensorFlow); with --epoch-images it also times one whole epoch
 of that many uint8 images held on the device, each batch gathered in a shuffled order inside the
@@ -35,16 +35,13 @@ def time_steps(run_step, warmup, steps):
 def tf_rows(modes, precisions, batches, warmup, steps):
     import keras
     import tensorflow as tf
-    import train
+    import gan_step
     rows = []
     for precision in precisions:
         for mode in modes:
             for batch in batches:
-                config = dict(latent_dim=100, image_size=64, g_width=64, d_width=64, lr=2e-4, beta1=0.5,
-                              beta2=0.999, seed=0, precision=precision)
-                generator, discriminator, g_opt, d_opt = train.build_models(config)
-                step = train.build_train_step(generator, discriminator, g_opt, d_opt, 100,
-                                              keras.random.SeedGenerator(0), mode)
+                recipe = gan_step.recipe(precision=precision)  # the paper's model and recipe
+                step = gan_step.build_train_step(gan_step.build_models(recipe), recipe, mode=mode)
                 real = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
                 seconds = time_steps(lambda: [float(v) for v in step(real)],
                                      warmup if mode != "eager" else 1, steps if mode != "eager" else 2)

@@ -203,12 +203,7 @@ def load_image_array(path, size=None):
     if not os.path.exists(path):
         raise DataError(f"no such file or folder: {path}")
     if path.endswith(".npy"):
-        try:
-            images = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise DataError(f"{path} is not a readable .npy array: {error}") from None
-        if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
-            raise DataError(f"{path} has shape {images.shape}; expected (N, S, S, 3)")
+        images = load_npy_images(path, uint8_only=False)
         if images.dtype != np.uint8:
             images = images.astype(np.float32)
             images = to_uint8(images if images.min() < 0 else images * 2 - 1)
@@ -223,6 +218,22 @@ def load_image_array(path, size=None):
     if size is not None and images.shape[1] != size:
         interpolation = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_CUBIC
         images = np.stack([cv2.resize(i, (size, size), interpolation=interpolation) for i in images])
+    return images
+
+
+def load_npy_images(path, what="images", hint="", mmap=False, uint8_only=True):
+    """A .npy image array, checked to be (N, S, S, 3) and, unless uint8_only=False, uint8 (what preprocess.py
+    and generate.py write). mmap: memory-mapped, read on demand. `hint` follows the missing-file message."""
+    if not os.path.isfile(path):
+        raise DataError(f"no {what} at {path}" + (f"; {hint}" if hint else ""))
+    try:
+        images = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise DataError(f"{path} is not a readable .npy array: {error}") from None
+    if (images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]
+            or (uint8_only and images.dtype != np.uint8)):
+        raise DataError(f"{path} holds {images.dtype} {images.shape}; expected {'uint8 ' if uint8_only else ''}"
+                        "(N, S, S, 3) as written by preprocess.py")
     return images
 
 

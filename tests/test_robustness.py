@@ -17,6 +17,8 @@ from PIL import Image
 
 import evaluate
 import preprocess
+import gan_step
+import run_state
 import train
 from conftest import ROOT, TINY_TRAIN_FLAGS
 
@@ -140,7 +142,7 @@ def test_resume_on_data_of_another_size_is_refused(tmp_path, tiny_dataset, capsy
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_dataset, capsys):
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "2",
                        *TINY_TRAIN_FLAGS]) == 0
-    newest = train.latest_checkpoint(str(tmp_path / "run"))
+    newest = run_state.latest_checkpoint(str(tmp_path / "run"))
     with open(newest, "r+b") as f:
         f.truncate(1000)
     assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "3"]) == 0
@@ -158,26 +160,26 @@ def test_generator_file_that_is_not_a_model(tmp_path):
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_dataset, capsys, monkeypatch):
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "1",
                        *TINY_TRAIN_FLAGS]) == 0
-    good = train.latest_checkpoint(str(tmp_path / "run"))
-    real_build = train.build_train_step
+    good = run_state.latest_checkpoint(str(tmp_path / "run"))
+    real_build = gan_step.build_train_step
 
     def exploding_step(*args, **kwargs):
         step = real_build(*args, **kwargs)
         return lambda real: (float("nan"), *step(real)[1:])
-    monkeypatch.setattr(train, "build_train_step", exploding_step)
+    monkeypatch.setattr(gan_step, "build_train_step", exploding_step)
     assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "3"]) == train.EXIT_DIVERGED
     assert "training diverged: non-finite loss at epoch 2 step 1" in capsys.readouterr().err
-    assert train.latest_checkpoint(str(tmp_path / "run")) == good
+    assert run_state.latest_checkpoint(str(tmp_path / "run")) == good
     assert len(np.load(tmp_path / "run" / "d_losses.npy")) == 1
 
 
 def test_collapse_guard_stops_when_d_wins_for_too_long(tmp_path, tiny_dataset, capsys, monkeypatch):
-    real_build = train.build_train_step
+    real_build = gan_step.build_train_step
 
     def collapsed_step(*args, **kwargs):
         step = real_build(*args, **kwargs)
         return lambda real: (*step(real)[:2], 0.999, 0.001)  # D(x) = 0.999, D(G(z)) = 0.001
-    monkeypatch.setattr(train, "build_train_step", collapsed_step)
+    monkeypatch.setattr(gan_step, "build_train_step", collapsed_step)
     code = train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "3",
                        "--collapse-steps", "3", *TINY_TRAIN_FLAGS])
     assert code == train.EXIT_DIVERGED and "discriminator collapse" in capsys.readouterr().err
@@ -193,7 +195,7 @@ def _start(args):
 def _wait_for_checkpoint(run_dir, at_least, process, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        names = train._checkpoint_names(str(run_dir))
+        names = run_state.checkpoint_names(str(run_dir))
         if names and int(names[-1][5:14]) >= at_least:
             return
         if process.poll() is not None:
@@ -226,7 +228,7 @@ def test_ctrl_c_and_sigterm_checkpoint_and_exit_cleanly(tmp_path, tiny_dataset, 
     output, _ = process.communicate(timeout=60)
     assert process.returncode == train.EXIT_INTERRUPTED
     assert "Traceback" not in output and f"python train.py --resume {tmp_path / 'run'}" in output
-    newest = train.latest_checkpoint(str(tmp_path / "run"))
+    newest = run_state.latest_checkpoint(str(tmp_path / "run"))
     assert int(os.path.basename(newest)[5:14]) > 4  # the checkpoint taken at the signal, mid-epoch
 
 
