@@ -203,8 +203,8 @@ def main(argv=None):
     parser.add_argument("--batches", nargs="+", type=int, default=[64, 128, 256], help="batch sizes")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per setting")
-    parser.add_argument("--peak-gflops", type=float, default=518.0,
-                        help="the machine's FP32 peak for the %% column (default: this project's 2 Zen-5 cores)")
+    parser.add_argument("--peak-gflops", type=float, default=None,
+                        help="the machine's peak GFLOP/s for the precision timed: adds a %% of peak column")
     parser.add_argument("--epoch-images", type=int, default=0, help="jax only: also time one epoch of this many")
     parser.add_argument("--out", default=os.path.join("outputs", "benchmark.json"), help="JSON output file")
     args = parser.parse_args(argv)
@@ -216,10 +216,10 @@ def main(argv=None):
     else:
         rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps)
     for row in rows:
-        format_row(row, args.peak_gflops if args.backend == "tensorflow" else None)
-    print("\n| backend | mode | precision | batch | images/s | GFLOP/s |" + (" % of peak |" if args.backend ==
-                                                                                 "tensorflow" else ""))
-    print("|---|---|---|---|---|---|" + ("---|" if args.backend == "tensorflow" else ""))
+        format_row(row, args.peak_gflops)
+    print("\n| backend | mode | precision | batch | images/s | GFLOP/s |" + (" % of peak |" if args.peak_gflops
+                                                                                 else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if args.peak_gflops else ""))
     for row in rows:
         print(f"| {row['backend']} | {row['mode']} | {row['precision']} | {row['batch']} | "
               f"{row['images_per_second']} | {row['gflops']} |" + (f" {row['percent_of_peak']} |"

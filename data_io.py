@@ -1,5 +1,5 @@
-"""Image I/O shared by the scripts: finding images in zips and folders, decoding and cropping faces,
-atomic writes, and PNG grids."""
+"""Image I/O shared by the scripts: finding images in zips and folders, decoding and cropping faces, checked
+image arrays, atomic writes, PNG grids, and faces from a saved generator."""
 import json
 import os
 import tempfile
@@ -237,6 +237,23 @@ def load_npy_images(path, what="images", hint="", mmap=False, uint8_only=True):
     return images
 
 
+def sample_z(n, latent_dim, seed):
+    """n noise vectors z ~ N(0, I). The first m rows are the same for any n >= m, so seeds name faces."""
+    return np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
+
+
+def generate_images(generator, z, batch_size=256):
+    """Noise (N, latent_dim) -> uint8 faces (N, S, S, 3); batch norm uses its moving averages."""
+    z = np.asarray(z, np.float32)
+    return np.concatenate([to_uint8(generator.predict_on_batch(z[i:i + batch_size]))
+                           for i in range(0, len(z), batch_size)])
+
+
+def sample_faces(generator, n, seed=0):
+    """n uint8 faces from z = sample_z(n, ..., seed): the same faces in generate.py and evaluate.py."""
+    return generate_images(generator, sample_z(n, generator.input_shape[-1], seed))
+
+
 def load_keras_model(path, what="model"):
     """keras.models.load_model with a one-line DataError for a missing file or one that is not a model."""
     if not os.path.isfile(path):
@@ -253,7 +270,7 @@ def load_keras_model(path, what="model"):
 def fixed_pipeline_options():
     """tf.data options with the autotuner off. Its background thread sleeps between tuning rounds (10 ms,
     doubling up to 60 s), and destroying the iterator waits for that thread to wake: with one iterator per
-    epoch, every epoch that ended between 82 s and 142 s after it began sat idle until 142 s."""
+    epoch, an epoch could end with up to a minute of idle waiting."""
     import tensorflow as tf
     options = tf.data.Options()
     options.autotune.enabled = False

@@ -10,7 +10,6 @@ import sys
 import time
 import zipfile
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,19 +19,14 @@ import preprocess
 import gan_step
 import run_state
 import train
-from conftest import ROOT, TINY_TRAIN_FLAGS
-
-
-def _jpeg(h=109, w=89, seed=0):
-    image = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    return cv2.imencode(".jpg", image)[1].tobytes()
+from conftest import ROOT, TINY_TRAIN_FLAGS, jpeg_bytes
 
 
 def _folder_with(tmp_path, odd_name, odd_bytes, n_good=4):
     folder = tmp_path / "faces"
     folder.mkdir()
     for i in range(n_good):
-        (folder / f"{i:06d}.jpg").write_bytes(_jpeg(seed=i))
+        (folder / f"{i:06d}.jpg").write_bytes(jpeg_bytes(seed=i))
     (folder / odd_name).write_bytes(odd_bytes)
     return folder
 
@@ -52,13 +46,13 @@ def _pil_bytes(image, fmt):
 
 
 def test_truncated_jpeg_is_skipped(tmp_path, capsys):
-    code, meta, _ = _preprocess(tmp_path, _folder_with(tmp_path, "bad.jpg", _jpeg()[:1500]), capsys)
+    code, meta, _ = _preprocess(tmp_path, _folder_with(tmp_path, "bad.jpg", jpeg_bytes()[:1500]), capsys)
     assert code == 0 and meta["skipped"] == [{"file": "bad.jpg", "reason": "truncated JPEG (no end-of-image marker)"}]
 
 
 def test_tiny_image_is_skipped_huge_image_is_used(tmp_path, capsys):
-    folder = _folder_with(tmp_path, "tiny.jpg", _jpeg(10, 10))
-    (folder / "huge.jpg").write_bytes(_jpeg(3000, 2400))
+    folder = _folder_with(tmp_path, "tiny.jpg", jpeg_bytes(10, 10))
+    (folder / "huge.jpg").write_bytes(jpeg_bytes(3000, 2400))
     code, meta, _ = _preprocess(tmp_path, folder, capsys)
     assert code == 0 and [s["file"] for s in meta["skipped"]] == ["tiny.jpg"]
     assert meta["train_count"] + meta["holdout_count"] == 5
@@ -96,14 +90,14 @@ def test_truncated_zip_is_an_error(tmp_path, capsys):
     source = tmp_path / "img_align_celeba.zip"
     with zipfile.ZipFile(source, "w") as archive:
         for i in range(5):
-            archive.writestr(f"img_align_celeba/{i:06d}.jpg", _jpeg(seed=i))
+            archive.writestr(f"img_align_celeba/{i:06d}.jpg", jpeg_bytes(seed=i))
     source.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
     code, _, err = _preprocess(tmp_path, source, capsys)
     assert code == 2 and "zip" in err and len(err.strip().splitlines()) == 1
 
 
 def test_unwritable_output_is_one_line_and_leaves_nothing(tmp_path, capsys):
-    source = _folder_with(tmp_path, "extra.jpg", _jpeg())
+    source = _folder_with(tmp_path, "extra.jpg", jpeg_bytes())
     (tmp_path / "a_file").write_text("not a folder")
     code = preprocess.main(["--source", str(source), "--out", str(tmp_path / "a_file" / "x"), "--holdout", "1",
                             "--workers", "1"])
@@ -112,7 +106,7 @@ def test_unwritable_output_is_one_line_and_leaves_nothing(tmp_path, capsys):
 
 
 def test_disk_full_while_writing_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
-    source = _folder_with(tmp_path, "extra.jpg", _jpeg())
+    source = _folder_with(tmp_path, "extra.jpg", jpeg_bytes())
     real_save = np.save
 
     def full_disk(f, array, *a, **k):
@@ -236,9 +230,9 @@ def test_corrupt_zip_member_is_skipped_and_reported(tmp_path, capsys):
     source = tmp_path / "faces.zip"
     with zipfile.ZipFile(source, "w", compression=zipfile.ZIP_STORED) as archive:
         for i in range(4):
-            archive.writestr(f"{i:06d}.jpg", _jpeg(seed=i))
+            archive.writestr(f"{i:06d}.jpg", jpeg_bytes(seed=i))
     raw = bytearray(source.read_bytes())
-    offset = raw.index(_jpeg(seed=2)) + 200  # flip bytes inside the third image: its CRC check fails
+    offset = raw.index(jpeg_bytes(seed=2)) + 200  # flip bytes inside the third image: its CRC check fails
     raw[offset:offset + 50] = bytes(50)
     source.write_bytes(bytes(raw))
     code, meta, _ = _preprocess(tmp_path, source, capsys)
