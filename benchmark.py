@@ -13,7 +13,6 @@ Cost model: 2.48 GFLOP per trained image at 64 px (G forward, D forward and back
 G backward through D).
 """
 import argparse
-import json
 import os
 import sys
 import time
