@@ -17,12 +17,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 import data_io
+import run_state
 
 EMA = ["--ema", "0.999"]
-# translation + G lr 4e-4 + label smoothing: the base of the last rows
+# translation + G lr 4e-4 + label smoothing (row fastg_smooth): the base of the last rows
 SMOOTH = ("+ DiffAugment (translation) + G lr 4e-4 + label smoothing 0.1",
           ["--diffaug", "translation", "--g-lr", "4e-4", "--label-smoothing", "0.1"])
 # name -> (description, train.py flags beyond the paper)
@@ -43,7 +42,7 @@ ROWS = {
     "trans_fastg": ("+ DiffAugment (translation) + G lr 4e-4", ["--diffaug", "translation", "--g-lr", "4e-4"]),
     # On top of translation + G lr 4e-4:
     "fastg_smooth": (SMOOTH[0], SMOOTH[1]),
-    # On top of that (session 4's --preset best), for diversity:
+    # On top of fastg_smooth, for diversity:
     "best_ms": (SMOOTH[0] + " + mode seeking 1", [*SMOOTH[1], "--mode-seeking", "1"]),
     "best_ms3": (SMOOTH[0] + " + mode seeking 3", [*SMOOTH[1], "--mode-seeking", "3"]),
     "best_mbstd4": (SMOOTH[0] + " + minibatch std (groups of 4)", [*SMOOTH[1], "--minibatch-std"]),
@@ -81,10 +80,9 @@ def score(out, rows, seeds, n, eval_seed=0):
     """One table row per (recipe, seed, raw/EMA generator), all against the same reference reals."""
     import evaluate
     first = next(run_dir(out, r, s) for r in rows for s in seeds if epochs_done(run_dir(out, r, s)))
-    config = evaluate.load_run_config(first)
+    config = run_state.load_config(first)
     holdout = data_io.load_image_array(config["holdout"], config["image_size"])
-    order = np.random.default_rng(eval_seed).permutation(len(holdout))
-    reference, real_b = holdout[order[: len(order) // 2]], holdout[order[len(order) // 2:]]
+    reference, real_b = evaluate.split_holdout(holdout, eval_seed)
     results, pictures = [], [("real (held out)", real_b)]
     candidates = [("real", "held-out reals (floor)", None, None, real_b)]
     for row in rows:
@@ -96,7 +94,7 @@ def score(out, rows, seeds, n, eval_seed=0):
                 candidates.append((row, ROWS[row][0] + variant, seed, os.path.join(path, file), None))
     for row, label, seed, model_path, images in candidates:
         if images is None:
-            images = evaluate.generate_images(data_io.load_keras_model(model_path, "generator"), n, eval_seed)
+            images = data_io.sample_faces(data_io.load_keras_model(model_path, "generator"), n, eval_seed)
             pictures.append((f"{label}, seed {seed}", images))
         result = {"row": row, "system": label, "train_seed": seed, "generator": model_path}
         # Scores are cached beside the generator: re-making the table after one more run re-scores only it.
@@ -130,37 +128,6 @@ def score(out, rows, seeds, n, eval_seed=0):
     return reference, results, pictures
 
 
-def samples_png(path, named_sets, per_row=12):
-    """One labelled row of samples per system, stacked top to bottom."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(named_sets), 1, figsize=(per_row * 0.75, 1.05 * len(named_sets)))
-    for ax, (name, images) in zip(np.atleast_1d(axes), named_sets):
-        ax.imshow(data_io.make_grid(images[:per_row], columns=per_row))
-        ax.set_title(name, fontsize=9, loc="left")
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def presets_png(path, named_sets, columns=6):
-    """Two grids side by side from the same noise: the faithful preset and the best one (no real faces,
-    so the picture can be shown without the data)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(named_sets), figsize=(4.2 * len(named_sets), 4.6))
-    for ax, (name, images) in zip(np.atleast_1d(axes), named_sets):
-        ax.imshow(data_io.make_grid(images[:columns * columns], columns=columns))
-        ax.set_title(name, fontsize=10)
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def write_table(folder, reference, results, pictures, n, best="best_ms3"):
     import evaluate
     os.makedirs(folder, exist_ok=True)
@@ -176,13 +143,14 @@ def write_table(folder, reference, results, pictures, n, best="best_ms3"):
         f.write("\n".join(text))
     data_io.save_json(os.path.join(folder, "ablation.json"), {"n": n, "reference_count": len(reference),
                                                             "rows": results})
-    samples_png(os.path.join(folder, "ablation.png"), pictures)
+    evaluate.grids_figure(os.path.join(folder, "ablation.png"), pictures, columns=12, rows=1, stacked=True,
+                          title_size=9)
     best_title = "--preset best (EMA generator)"  # its recipe is in README.md; the full label does not fit
     labels = {"--preset dcgan (the paper)": f"{ROWS['dcgan'][0]}, seed 0",
               best_title: f"{ROWS[best][0]} + EMA, seed 0"}
     chosen = [(title, images) for title, label in labels.items() for name, images in pictures if name == label]
     if len(chosen) == 2:
-        presets_png(os.path.join(folder, "presets.png"), chosen)
+        evaluate.grids_figure(os.path.join(folder, "presets.png"), chosen, columns=6, rows=6, title_size=10)
     print("\n" + table)
     print(f"\nwrote {folder}/ablation.md, ablation.json, ablation.png (and presets.png when both presets' rows "
           "were scored)")

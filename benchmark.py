@@ -4,7 +4,7 @@
     python benchmark.py --modes graph --precisions fp32 bf16 --batches 128
     python benchmark.py --backend jax --precisions fp32 bf16 --batches 128 512 --epoch-images 50000
 
-The TensorFlow path times exactly train.py's step (train.build_train_step) on synthetic uint8 batches,
+The TensorFlow path times exactly train.py's step (gan_step.build_train_step) on synthetic uint8 batches,
 after warm-up. `--backend jax` times the same Keras models with an equivalent stateless step under
 jax.jit (for machines with JAX but no TensorFlow); with --epoch-images it also times one whole epoch
 of that many uint8 images held on the device, each batch gathered in a shuffled order inside the
@@ -13,7 +13,6 @@ Cost model: 2.48 GFLOP per trained image at 64 px (G forward, D forward and back
 G backward through D).
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,16 +34,13 @@ def time_steps(run_step, warmup, steps):
 def tf_rows(modes, precisions, batches, warmup, steps):
     import keras
     import tensorflow as tf
-    import train
+    import gan_step
     rows = []
     for precision in precisions:
         for mode in modes:
             for batch in batches:
-                config = dict(latent_dim=100, image_size=64, g_width=64, d_width=64, lr=2e-4, beta1=0.5,
-                              beta2=0.999, seed=0, precision=precision)
-                generator, discriminator, g_opt, d_opt = train.build_models(config)
-                step = train.build_train_step(generator, discriminator, g_opt, d_opt, 100,
-                                              keras.random.SeedGenerator(0), mode)
+                recipe = gan_step.recipe(precision=precision)  # the paper's model and recipe
+                step = gan_step.build_train_step(gan_step.build_models(recipe), recipe, mode=mode)
                 real = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
                 seconds = time_steps(lambda: [float(v) for v in step(real)],
                                      warmup if mode != "eager" else 1, steps if mode != "eager" else 2)
@@ -206,8 +202,8 @@ def main(argv=None):
     parser.add_argument("--batches", nargs="+", type=int, default=[64, 128, 256], help="batch sizes")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per setting")
-    parser.add_argument("--peak-gflops", type=float, default=518.0,
-                        help="the machine's FP32 peak for the %% column (default: this project's 2 Zen-5 cores)")
+    parser.add_argument("--peak-gflops", type=float, default=None,
+                        help="the machine's peak GFLOP/s for the precision timed: adds a %% of peak column")
     parser.add_argument("--epoch-images", type=int, default=0, help="jax only: also time one epoch of this many")
     parser.add_argument("--out", default=os.path.join("outputs", "benchmark.json"), help="JSON output file")
     args = parser.parse_args(argv)
@@ -219,10 +215,10 @@ def main(argv=None):
     else:
         rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps)
     for row in rows:
-        format_row(row, args.peak_gflops if args.backend == "tensorflow" else None)
-    print("\n| backend | mode | precision | batch | images/s | GFLOP/s |" + (" % of peak |" if args.backend ==
-                                                                                 "tensorflow" else ""))
-    print("|---|---|---|---|---|---|" + ("---|" if args.backend == "tensorflow" else ""))
+        format_row(row, args.peak_gflops)
+    print("\n| backend | mode | precision | batch | images/s | GFLOP/s |" + (" % of peak |" if args.peak_gflops
+                                                                                 else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if args.peak_gflops else ""))
     for row in rows:
         print(f"| {row['backend']} | {row['mode']} | {row['precision']} | {row['batch']} | "
               f"{row['images_per_second']} | {row['gflops']} |" + (f" {row['percent_of_peak']} |"

@@ -1,5 +1,5 @@
-"""Image I/O shared by the scripts: finding images in zips and folders, decoding and cropping faces,
-atomic writes, and PNG grids."""
+"""Image I/O shared by the scripts: finding images in zips and folders, decoding and cropping faces, checked
+image arrays, atomic writes, PNG grids, and faces from a saved generator."""
 import json
 import os
 import tempfile
@@ -203,12 +203,7 @@ def load_image_array(path, size=None):
     if not os.path.exists(path):
         raise DataError(f"no such file or folder: {path}")
     if path.endswith(".npy"):
-        try:
-            images = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise DataError(f"{path} is not a readable .npy array: {error}") from None
-        if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
-            raise DataError(f"{path} has shape {images.shape}; expected (N, S, S, 3)")
+        images = load_npy_images(path, uint8_only=False)
         if images.dtype != np.uint8:
             images = images.astype(np.float32)
             images = to_uint8(images if images.min() < 0 else images * 2 - 1)
@@ -224,6 +219,39 @@ def load_image_array(path, size=None):
         interpolation = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_CUBIC
         images = np.stack([cv2.resize(i, (size, size), interpolation=interpolation) for i in images])
     return images
+
+
+def load_npy_images(path, what="images", hint="", mmap=False, uint8_only=True):
+    """A .npy image array, checked to be (N, S, S, 3) and, unless uint8_only=False, uint8 (what preprocess.py
+    and generate.py write). mmap: memory-mapped, read on demand. `hint` follows the missing-file message."""
+    if not os.path.isfile(path):
+        raise DataError(f"no {what} at {path}" + (f"; {hint}" if hint else ""))
+    try:
+        images = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise DataError(f"{path} is not a readable .npy array: {error}") from None
+    if (images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]
+            or (uint8_only and images.dtype != np.uint8)):
+        raise DataError(f"{path} holds {images.dtype} {images.shape}; expected {'uint8 ' if uint8_only else ''}"
+                        "(N, S, S, 3) as written by preprocess.py")
+    return images
+
+
+def sample_z(n, latent_dim, seed):
+    """n noise vectors z ~ N(0, I). The first m rows are the same for any n >= m, so seeds name faces."""
+    return np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
+
+
+def generate_images(generator, z, batch_size=256):
+    """Noise (N, latent_dim) -> uint8 faces (N, S, S, 3); batch norm uses its moving averages."""
+    z = np.asarray(z, np.float32)
+    return np.concatenate([to_uint8(generator.predict_on_batch(z[i:i + batch_size]))
+                           for i in range(0, len(z), batch_size)])
+
+
+def sample_faces(generator, n, seed=0):
+    """n uint8 faces from z = sample_z(n, ..., seed): the same faces in generate.py and evaluate.py."""
+    return generate_images(generator, sample_z(n, generator.input_shape[-1], seed))
 
 
 def load_keras_model(path, what="model"):
@@ -242,7 +270,7 @@ def load_keras_model(path, what="model"):
 def fixed_pipeline_options():
     """tf.data options with the autotuner off. Its background thread sleeps between tuning rounds (10 ms,
     doubling up to 60 s), and destroying the iterator waits for that thread to wake: with one iterator per
-    epoch, every epoch that ended between 82 s and 142 s after it began sat idle until 142 s."""
+    epoch, an epoch could end with up to a minute of idle waiting."""
     import tensorflow as tf
     options = tf.data.Options()
     options.autotune.enabled = False

@@ -11,7 +11,6 @@ is scored against the same held-out reals (half A of the holdout); half B of the
 metrics.json, losses.png, comparison.png.
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -20,22 +19,16 @@ import numpy as np
 
 import data_io
 import random_baseline
+import run_state
 
 
 # ----- inputs --------------------------------------------------------------------------------------------
 
-def load_run_config(run_dir):
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        raise data_io.DataError(f"{run_dir} is not a run directory (no config.json)")
-    with open(path) as f:
-        return json.load(f)
-
-
-def generate_images(generator, n, seed=0):
-    """n uint8 samples with z ~ N(0, I), reproducible by seed (the same faces generate.py gives)."""
-    import generate
-    return generate.generate(generator, generate.sample_z(n, generator.input_shape[-1], seed))
+def split_holdout(holdout, seed=0):
+    """(reference, real_b): a seeded half of the held-out reals to score every system against, and the other
+    half, scored as a system itself (the floor of each metric)."""
+    order = np.random.default_rng(seed).permutation(len(holdout))
+    return holdout[order[: len(order) // 2]], holdout[order[len(order) // 2:]]
 
 
 # ----- measurements --------------------------------------------------------------------------------------
@@ -172,15 +165,19 @@ def plot_step_losses(losses_path, path, name):
     plt.close(fig)
 
 
-def comparison_png(path, named_sets, per_row=8, rows=4):
-    """One panel per system side by side: real | generated | random ..."""
+def grids_figure(path, named_sets, columns=8, rows=4, stacked=False, title_size=None):
+    """One labelled grid of `rows` x `columns` images per system: side by side, or with stacked=True one
+    above the other."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(named_sets), figsize=(4.2 * len(named_sets), 0.5 + 4.2 * rows / per_row))
+    n = len(named_sets)
+    panel = (0.75 * columns, 0.55 + 0.75 * rows) if stacked else (4.2, 0.5 + 4.2 * rows / columns)
+    fig, axes = plt.subplots(n if stacked else 1, 1 if stacked else n,
+                             figsize=(panel[0], panel[1] * n) if stacked else (panel[0] * n, panel[1]))
     for ax, (name, images) in zip(np.atleast_1d(axes), named_sets):
-        ax.imshow(data_io.make_grid(images[:per_row * rows], columns=per_row))
-        ax.set_title(name)
+        ax.imshow(data_io.make_grid(images[:columns * rows], columns=columns))
+        ax.set_title(name, fontsize=title_size, loc="left" if stacked else "center")
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -198,12 +195,12 @@ def resolve_system(spec, size, train_reference, seed, n):
                                                                        seed=seed), None)
     if os.path.isdir(spec) and os.path.exists(os.path.join(spec, "config.json")):
         generator = data_io.load_keras_model(os.path.join(spec, "generator.keras"))
-        return os.path.basename(os.path.normpath(spec)), generate_images(generator, n, seed), spec
+        return os.path.basename(os.path.normpath(spec)), data_io.sample_faces(generator, n, seed), spec
     name, sep, path = spec.partition(":")
     if not sep:
         name, path = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0], spec
     if path.endswith(".keras"):  # any generator file, e.g. a run's generator_raw.keras (G without EMA)
-        return name, generate_images(data_io.load_keras_model(path, "generator"), n, seed), None
+        return name, data_io.sample_faces(data_io.load_keras_model(path, "generator"), n, seed), None
     return name, data_io.load_image_array(path, size)[:n], None
 
 
@@ -232,7 +229,7 @@ def load_inception_or_explain(path):
 def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=None, quality=True,
              inception_path=None):
     start = time.time()
-    config = load_run_config(run_dir)
+    config = run_state.load_config(run_dir)
     size = config["image_size"]
     real_path = real_path or config.get("holdout")
     if not real_path or not os.path.exists(real_path):
@@ -240,8 +237,7 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     holdout = data_io.load_image_array(real_path, size)
     if len(holdout) < 20:
         raise data_io.DataError(f"only {len(holdout)} held-out images in {real_path}; need at least 20")
-    order = np.random.default_rng(seed).permutation(len(holdout))
-    reference, real_b = holdout[order[: len(order) // 2]], holdout[order[len(order) // 2:]]
+    reference, real_b = split_holdout(holdout, seed)
     train_reference = np.load(config["data"], mmap_mode="r")[:5000]
     out = out or os.path.join(run_dir, "eval")
     os.makedirs(out, exist_ok=True)
@@ -283,7 +279,7 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
         plot_losses(other, os.path.join(out, f"losses_{os.path.basename(os.path.normpath(other))}.png"))
     for name, losses_path in other_losses:
         plot_step_losses(losses_path, os.path.join(out, f"losses_{name}.png"), name)
-    comparison_png(os.path.join(out, "comparison.png"), named_sets)
+    grids_figure(os.path.join(out, "comparison.png"), named_sets)
     results = {"run": os.path.abspath(run_dir), "holdout": os.path.abspath(real_path),
                "holdout_count": int(len(holdout)), "reference_count": int(len(reference)),
                "epochs_trained": int(len(np.load(os.path.join(run_dir, "d_losses.npy")))),
@@ -330,8 +326,6 @@ def main(argv=None):
     parser.add_argument("systems", nargs="*", default=["random"],
                         help="more systems to compare: random, gaussian, a run directory, or NAME:PATH "
                              "(.npy/folder/zip of samples, or a generator .keras file) (default: random)")
-    parser.add_argument("--samples", action="append", default=[], metavar="[NAME:]PATH",
-                        help="another sample set to score (same as a NAME:PATH system); may repeat")
     parser.add_argument("--n", type=int, default=2000, help="samples per system")
     parser.add_argument("--real", default=None, help="held-out real images (default: the run's holdout)")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling, splits and the judge")
@@ -344,7 +338,7 @@ def main(argv=None):
                              "when neither is available)")
     args = parser.parse_args(argv)
     try:
-        evaluate(args.run, args.systems + args.samples, args.n, args.seed, args.out, args.real,
+        evaluate(args.run, args.systems, args.n, args.seed, args.out, args.real,
                  quality=not args.no_quality, inception_path=args.inception)
     except data_io.DataError as error:
         print(f"evaluate.py: error: {error}", file=sys.stderr)

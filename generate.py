@@ -16,7 +16,6 @@ the same faces in every subcommand (face i of `sample` is face i of the arithmet
 """
 import argparse
 import glob
-import json
 import os
 import re
 import sys
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 
 import data_io
+import run_state
 from data_io import DataError
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -32,40 +32,15 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 # ----- the run and its generator ---------------------------------------------------------------------------
 
-def load_config(run_dir):
-    if not os.path.isdir(run_dir):
-        raise DataError(f"no such run directory: {run_dir}")
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        raise DataError(f"{run_dir} is not a run directory (no config.json)")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (ValueError, OSError) as error:
-        raise DataError(f"cannot read {path}: {error}") from None
-
-
 def load_generator(run_dir):
     """The run's generator.keras, checked to map (latent_dim,) noise to (S, S, 3) images."""
-    load_config(run_dir)
+    run_state.load_config(run_dir)
     path = os.path.join(run_dir, "generator.keras")
     generator = data_io.load_keras_model(path, "generator")
     if len(generator.input_shape) != 2 or len(generator.output_shape) != 4 or generator.output_shape[-1] != 3:
         raise DataError(f"{path} maps {generator.input_shape} to {generator.output_shape}; expected a generator "
                         "from noise (latent_dim,) to images (S, S, 3)")
     return generator
-
-
-def sample_z(n, latent_dim, seed):
-    """n noise vectors z ~ N(0, I). The first m rows are the same for any n >= m, so seeds name faces."""
-    return np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
-
-
-def generate(generator, z, batch_size=256):
-    """Noise (N, latent_dim) -> uint8 faces (N, S, S, 3); batch norm uses its moving averages."""
-    z = np.asarray(z, np.float32)
-    return np.concatenate([data_io.to_uint8(generator.predict_on_batch(z[i:i + batch_size]))
-                           for i in range(0, len(z), batch_size)])
 
 
 def out_folder(run_dir, out):
@@ -141,7 +116,7 @@ def sample(run, n=64, out=None, seed=0, format="all", columns=8, scale=2):
     """n faces as samples.npy (uint8 (n, S, S, 3), what `evaluate.py NAME:PATH` reads), a grid PNG and/or one
     PNG per face at native size. Returns the written paths."""
     generator = load_generator(run)
-    faces = generate(generator, sample_z(n, generator.input_shape[-1], seed))
+    faces = data_io.sample_faces(generator, n, seed)
     out = out_folder(run, out)
     written, shown = [], []
     if format in ("npy", "all"):
@@ -182,13 +157,13 @@ def interpolate(run, rows=8, steps=10, out=None, seed=0, linear=False, duration=
     """rows walks between two random z: a PNG (one walk per row) and a GIF whose frames are the steps, each
     frame showing every walk at that step. Returns (png path, gif path)."""
     generator = load_generator(run)
-    ends = sample_z(2 * rows, generator.input_shape[-1], seed).reshape(rows, 2, -1)
+    ends = data_io.sample_z(2 * rows, generator.input_shape[-1], seed).reshape(rows, 2, -1)
     t = np.linspace(0.0, 1.0, steps)
     if linear:
         walks = np.stack([(1 - t[:, None]) * a + t[:, None] * b for a, b in ends])
     else:
         walks = np.stack([slerp(a, b, t) for a, b in ends])
-    faces = generate(generator, walks.reshape(rows * steps, -1)).reshape(rows, steps, *generator.output_shape[1:])
+    faces = data_io.generate_images(generator, walks.reshape(rows * steps, -1)).reshape(rows, steps, *generator.output_shape[1:])
     out = out_folder(run, out)
     name = f"interpolate{'_linear' if linear else ''}_seed{seed}"
     png, gif = os.path.join(out, name + ".png"), os.path.join(out, name + ".gif")
@@ -217,7 +192,7 @@ def epoch_pngs(run):
 def progress(run, out=None, duration=400, hold=2000, scale=0.5):
     """One GIF frame per samples/epoch_*.png (the same fixed noise after each epoch), labelled with its epoch;
     the last frame is held for `hold` ms. Returns the GIF path."""
-    config = load_config(run)
+    config = run_state.load_config(run)
     found = epoch_pngs(run)
     if not found:
         raise DataError(f"no samples/epoch_*.png in {run} (has the run finished an epoch?)")
@@ -275,8 +250,8 @@ def sheet_paths(out, seed):
 def make_sheet(run, out=None, seed=0, sheet_size=100, scale=2):
     """Step 1: a numbered sheet of sheet_size faces, and their z (with the faces) in an .npz beside it."""
     generator = load_generator(run)
-    z = sample_z(sheet_size, generator.input_shape[-1], seed)
-    faces = generate(generator, z)
+    z = data_io.sample_z(sheet_size, generator.input_shape[-1], seed)
+    faces = data_io.generate_images(generator, z)
     png, npz = sheet_paths(out_folder(run, out), seed)
     data_io.save_png(png, numbered_sheet(faces, scale=scale))
     data_io.save_npz(npz, {"z": z, "faces": faces})
@@ -347,9 +322,9 @@ def arithmetic(run, a=None, b=None, c=None, pick_sheet=False, out=None, seed=0, 
             raise DataError(f"{z_file} holds z of shape {z.shape}; this generator takes "
                             f"{generator.input_shape[-1]}-d z")
     else:  # the same z the sheet of this seed was made from
-        z = sample_z(sheet_size, generator.input_shape[-1], seed)
+        z = data_io.sample_z(sheet_size, generator.input_shape[-1], seed)
     a, b, c = (parse_indices(v, flag, len(z)) for v, flag in ((a, "--a"), (b, "--b"), (c, "--c")))
-    concept_faces = [generate(generator, z[idx]) for idx in (a, b, c)]
+    concept_faces = [data_io.generate_images(generator, z[idx]) for idx in (a, b, c)]
     if saved_faces is not None:
         then = np.concatenate([saved_faces[idx] for idx in (a, b, c)]).astype(np.float32)
         if np.abs(then - np.concatenate(concept_faces)).mean() > 2.0:
@@ -359,7 +334,7 @@ def arithmetic(run, a=None, b=None, c=None, pick_sheet=False, out=None, seed=0, 
     result = face_arithmetic(z, a, b, c)
     variations = result + np.random.default_rng(seed + 1).uniform(-noise, noise, (9, len(result)))
     variations[4] = result
-    figure = arithmetic_figure(concept_faces, generate(generator, means), generate(generator, variations),
+    figure = arithmetic_figure(concept_faces, data_io.generate_images(generator, means), data_io.generate_images(generator, variations),
                                names, scale)
     label = "_".join(f"{flag}{'-'.join(map(str, idx))}" for flag, idx in (("a", a), ("minus", b), ("plus", c)))
     path = os.path.join(out, f"arithmetic_seed{seed}_{label}.png")
@@ -389,13 +364,8 @@ def nearest_neighbours(queries, images, k=5, chunk=1024):
 
 
 def load_images_mmap(path, size, what):
-    if not os.path.isfile(path):
-        raise DataError(f"no {what} at {path}; give its .npy with --data")
-    try:
-        images = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as error:
-        raise DataError(f"{path} is not a readable .npy array: {error}") from None
-    if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
+    images = data_io.load_npy_images(path, what, hint="give its .npy with --data", mmap=True)
+    if images.shape[1] != size:
         raise DataError(f"{path} holds {images.dtype} {images.shape}; expected uint8 (N, {size}, {size}, 3)")
     return images
 
@@ -405,12 +375,12 @@ def neighbours(run, n=8, k=5, out=None, seed=0, data=None, scale=2):
     training set shows (near) duplicates here. Also prints how close held-out real faces come to the training
     set, for scale. Pixel distance favours smooth, average-looking images (a blurry face is fairly close to
     many), so a low number alone is not a copy: look for the same face. Returns the figure's path."""
-    config = load_config(run)
+    config = run_state.load_config(run)
     generator = load_generator(run)
     size = generator.output_shape[1]
     data = data or config.get("data") or ""
     train_images = load_images_mmap(data, size, "training data")
-    faces = generate(generator, sample_z(n, generator.input_shape[-1], seed))
+    faces = data_io.sample_faces(generator, n, seed)
     holdout = config.get("holdout")
     reals = None
     if holdout and os.path.isfile(holdout) and os.path.abspath(data) == os.path.abspath(config.get("data") or ""):

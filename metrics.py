@@ -13,7 +13,7 @@ calls give identical results.
   inception_features   2048-d pool_3 features of that graph.
   fid_kid              FID and KID of two image sets in one call.
   face_detection_rate  fraction of images where OpenCV's Haar cascade finds a face.
-  colour_stats         per-channel mean and std; colour_histogram_distance.
+  colour_stats         per-channel mean and std.
 """
 import functools
 import hashlib
@@ -482,17 +482,3 @@ def colour_stats(images):
     """Per-channel (R, G, B) mean and std over all pixels, in 0-255 units."""
     pixels = _check_images(images).reshape(-1, 3).astype(np.float64)
     return {"mean": pixels.mean(axis=0).tolist(), "std": pixels.std(axis=0).tolist()}
-
-
-def colour_histogram_distance(a, b, bins=32):
-    """Total-variation distance of per-channel intensity histograms, averaged over R, G, B.
-
-    0 for identical colour distributions, 1 for non-overlapping ones.
-    """
-    a, b = _check_images(a, "a"), _check_images(b, "b")
-    distances = []
-    for c in range(3):
-        ha = np.bincount(a[..., c].ravel().astype(np.int64) * bins // 256, minlength=bins) / a[..., c].size
-        hb = np.bincount(b[..., c].ravel().astype(np.int64) * bins // 256, minlength=bins) / b[..., c].size
-        distances.append(0.5 * np.abs(ha - hb).sum())
-    return float(np.mean(distances))

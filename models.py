@@ -12,6 +12,7 @@ import argparse
 import math
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 SUPPORTED_SIZES = (32, 64, 128)
@@ -188,6 +189,28 @@ def build_gan(generator, discriminator):
     z = keras.Input(shape=generator.input_shape[1:], name="z")
     logit = discriminator(generator(z))
     return keras.Model(z, logit, name="gan")
+
+
+def recalibrate_batchnorm(generator, batches=16, batch_size=128, seed=0):
+    """Set G's batch-norm moving statistics to the average batch statistics of `batches` fresh noise batches.
+
+    During training they are an exponential average over the last ~10 steps, while G changes fast: samples
+    drawn in inference mode (the grids, generate.py, evaluate.py, anyone's load_model) then come out worse
+    than G really is. A cumulative average over fresh batches with the current weights fixes that
+    ("precise BN", Wu & Johnson 2021). Training itself uses batch statistics and is unaffected.
+    """
+    bn_layers = [layer for layer in generator.layers if isinstance(layer, layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in bn_layers]
+    rng = np.random.default_rng([seed, 7])
+    try:
+        for i in range(batches):
+            for layer in bn_layers:
+                layer.momentum = i / (i + 1)  # moving = running mean of the batch statistics so far
+            generator(rng.standard_normal((batch_size, generator.input_shape[-1])).astype(np.float32),
+                      training=True)
+    finally:
+        for layer, momentum in zip(bn_layers, momenta):
+            layer.momentum = momentum
 
 
 def count_trainable(model):

@@ -3,7 +3,7 @@
     python random_baseline.py                      # 2000 uniform-noise images -> outputs/random_uniform/
     python random_baseline.py --kind gaussian      # noise matched to the data's per-channel mean and std
 
-Writes samples.npy (uint8 (N, S, S, 3), the format evaluate.py --samples reads) and grid.png.
+Writes samples.npy (uint8 (N, S, S, 3), what evaluate.py reads as NAME:PATH) and grid.png.
 """
 import argparse
 import os

@@ -41,3 +41,18 @@ def tiny_dataset(tmp_path, tiny_faces):
 
 TINY_TRAIN_FLAGS = ["--g-width", "8", "--d-width", "8", "--batch-size", "16", "--max-steps", "2",
                     "--n-samples", "16"]
+
+
+def jpeg_bytes(h=109, w=89, seed=0):
+    """A JPEG of random pixels, CelebA-aligned size by default."""
+    import cv2
+    image = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+def usage_error(parse, argv, capsys):
+    """The message of the argparse usage error `parse(argv)` exits with (fails if it does not exit 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]

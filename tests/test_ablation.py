@@ -32,10 +32,11 @@ def test_ablation_trains_each_row_and_scores_raw_and_ema_generators(tmp_path, ti
 def test_preset_best_is_exactly_the_ablation_row_it_was_chosen_from(tmp_path, tiny_dataset):
     import inspect
 
+    import gan_step
     import train
     best_row = inspect.signature(ablation.write_table).parameters["best"].default
     flags = ["--data", tiny_dataset, "--out", str(tmp_path), "--batch-size", "16"]
     _, from_row, _ = train.prepare_run(train.parse_args([*flags, "--name", "row", *ablation.EMA,
                                                          *ablation.ROWS[best_row][1]]))
     _, from_preset, _ = train.prepare_run(train.parse_args([*flags, "--name", "preset", "--preset", "best"]))
-    assert {k: from_row[k] for k in train.RECIPE_KEYS} == {k: from_preset[k] for k in train.RECIPE_KEYS}
+    assert {k: from_row[k] for k in gan_step.RECIPE_KEYS} == {k: from_preset[k] for k in gan_step.RECIPE_KEYS}

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -50,17 +51,20 @@ def test_evaluate_writes_report_metrics_and_pictures(tiny_run, tmp_path):
     samples = tmp_path / "other.npy"
     np.save(samples, random_baseline.make_random_images(30, 32, seed=2))
     np.savez(tmp_path / "losses.npz", d_loss=np.linspace(1.4, 0.5, 50), g_loss=np.linspace(0.7, 3.0, 50))
-    assert evaluate.main([str(tiny_run), "random", f"again:{tiny_run / 'generator.keras'}", "--samples",
+    copy = shutil.copytree(tiny_run, tmp_path / "copy")  # another run directory, as a system
+    assert evaluate.main([str(tiny_run), "random", f"again:{tiny_run / 'generator.keras'}", str(copy),
                           f"other:{samples}", "--n", "40", "--no-quality"]) == 0
     out = tiny_run / "eval"
-    # another GAN's per-step losses beside its samples get their own plot
-    for name in ("report.md", "metrics.json", "losses.png", "comparison.png", "losses_other.png"):
+    # another run's loss curves, and another GAN's per-step losses beside its samples, get their own plots
+    for name in ("report.md", "metrics.json", "losses.png", "comparison.png", "losses_copy.png",
+                 "losses_other.png"):
         assert (out / name).stat().st_size > 0
     results = json.loads((out / "metrics.json").read_text())
     systems = [row["system"] for row in results["systems"]]
-    assert systems == ["real (held out)", "run", "random uniform", "again", "other"]
+    assert systems == ["real (held out)", "run", "random uniform", "again", "copy", "other"]
     rows = {row["system"]: row for row in results["systems"]}
-    assert rows["again"]["d_mean"] == rows["run"]["d_mean"]  # a generator file gives the run's own samples
+    # a generator file and a copy of the run give the run's own samples
+    assert rows["again"]["d_mean"] == rows["copy"]["d_mean"] == rows["run"]["d_mean"]
     assert all(0 <= row["judge_accuracy"] <= 1 and 0 <= row["d_accuracy"] <= 1 for row in results["systems"])
     assert "| random uniform |" in (out / "report.md").read_text()
 

@@ -22,8 +22,15 @@ def test_tensorflow_benchmark_times_train_step_and_writes_json(tmp_path, capsys)
     assert (row["mode"], row["precision"], row["batch"]) == ("graph", "fp32", 8)
     assert row["images_per_second"] > 0
     assert row["gflops"] == pytest.approx(row["images_per_second"] * benchmark.GFLOP_PER_IMAGE, rel=1e-2)
-    assert 0 < row["percent_of_peak"] < 100
+    assert "percent_of_peak" not in row  # no peak given: no column
     assert "| tensorflow | graph | fp32 | 8 |" in capsys.readouterr().out
+
+
+def test_percent_of_peak_appears_only_with_a_given_peak():
+    row = {"backend": "tensorflow", "mode": "graph", "precision": "fp32", "batch": 100, "seconds_per_step": 1.0}
+    assert "% of" not in benchmark.format_row(dict(row))
+    text = benchmark.format_row(row, peak=1000.0)  # 100 images/s at 2.48 GFLOP each: 248 of 1000 GFLOP/s
+    assert row["percent_of_peak"] == 24.8 and "24.8% of 1000" in text
 
 
 def test_tf32_is_refused_for_tensorflow(capsys):

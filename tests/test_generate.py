@@ -107,7 +107,7 @@ def test_arithmetic_sheet_then_figure_and_bad_indices(run, tmp_path, capsys):
     out = str(tmp_path)
     assert generate.main(["arithmetic", run, "--pick-sheet", "--sheet-size", "12", "--seed", "3", "--out", out]) == 0
     saved = np.load(tmp_path / "arithmetic_sheet_seed3.npz")
-    assert np.array_equal(saved["z"], generate.sample_z(12, LATENT, 3))  # same seed, same sheet
+    assert np.array_equal(saved["z"], data_io.sample_z(12, LATENT, 3))  # same seed, same sheet
     assert saved["faces"].shape == (12, SIZE, SIZE, 3)
     assert (tmp_path / "arithmetic_sheet_seed3.png").exists()
 
@@ -134,7 +134,7 @@ def test_arithmetic_sheet_then_figure_and_bad_indices(run, tmp_path, capsys):
 
 def test_a_generated_face_put_into_the_training_set_is_its_own_nearest_neighbour(run, tmp_path, capsys):
     generator = generate.load_generator(run)
-    face = generate.generate(generator, generate.sample_z(1, LATENT, 0))[0]  # face 0 of seed 0
+    face = data_io.generate_images(generator, data_io.sample_z(1, LATENT, 0))[0]  # face 0 of seed 0
     train = np.random.default_rng(1).integers(0, 256, (30, SIZE, SIZE, 3), dtype=np.uint8)
     train[17] = face
     train[5] = np.clip(face.astype(int) + 3, 0, 255)  # a near copy: second

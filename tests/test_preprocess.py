@@ -7,11 +7,7 @@ import numpy as np
 import pytest
 
 import preprocess
-
-
-def _jpeg(rng, w=89, h=109):
-    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    return cv2.imencode(".jpg", image)[1].tobytes()
+from conftest import jpeg_bytes
 
 
 def _names(n):
@@ -43,7 +39,7 @@ def test_official_zip_read_without_extraction(tmp_path, rng):
     source = tmp_path / "img_align_celeba.zip"
     with zipfile.ZipFile(source, "w") as archive:
         for name in _names(12):
-            archive.writestr(f"img_align_celeba/{name}", _jpeg(rng))
+            archive.writestr(f"img_align_celeba/{name}", jpeg_bytes(seed=int(rng.integers(1 << 30))))
     code, out = _run(tmp_path, source, "--holdout", "2", "--limit", "8")
     assert code == 0
     meta = _check_outputs(out, 8, 2)
@@ -55,7 +51,7 @@ def test_extracted_folder_with_a_corrupt_file_is_skipped_and_reported(tmp_path, 
     folder = tmp_path / "img_align_celeba"
     folder.mkdir()
     for name in _names(10):
-        (folder / name).write_bytes(_jpeg(rng))
+        (folder / name).write_bytes(jpeg_bytes(seed=int(rng.integers(1 << 30))))
     (folder / "000003.jpg").write_bytes(b"not a jpeg at all")
     (folder / "notes.txt").write_text("ignored")
     code, out = _run(tmp_path, folder, "--holdout", "2")
@@ -70,7 +66,7 @@ def test_kaggle_layout_and_partition_file(tmp_path, rng):
     folder.mkdir(parents=True)
     names = _names(10)
     for name in names:
-        (folder / name).write_bytes(_jpeg(rng))
+        (folder / name).write_bytes(jpeg_bytes(seed=int(rng.integers(1 << 30))))
     # Kaggle ships the partition as CSV: images 1-6 train, 7 validation, 8-10 test
     rows = ["image_id,partition"] + [f"{n},{0 if i < 6 else 1 if i == 6 else 2}" for i, n in enumerate(names)]
     (root / "list_eval_partition.csv").write_text("\n".join(rows) + "\n")
@@ -94,6 +90,23 @@ def test_default_crop_is_central_square_of_full_width(tmp_path):
     train = np.load(out + "_train.npy")
     assert train.shape == (2, 32, 32, 3)
     assert (train[..., 1] == 255).all() and (train[..., 0] == 0).all()  # all green, RGB order
+
+
+def test_tight_crop_keeps_the_central_108_of_178(tmp_path):
+    # CelebA's 178x218 layout: the central 108x108 square is green, everything around it red
+    image = np.zeros((218, 178, 3), np.uint8)
+    image[:, :] = (0, 0, 255)
+    image[55:163, 35:143] = (0, 255, 0)
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for name in _names(3):
+        cv2.imwrite(str(folder / name.replace(".jpg", ".png")), image)
+    code, out = _run(tmp_path, folder, "--holdout", "1", "--size", "32", "--crop", "tight")
+    assert code == 0
+    tight = np.load(out + "_train.npy")
+    assert (tight[..., 1] == 255).all() and (tight[..., 0] == 0).all()  # the green square alone
+    code, out = _run(tmp_path, folder, "--holdout", "1", "--size", "32")
+    assert code == 0 and (np.load(out + "_train.npy")[..., 0] > 128).any()  # the default crop shows red
 
 
 @pytest.mark.parametrize("make_source, message", [

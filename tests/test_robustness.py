@@ -10,27 +10,23 @@ import sys
 import time
 import zipfile
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 import evaluate
 import preprocess
+import gan_step
+import run_state
 import train
-from conftest import ROOT, TINY_TRAIN_FLAGS
-
-
-def _jpeg(h=109, w=89, seed=0):
-    image = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    return cv2.imencode(".jpg", image)[1].tobytes()
+from conftest import ROOT, TINY_TRAIN_FLAGS, jpeg_bytes
 
 
 def _folder_with(tmp_path, odd_name, odd_bytes, n_good=4):
     folder = tmp_path / "faces"
     folder.mkdir()
     for i in range(n_good):
-        (folder / f"{i:06d}.jpg").write_bytes(_jpeg(seed=i))
+        (folder / f"{i:06d}.jpg").write_bytes(jpeg_bytes(seed=i))
     (folder / odd_name).write_bytes(odd_bytes)
     return folder
 
@@ -50,13 +46,13 @@ def _pil_bytes(image, fmt):
 
 
 def test_truncated_jpeg_is_skipped(tmp_path, capsys):
-    code, meta, _ = _preprocess(tmp_path, _folder_with(tmp_path, "bad.jpg", _jpeg()[:1500]), capsys)
+    code, meta, _ = _preprocess(tmp_path, _folder_with(tmp_path, "bad.jpg", jpeg_bytes()[:1500]), capsys)
     assert code == 0 and meta["skipped"] == [{"file": "bad.jpg", "reason": "truncated JPEG (no end-of-image marker)"}]
 
 
 def test_tiny_image_is_skipped_huge_image_is_used(tmp_path, capsys):
-    folder = _folder_with(tmp_path, "tiny.jpg", _jpeg(10, 10))
-    (folder / "huge.jpg").write_bytes(_jpeg(3000, 2400))
+    folder = _folder_with(tmp_path, "tiny.jpg", jpeg_bytes(10, 10))
+    (folder / "huge.jpg").write_bytes(jpeg_bytes(3000, 2400))
     code, meta, _ = _preprocess(tmp_path, folder, capsys)
     assert code == 0 and [s["file"] for s in meta["skipped"]] == ["tiny.jpg"]
     assert meta["train_count"] + meta["holdout_count"] == 5
@@ -94,14 +90,14 @@ def test_truncated_zip_is_an_error(tmp_path, capsys):
     source = tmp_path / "img_align_celeba.zip"
     with zipfile.ZipFile(source, "w") as archive:
         for i in range(5):
-            archive.writestr(f"img_align_celeba/{i:06d}.jpg", _jpeg(seed=i))
+            archive.writestr(f"img_align_celeba/{i:06d}.jpg", jpeg_bytes(seed=i))
     source.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
     code, _, err = _preprocess(tmp_path, source, capsys)
     assert code == 2 and "zip" in err and len(err.strip().splitlines()) == 1
 
 
 def test_unwritable_output_is_one_line_and_leaves_nothing(tmp_path, capsys):
-    source = _folder_with(tmp_path, "extra.jpg", _jpeg())
+    source = _folder_with(tmp_path, "extra.jpg", jpeg_bytes())
     (tmp_path / "a_file").write_text("not a folder")
     code = preprocess.main(["--source", str(source), "--out", str(tmp_path / "a_file" / "x"), "--holdout", "1",
                             "--workers", "1"])
@@ -110,7 +106,7 @@ def test_unwritable_output_is_one_line_and_leaves_nothing(tmp_path, capsys):
 
 
 def test_disk_full_while_writing_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
-    source = _folder_with(tmp_path, "extra.jpg", _jpeg())
+    source = _folder_with(tmp_path, "extra.jpg", jpeg_bytes())
     real_save = np.save
 
     def full_disk(f, array, *a, **k):
@@ -140,7 +136,7 @@ def test_resume_on_data_of_another_size_is_refused(tmp_path, tiny_dataset, capsy
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_dataset, capsys):
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "2",
                        *TINY_TRAIN_FLAGS]) == 0
-    newest = train.latest_checkpoint(str(tmp_path / "run"))
+    newest = run_state.latest_checkpoint(str(tmp_path / "run"))
     with open(newest, "r+b") as f:
         f.truncate(1000)
     assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "3"]) == 0
@@ -158,26 +154,26 @@ def test_generator_file_that_is_not_a_model(tmp_path):
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_dataset, capsys, monkeypatch):
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "1",
                        *TINY_TRAIN_FLAGS]) == 0
-    good = train.latest_checkpoint(str(tmp_path / "run"))
-    real_build = train.build_train_step
+    good = run_state.latest_checkpoint(str(tmp_path / "run"))
+    real_build = gan_step.build_train_step
 
     def exploding_step(*args, **kwargs):
         step = real_build(*args, **kwargs)
         return lambda real: (float("nan"), *step(real)[1:])
-    monkeypatch.setattr(train, "build_train_step", exploding_step)
+    monkeypatch.setattr(gan_step, "build_train_step", exploding_step)
     assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "3"]) == train.EXIT_DIVERGED
     assert "training diverged: non-finite loss at epoch 2 step 1" in capsys.readouterr().err
-    assert train.latest_checkpoint(str(tmp_path / "run")) == good
+    assert run_state.latest_checkpoint(str(tmp_path / "run")) == good
     assert len(np.load(tmp_path / "run" / "d_losses.npy")) == 1
 
 
 def test_collapse_guard_stops_when_d_wins_for_too_long(tmp_path, tiny_dataset, capsys, monkeypatch):
-    real_build = train.build_train_step
+    real_build = gan_step.build_train_step
 
     def collapsed_step(*args, **kwargs):
         step = real_build(*args, **kwargs)
         return lambda real: (*step(real)[:2], 0.999, 0.001)  # D(x) = 0.999, D(G(z)) = 0.001
-    monkeypatch.setattr(train, "build_train_step", collapsed_step)
+    monkeypatch.setattr(gan_step, "build_train_step", collapsed_step)
     code = train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "3",
                        "--collapse-steps", "3", *TINY_TRAIN_FLAGS])
     assert code == train.EXIT_DIVERGED and "discriminator collapse" in capsys.readouterr().err
@@ -193,7 +189,7 @@ def _start(args):
 def _wait_for_checkpoint(run_dir, at_least, process, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        names = train._checkpoint_names(str(run_dir))
+        names = run_state.checkpoint_names(str(run_dir))
         if names and int(names[-1][5:14]) >= at_least:
             return
         if process.poll() is not None:
@@ -226,7 +222,7 @@ def test_ctrl_c_and_sigterm_checkpoint_and_exit_cleanly(tmp_path, tiny_dataset, 
     output, _ = process.communicate(timeout=60)
     assert process.returncode == train.EXIT_INTERRUPTED
     assert "Traceback" not in output and f"python train.py --resume {tmp_path / 'run'}" in output
-    newest = train.latest_checkpoint(str(tmp_path / "run"))
+    newest = run_state.latest_checkpoint(str(tmp_path / "run"))
     assert int(os.path.basename(newest)[5:14]) > 4  # the checkpoint taken at the signal, mid-epoch
 
 
@@ -234,9 +230,9 @@ def test_corrupt_zip_member_is_skipped_and_reported(tmp_path, capsys):
     source = tmp_path / "faces.zip"
     with zipfile.ZipFile(source, "w", compression=zipfile.ZIP_STORED) as archive:
         for i in range(4):
-            archive.writestr(f"{i:06d}.jpg", _jpeg(seed=i))
+            archive.writestr(f"{i:06d}.jpg", jpeg_bytes(seed=i))
     raw = bytearray(source.read_bytes())
-    offset = raw.index(_jpeg(seed=2)) + 200  # flip bytes inside the third image: its CRC check fails
+    offset = raw.index(jpeg_bytes(seed=2)) + 200  # flip bytes inside the third image: its CRC check fails
     raw[offset:offset + 50] = bytes(50)
     source.write_bytes(bytes(raw))
     code, meta, _ = _preprocess(tmp_path, source, capsys)

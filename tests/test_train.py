@@ -5,9 +5,10 @@ import keras
 import numpy as np
 import pytest
 
+import gan_step
 import models
 import train
-from conftest import TINY_TRAIN_FLAGS
+from conftest import TINY_TRAIN_FLAGS, usage_error
 
 
 def _train(tmp_path, data, *extra):
@@ -32,15 +33,16 @@ def test_tiny_run_writes_one_loss_entry_per_epoch_grids_and_a_loadable_generator
     assert len(steps["d_loss"]) == 4 and {"g_loss", "d_real", "d_fake"} <= set(steps.files)
 
 
-def test_resume_continues_the_epoch_count_without_gaps(tmp_path, tiny_dataset):
-    assert _train(tmp_path, tiny_dataset, "--epochs", "2") == 0
+def test_resume_continues_the_epoch_count_without_gaps_and_keeps_the_newest_checkpoints(tmp_path, tiny_dataset):
+    assert _train(tmp_path, tiny_dataset, "--epochs", "2", "--checkpoint-every", "1", "--keep-checkpoints", "3") == 0
     run = tmp_path / "outputs" / "run"
     first = np.load(run / "d_losses.npy")
     assert train.main(["--resume", str(run), "--epochs", "3"]) == 0
     resumed = np.load(run / "d_losses.npy")
     assert resumed.shape == (3,) and np.array_equal(resumed[:2], first)
     assert "epoch_003.png" in os.listdir(run / "samples")
-    assert len(os.listdir(run / "checkpoints")) == 2  # keeps the last two
+    # a checkpoint after every step, the run's --keep-checkpoints 3 newest kept
+    assert sorted(os.listdir(run / "checkpoints")) == [f"step_{step:09d}.npz" for step in (4, 5, 6)]
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_dataset):
@@ -48,6 +50,11 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_dataset):
                        *TINY_TRAIN_FLAGS]) == 0
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "split", "--epochs", "1",
                        *TINY_TRAIN_FLAGS]) == 0
+    # a run saved before the recipe settings existed: its config.json lacks them, and resuming fills the paper's
+    config_path = tmp_path / "split" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({k: v for k, v in config.items()
+                                       if k not in (*gan_step.RECIPE_KEYS, "preset", "precision", "strategy")}))
     assert train.main(["--resume", str(tmp_path / "split"), "--epochs", "2"]) == 0
     straight, split = np.load(tmp_path / "straight" / "g_losses.npy"), np.load(tmp_path / "split" / "g_losses.npy")
     np.testing.assert_array_equal(split, straight)  # bitwise: same data order, noise RNG, optimizer state
@@ -82,22 +89,24 @@ def test_tensorboard_logs_scalars_and_the_sample_grid(tmp_path, tiny_dataset):
     assert tags.count("step/d_loss") == 2  # one per step
 
 
-def test_diff_augment_keeps_shape_and_range_and_differs_per_image():
-    import tensorflow as tf
-    images = tf.random.uniform((6, 32, 32, 3), -1, 1, seed=1)
-    seed = keras.random.SeedGenerator(0)
-    out = np.asarray(train.diff_augment(images, "translation,cutout", seed))
-    assert out.shape == (6, 32, 32, 3)
-    # translation and cutout only move pixels or zero them: every value is an input value or 0
-    assert np.isin(np.round(out, 5), np.append(np.round(np.asarray(images), 5), 0)).all()
-    # cutout blanks a 16x16 square (fully inside or clipped at the border): 64..256 zero pixels per image
-    zeros = (np.abs(out).sum(-1) == 0).sum(axis=(1, 2))
-    assert (zeros >= 8 * 8).all() and (zeros <= 16 * 16 + 2 * 4 * 32).all()
-    again = np.asarray(train.diff_augment(images, "translation,cutout", seed))
-    assert not np.array_equal(out, again)  # fresh draws each call
+def test_preset_best_trains_saves_the_ema_generator_and_resumes_bit_exactly(tmp_path, tiny_dataset):
+    assert _train(tmp_path, tiny_dataset, "--epochs", "1", "--preset", "best") == 0
+    run = tmp_path / "outputs" / "run"
+    assert train.main(["--resume", str(run), "--epochs", "2"]) == 0
+    averaged = keras.models.load_model(run / "generator.keras")
+    trained = keras.models.load_model(run / "generator_raw.keras")
+    # the averaged G lags the trained one: same architecture, different weights
+    assert not np.allclose(averaged.get_weights()[0], trained.get_weights()[0])
+    # two straight epochs give the same losses as one epoch + resume (EMA and augmentation noise are
+    # checkpointed)
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), "--name", "straight",
+                       *TINY_TRAIN_FLAGS, "--epochs", "2", "--preset", "best"]) == 0
+    resumed, straight = np.load(run / "steps.npz"), np.load(tmp_path / "outputs" / "straight" / "steps.npz")
+    for key in ("d_loss", "g_loss"):
+        np.testing.assert_array_equal(resumed[key], straight[key])
 
 
-def test_best_preset_options_train_save_the_ema_generator_and_resume_exactly(tmp_path, tiny_dataset):
+def test_hinge_r1_ttur_and_every_diffaug_op_train_and_resume(tmp_path, tiny_dataset):
     flags = ["--ema", "0.9", "--diffaug", "color,translation,cutout", "--loss", "hinge", "--r1", "1",
              "--d-lr", "4e-4", "--g-lr", "1e-4"]
     assert _train(tmp_path, tiny_dataset, "--epochs", "1", *flags) == 0
@@ -105,16 +114,7 @@ def test_best_preset_options_train_save_the_ema_generator_and_resume_exactly(tmp
     assert train.main(["--resume", str(run), "--epochs", "2"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["ema"] == 0.9 and config["loss"] == "hinge" and config["d_lr"] == 4e-4 and config["g_lr"] == 1e-4
-    averaged = keras.models.load_model(run / "generator.keras")
-    trained = keras.models.load_model(run / "generator_raw.keras")
-    # the averaged G lags the trained one: same architecture, different weights
-    assert not np.allclose(averaged.get_weights()[0], trained.get_weights()[0])
-    assert np.isfinite(np.load(run / "d_losses.npy")).all()
-    # straight two epochs give the same losses as one epoch + resume (augmentation noise is checkpointed)
-    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), "--name", "straight",
-                       *TINY_TRAIN_FLAGS, "--epochs", "2", *flags]) == 0
-    np.testing.assert_array_equal(np.load(run / "steps.npz")["g_loss"],
-                                  np.load(tmp_path / "outputs" / "straight" / "steps.npz")["g_loss"])
+    assert np.isfinite(np.load(run / "steps.npz")["d_loss"]).all() and len(np.load(run / "d_losses.npy")) == 2
 
 
 def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_dataset):
@@ -129,10 +129,9 @@ def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_data
     assert config["loss"] == "hinge" and config["label_smoothing"] == 0  # the hinge loss has no labels to smooth
     _, config, _ = train.prepare_run(train.parse_args(["--data", tiny_dataset, "--out", str(tmp_path),
                                                        "--batch-size", "16"]))
-    assert config["ema"] == 0 and config["diffaug"] == "" and config["loss"] == "bce" and config["r1"] == 0
-    assert config["spectral_norm"] is False and config["minibatch_std"] is False and config["label_smoothing"] == 0
-    assert config["mode_seeking"] == 0
-    assert config["g_lr"] == config["d_lr"] == 2e-4
+    assert {k: config[k] for k in gan_step.RECIPE_KEYS if k not in ("g_lr", "d_lr")} == {
+        k: v for k, v in gan_step.PRESETS["dcgan"].items() if k not in ("g_lr", "d_lr")}  # no flag: the paper
+    assert config["g_lr"] == config["d_lr"] == config["lr"]
 
 
 def test_spectral_norm_keeps_d_kernels_at_norm_one_and_resumes_exactly(tmp_path, tiny_dataset, capsys):
@@ -174,8 +173,8 @@ def test_minibatch_std_run_saves_a_discriminator_that_reloads_and_resumes(tmp_pa
     assert train.main(["--resume", str(run), "--epochs", "3", "--no-minibatch-std"]) == 2
     assert "--minibatch-std False differs from the run's True" in capsys.readouterr().err
     assert train.main(["--resume", str(run), "--epochs", "3", "--minibatch-std-group", "0"]) == 2
-    with pytest.raises(SystemExit):
-        train.parse_args(["--minibatch-std-group", "1"])  # a group of one has no spread
+    assert "must be 0 (whole batch) or >= 2" in usage_error(train.parse_args, ["--minibatch-std-group", "1"],
+                                                             capsys)  # a group of one has no spread
 
 
 def test_epoch_batches_follow_the_seeded_order_and_the_pipeline_has_no_autotuner():
@@ -185,57 +184,15 @@ def test_epoch_batches_follow_the_seeded_order_and_the_pipeline_has_no_autotuner
     batches = [batch.numpy()[:, 0, 0, 0] for batch in dataset]
     order = np.random.default_rng([3, 2]).permutation(40)
     assert [list(b) for b in batches] == [list(order[8 * i: 8 * i + 8]) for i in (1, 2, 3)]
-    # tf.data's autotuner made every epoch that ended 82-142 s after it began wait until 142 s (its thread
-    # sleeps up to 60 s and the per-epoch iterator's destructor waits for it)
+    # the autotuner's sleeping thread would hold up the end of each epoch (data_io.fixed_pipeline_options)
     assert dataset.options().autotune.enabled is False
 
 
-def test_label_smoothing_lowers_only_the_real_target():
-    def first_step(label_smoothing):
-        keras.utils.set_random_seed(0)
-        generator, discriminator = models.build_generator(16, 32, 8), models.build_discriminator(32, 8)
-        real = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
-        # D's logits on this batch before the step (batch norm in training mode: batch statistics)
-        real_logits = discriminator(real.astype("float32") / 127.5 - 1.0, training=True)
-        step = train.build_train_step(generator, discriminator, keras.optimizers.Adam(2e-4, 0.5),
-                                      keras.optimizers.Adam(2e-4, 0.5), 16, keras.random.SeedGenerator(1),
-                                      mode="eager", label_smoothing=label_smoothing)
-        return float(step(real)[0]), float(np.mean(real_logits))
-
-    plain, logit_mean = first_step(0.0)
-    smoothed, _ = first_step(0.2)
-    # BCE(1 - eps, l) - BCE(1, l) = eps * l: the fake term is unchanged
-    assert smoothed - plain == pytest.approx(0.2 * logit_mean, abs=1e-5)
-    assert abs(logit_mean) > 1e-3  # the check above is not trivially 0 = 0
+def test_label_smoothing_is_refused_with_hinge_and_out_of_range(capsys):
+    assert "applies to the bce loss only" in usage_error(
+        train.parse_args, ["--loss", "hinge", "--label-smoothing", "0.1"], capsys)
+    assert "must be in [0, 0.5)" in usage_error(train.parse_args, ["--label-smoothing", "0.5"], capsys)
 
 
-def test_label_smoothing_is_refused_with_hinge_and_out_of_range():
-    for flags in (["--loss", "hinge", "--label-smoothing", "0.1"], ["--label-smoothing", "0.5"]):
-        with pytest.raises(SystemExit):
-            train.parse_args(flags)
-
-
-def test_mode_seeking_pushes_samples_from_different_noise_apart():
-    def spread_after_steps(mode_seeking):
-        keras.utils.set_random_seed(0)
-        generator, discriminator = models.build_generator(16, 32, 8), models.build_discriminator(32, 8)
-        real = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
-        step = train.build_train_step(generator, discriminator, keras.optimizers.Adam(2e-3, 0.5),
-                                      keras.optimizers.Adam(2e-4, 0.5), 16, keras.random.SeedGenerator(1),
-                                      mode="eager", mode_seeking=mode_seeking)
-        losses = [float(step(real)[1]) for _ in range(5)]
-        z = np.random.default_rng(2).standard_normal((32, 16)).astype("float32")
-        fake = np.asarray(generator(z, training=True))
-        return np.mean(np.abs(fake[:16] - fake[16:])), losses
-
-    plain_spread, plain_losses = spread_after_steps(0.0)
-    spread, losses = spread_after_steps(10.0)
-    assert spread > 1.2 * plain_spread
-    assert losses[0] == pytest.approx(plain_losses[0], rel=1e-5)  # g_loss logs the adversarial loss alone
-
-
-def test_mode_seeking_is_refused_when_negative_and_off_in_the_paper():
-    with pytest.raises(SystemExit):
-        train.parse_args(["--mode-seeking", "-1"])
-    assert train.parse_args(["--mode-seeking", "1"]).mode_seeking == 1.0
-    assert train.PRESETS["dcgan"]["mode_seeking"] == 0.0
+def test_mode_seeking_is_refused_when_negative(capsys):
+    assert "--mode-seeking must be >= 0" in usage_error(train.parse_args, ["--mode-seeking", "-1"], capsys)

@@ -1,0 +1,234 @@
+"""The training recipe: what one GAN step computes, and the compiled step that runs it.
+
+A recipe is one dict (a run's config: PAPER with a preset and flags applied). The recipe's math -- the
+losses, DiffAugment, the mode-seeking term, the R1 penalty, the EMA of G's weights -- is written in keras.ops,
+so it means the same on every Keras backend. Only build_train_step, at the end, is TensorFlow: gradient
+tapes, tf.function and tf.distribute replicas. A step for another backend would sit beside it and call the
+same recipe functions.
+
+Each step: one discriminator update on a real batch (label 1) and a fake batch (label 0) in separate
+batch-norm passes, then one generator update through the updated discriminator with the non-saturating
+loss -log D(G(z)).
+"""
+import keras
+from keras import ops
+
+import models
+
+# Training recipes. "dcgan" is the 2015 paper, unchanged; "best" adds the changes that won the ablation in
+# README.md. A flag given on the command line overrides its preset.
+PRESETS = {
+    "dcgan": {"ema": 0.0, "diffaug": "", "loss": "bce", "r1": 0.0, "spectral_norm": False, "minibatch_std": False,
+              "minibatch_std_group": 4, "label_smoothing": 0.0, "mode_seeking": 0.0, "g_lr": None, "d_lr": None},
+    # EMA of G, translation-only DiffAugment, G's learning rate doubled, one-sided label smoothing and a
+    # mode-seeking term for diversity.
+    "best": {"ema": 0.999, "diffaug": "translation", "loss": "bce", "r1": 0.0, "spectral_norm": False,
+             "minibatch_std": False, "minibatch_std_group": 4, "label_smoothing": 0.1, "mode_seeking": 3.0,
+             "g_lr": 4e-4, "d_lr": None},
+}
+RECIPE_KEYS = tuple(PRESETS["dcgan"])  # the settings a preset fills and a resumed run must keep
+# The paper's model and optimizer, with the dcgan recipe: every key build_models and build_train_step read.
+PAPER = {"latent_dim": 100, "image_size": 64, "g_width": 64, "d_width": 64, "lr": 2e-4, "beta1": 0.5,
+         "beta2": 0.999, "seed": 0, "precision": "fp32", **PRESETS["dcgan"]}
+DIFFAUG_OPS = ("color", "translation", "cutout")
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def recipe(preset="dcgan", **changes):
+    """A complete recipe: the paper's model with a preset's settings and `changes` (e.g. latent_dim=16)."""
+    return {**PAPER, **PRESETS[preset], **changes}
+
+
+# ----- the recipe's math (keras.ops) ---------------------------------------------------------------------
+
+def to_model_range(real_uint8, dtype):
+    """uint8 images -> [-1, 1], the range of G's tanh output."""
+    return ops.cast(real_uint8, dtype) / 127.5 - 1.0
+
+
+def bce(labels, logits):
+    """Mean sigmoid cross-entropy. Not keras.losses: under tf.distribute those divide by the replica count."""
+    return ops.mean(ops.binary_crossentropy(labels, logits, from_logits=True))
+
+
+def d_loss(real_logits, fake_logits, recipe):
+    """D's loss. bce: real target 1 - label_smoothing (one-sided smoothing, Salimans et al. 2016), fake 0."""
+    if recipe["loss"] == "hinge":
+        return ops.mean(ops.relu(1.0 - real_logits)) + ops.mean(ops.relu(1.0 + fake_logits))
+    return (bce(ops.full_like(real_logits, 1.0 - recipe["label_smoothing"]), real_logits)
+            + bce(ops.zeros_like(fake_logits), fake_logits))
+
+
+def g_loss(fake_logits, recipe):
+    """G's adversarial loss; bce: the non-saturating loss, maximising log D(G(z)) by labelling fakes real."""
+    if recipe["loss"] == "hinge":
+        return -ops.mean(fake_logits)
+    return bce(ops.ones_like(fake_logits), fake_logits)
+
+
+def r1_penalty(real_grads, gamma):
+    """R1 (Mescheder et al. 2018): gamma/2 * E|grad D(x)|^2 over the real batch."""
+    grads = ops.cast(real_grads, "float32")
+    return gamma / 2 * ops.mean(ops.sum(ops.square(grads), axis=[1, 2, 3]))
+
+
+def mode_seeking_penalty(fake, z, weight):
+    """MSGAN (Mao et al. 2019): pair the batch's first half with its second; the mean image distance per
+    unit of noise distance is the ratio G keeps up, so nearby noise may not collapse onto one face."""
+    half = ops.shape(z)[0] // 2
+    fake = ops.cast(fake, "float32")
+    ratio = (ops.mean(ops.abs(fake[:half] - fake[half:2 * half]))
+             / ops.mean(ops.abs(z[:half] - z[half:2 * half])))
+    return weight / (ratio + 1e-5)
+
+
+def ema_decay(step, decay):
+    """The EMA decay after `step` G updates, with warm-up (as TF's ExponentialMovingAverage with
+    num_updates): early on the average follows G closely instead of dragging the random initial weights."""
+    step = ops.cast(step, "float32")
+    return ops.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(averages, weights, decay):
+    """averages <- decay * averages + (1 - decay) * weights, variable by variable."""
+    for average, weight in zip(averages, weights):
+        average.assign(decay * average + (1.0 - decay) * weight)
+
+
+def diff_augment(x, ops_text, seed):
+    """DiffAugment (Zhao et al. 2020) on images in [-1, 1]: random colour (brightness, saturation, contrast),
+    translation by up to 1/8 of the size (zero-filled) and cutout of a half-size square, each drawn per
+    image. Differentiable, so G learns through it; D never sees an unaugmented image."""
+    batch, size = ops.shape(x)[0], x.shape[1]
+
+    def uniform(low, high):
+        return ops.cast(keras.random.uniform((batch, 1, 1, 1), low, high, seed=seed), x.dtype)
+
+    if "color" in ops_text:
+        x = x + uniform(-0.5, 0.5)
+        mean = ops.mean(x, axis=-1, keepdims=True)
+        x = (x - mean) * uniform(0.0, 2.0) + mean
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        x = (x - mean) * uniform(0.5, 1.5) + mean
+    positions = ops.arange(size)[None, :]
+    if "translation" in ops_text:
+        shift = size // 8
+        offsets = keras.random.randint((2, batch, 1), -shift, shift + 1, seed=seed)
+        padded = ops.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
+        rows = positions + shift + offsets[0]  # (batch, size): the source row of each output row
+        x = ops.take_along_axis(padded, rows[:, :, None, None], axis=1)
+        columns = positions + shift + offsets[1]
+        x = ops.take_along_axis(x, columns[:, None, :, None], axis=2)
+    if "cutout" in ops_text:
+        centres = keras.random.randint((2, batch, 1), 0, size, seed=seed)
+        inside = [ops.abs(positions - centres[i]) < size // 4 for i in range(2)]
+        keep = ops.logical_not(ops.logical_and(inside[0][:, :, None], inside[1][:, None, :]))
+        x = x * ops.cast(keep, x.dtype)[..., None]
+    return x
+
+
+def augment(images, recipe, nets):
+    return diff_augment(images, recipe["diffaug"], nets["aug_seed"]) if recipe["diffaug"] else images
+
+
+# ----- the networks a recipe trains ----------------------------------------------------------------------
+
+def build_models(recipe, distributed=False):
+    """{generator, discriminator, g_optimizer, d_optimizer, noise_seed, ema_generator, aug_seed} for a recipe
+    (ema_generator / aug_seed None when the recipe has no EMA / DiffAugment). `distributed`: under a
+    multi-replica strategy (call inside its scope), with batch norm synchronized across replicas."""
+    keras.mixed_precision.set_global_policy(POLICIES[recipe["precision"]])
+    keras.utils.set_random_seed(recipe["seed"])
+    generator = models.build_generator(recipe["latent_dim"], recipe["image_size"], recipe["g_width"], distributed)
+    discriminator = models.build_discriminator(recipe["image_size"], recipe["d_width"], distributed,
+                                               recipe["spectral_norm"], recipe["minibatch_std"],
+                                               recipe["minibatch_std_group"])
+    nets = {"generator": generator, "discriminator": discriminator}
+    for name, model, lr in (("g_optimizer", generator, recipe["g_lr"]), ("d_optimizer", discriminator,
+                                                                         recipe["d_lr"])):
+        optimizer = keras.optimizers.Adam(lr or recipe["lr"], beta_1=recipe["beta1"], beta_2=recipe["beta2"])
+        if recipe["precision"] == "fp16":  # float16 gradients underflow without loss scaling
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_weights)
+        nets[name] = optimizer
+    nets["noise_seed"] = keras.random.SeedGenerator(recipe["seed"])
+    nets["ema_generator"] = nets["aug_seed"] = None
+    if recipe["ema"]:
+        nets["ema_generator"] = keras.models.clone_model(generator)
+        nets["ema_generator"].set_weights(generator.get_weights())
+    if recipe["diffaug"]:
+        nets["aug_seed"] = keras.random.SeedGenerator(recipe["seed"] + 1)
+    return nets
+
+
+# ----- the TensorFlow step -------------------------------------------------------------------------------
+
+def build_train_step(nets, recipe, strategy=None, mode="graph"):
+    """The step for real uint8 batches: D update, then G update, then the EMA; returns
+    (d_loss, g_loss, D(x), D(G(z))). nets: from build_models. mode: "graph" (tf.function), "xla" (with
+    jit_compile) or "eager". strategy: a tf.distribute strategy; each replica takes its slice of the global
+    batch and of the noise."""
+    import tensorflow as tf
+    generator, discriminator = nets["generator"], nets["discriminator"]
+    g_optimizer, d_optimizer = nets["g_optimizer"], nets["d_optimizer"]
+    # With fp16 the optimizers are LossScaleOptimizers: scale the loss, they unscale the gradients.
+    scale = {opt: getattr(opt, "scale_loss", lambda loss: loss) for opt in (g_optimizer, d_optimizer)}
+
+    def logits_of(images):
+        return ops.cast(discriminator(images, training=True), "float32")  # the losses stay float32
+
+    def gan_update(real_uint8, z, replicas=1):
+        # Each replica's losses are divided by the replica count: the optimizers sum gradients over
+        # replicas, so the update is that of the global batch's mean loss.
+        real = to_model_range(real_uint8, generator.compute_dtype)
+        # One generator forward serves both updates, as in the PyTorch reference: the D step sees it
+        # detached, the G step differentiates through it.
+        with tf.GradientTape() as g_tape:
+            fake = generator(z, training=True)
+            with tf.GradientTape() as d_tape:
+                real_in = augment(real, recipe, nets)
+                with tf.GradientTape(watch_accessed_variables=False) as r1_tape:
+                    r1_tape.watch(real_in)
+                    real_logits = logits_of(real_in)  # real and fake in separate batch-norm passes
+                    real_logit_sum = ops.sum(real_logits)  # taken inside the tape, for R1
+                fake_logits = logits_of(augment(tf.stop_gradient(fake), recipe, nets))
+                d_value = d_loss(real_logits, fake_logits, recipe)
+                if recipe["r1"]:
+                    d_value += r1_penalty(r1_tape.gradient(real_logit_sum, real_in), recipe["r1"])
+                scaled_d_loss = scale[d_optimizer](d_value / replicas)
+            d_grads = d_tape.gradient(scaled_d_loss, discriminator.trainable_weights)
+            d_optimizer.apply_gradients(zip(d_grads, discriminator.trainable_weights))
+            # G differentiates through the updated D (the combined model of models.build_gan, D's BN in
+            # training mode). The logged g_loss is the adversarial loss alone, comparable across recipes.
+            g_value = g_loss(logits_of(augment(fake, recipe, nets)), recipe)
+            g_objective = g_value
+            if recipe["mode_seeking"]:
+                g_objective += mode_seeking_penalty(fake, z, recipe["mode_seeking"])
+            scaled_g_loss = scale[g_optimizer](g_objective / replicas)
+        g_grads = g_tape.gradient(scaled_g_loss, generator.trainable_weights)
+        g_optimizer.apply_gradients(zip(g_grads, generator.trainable_weights))
+        return (d_value / replicas, g_value / replicas, ops.mean(ops.sigmoid(real_logits)) / replicas,
+                ops.mean(ops.sigmoid(fake_logits)) / replicas)
+
+    def replica_update(real_uint8, z):
+        context = tf.distribute.get_replica_context()
+        local = tf.shape(real_uint8)[0] // context.num_replicas_in_sync
+        start = context.replica_id_in_sync_group * local
+        return gan_update(real_uint8[start:start + local], z[start:start + local], context.num_replicas_in_sync)
+
+    def train_step(real_uint8):
+        # The noise is drawn for the whole global batch, so a distributed run sees the same z as one device.
+        z = keras.random.normal((tf.shape(real_uint8)[0], recipe["latent_dim"]), seed=nets["noise_seed"])
+        if strategy is None:
+            values = gan_update(real_uint8, z)
+        else:
+            values = [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                      for v in strategy.run(replica_update, args=(real_uint8, z))]
+        if nets["ema_generator"] is not None:
+            ema_update(nets["ema_generator"].trainable_weights, generator.trainable_weights,
+                       ema_decay(g_optimizer.iterations, recipe["ema"]))
+        return tuple(values)
+
+    if mode == "eager":
+        return train_step
+    return tf.function(train_step, jit_compile=(mode == "xla"))

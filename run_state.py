@@ -1,0 +1,152 @@
+"""A run's state on disk: its config.json, its loss history and its checkpoints.
+
+A run directory holds config.json (the settings), history.json with d_losses.npy / g_losses.npy / steps.npz
+(the losses so far) and checkpoints/step_<global step>.npz (every variable its future depends on, plus the
+history). Checkpoints are written atomically; reading falls back to an older one when the newest is damaged.
+"""
+import json
+import os
+import sys
+import zipfile
+
+import numpy as np
+
+import data_io
+
+STEP_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")  # per step: losses, mean D(x), mean D(G(z))
+EPOCH_KEYS = ("d_losses", "g_losses", "d_real_epoch", "d_fake_epoch")  # their per-epoch means
+# Settings whose default changed after runs were saved without them: such a run keeps what it ran with.
+# (Minibatch std took the whole batch before --minibatch-std-group existed.)
+LEGACY_DEFAULTS = {"minibatch_std_group": 0}
+
+
+# ----- config.json ---------------------------------------------------------------------------------------
+
+def load_config(run_dir, defaults=None):
+    """A run directory's config.json. With `defaults`, keys the run was saved without are filled in once:
+    from LEGACY_DEFAULTS where the default has changed since, else from `defaults`."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isdir(run_dir):
+        raise data_io.DataError(f"no such run directory: {run_dir}")
+    if not os.path.isfile(path):
+        raise data_io.DataError(f"{run_dir} is not a run directory (no config.json)")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (ValueError, OSError) as error:
+        raise data_io.DataError(f"cannot read {path}: {error}") from None
+    if defaults is not None:
+        config = {**defaults, **{k: v for k, v in LEGACY_DEFAULTS.items() if k in defaults}, **config}
+    return config
+
+
+def check_resume_settings(config, given):
+    """Refuse settings given on the command line that differ from the run's: a resumed run keeps them."""
+    for key, value in given.items():
+        if value is not None and value != config[key]:
+            raise data_io.DataError(f"--{key.replace('_', '-')} {value} differs from the run's {config[key]}; "
+                                    "a resumed run keeps its settings (start a new run to change them)")
+
+
+# ----- history -------------------------------------------------------------------------------------------
+
+def new_history():
+    history = {key: [] for key in STEP_KEYS + EPOCH_KEYS}
+    history.update(epoch=0, epoch_seconds=[], images_per_second=[])
+    return history
+
+
+def record_epoch(history, epoch, steps_per_epoch, steps_run, batch_size, seconds):
+    """Close an epoch in the history: the means of its steps, its time and speed. Returns the means."""
+    means = [float(np.mean(history[key][-steps_per_epoch:])) for key in STEP_KEYS]
+    for key, value in zip(EPOCH_KEYS, means):
+        history[key].append(value)
+    history["epoch"] = epoch
+    history["epoch_seconds"].append(round(seconds, 3))
+    history["images_per_second"].append(round(steps_run * batch_size / seconds, 1))
+    return means
+
+
+def save_history(run_dir, history):
+    """d_losses.npy and g_losses.npy (one mean per epoch), steps.npz (every step) and history.json."""
+    data_io.save_npy(os.path.join(run_dir, "d_losses.npy"), np.array(history["d_losses"], np.float32))
+    data_io.save_npy(os.path.join(run_dir, "g_losses.npy"), np.array(history["g_losses"], np.float32))
+    data_io.save_npz(os.path.join(run_dir, "steps.npz"),
+                     {key: np.array(history[key], np.float32) for key in STEP_KEYS})
+    data_io.save_json(os.path.join(run_dir, "history.json"),
+                      {k: v for k, v in history.items() if k not in STEP_KEYS})
+
+
+# ----- checkpoints ---------------------------------------------------------------------------------------
+
+def state_variables(nets):
+    """Every variable a run's future depends on (gan_step.build_models' networks, optimizers and random
+    seeds), under stable names."""
+    groups = {"g": nets["generator"].variables, "d": nets["discriminator"].variables,
+              "g_opt": nets["g_optimizer"].variables, "d_opt": nets["d_optimizer"].variables,
+              "noise": [nets["noise_seed"].state]}
+    if nets["ema_generator"] is not None:
+        groups["g_ema"] = nets["ema_generator"].variables
+    if nets["aug_seed"] is not None:
+        groups["aug"] = [nets["aug_seed"].state]
+    return {f"{group}/{i:04d}": v for group, variables in groups.items() for i, v in enumerate(variables)}
+
+
+def checkpoint_names(run_dir):
+    folder = os.path.join(run_dir, "checkpoints")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f for f in os.listdir(folder) if f.startswith("step_") and f.endswith(".npz"))
+
+
+def save_checkpoint(run_dir, variables, history, keep):
+    """checkpoints/step_<global step>.npz, written atomically; keeps the newest `keep`."""
+    arrays = {name: np.asarray(v.numpy()) for name, v in variables.items()}
+    arrays["history"] = np.frombuffer(json.dumps(history).encode(), np.uint8)
+    path = os.path.join(run_dir, "checkpoints", f"step_{len(history['d_loss']):09d}.npz")
+    data_io.save_npz(path, arrays)
+    for old in checkpoint_names(run_dir)[:-keep]:
+        os.remove(os.path.join(run_dir, "checkpoints", old))
+    return path
+
+
+def latest_checkpoint(run_dir):
+    names = checkpoint_names(run_dir)
+    return os.path.join(run_dir, "checkpoints", names[-1]) if names else None
+
+
+def load_checkpoint(path, variables):
+    """Assign the saved arrays to the variables; returns the saved history."""
+    try:
+        saved = np.load(path)
+        saved["history"]  # a truncated file fails here
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise data_io.DataError(f"cannot read checkpoint {path}: {error}") from None
+    with saved:
+        missing = sorted(set(variables) - set(saved.files))
+        if missing:
+            raise data_io.DataError(f"{path} does not match this model ({len(missing)} variables missing)")
+        for name, variable in variables.items():
+            if tuple(saved[name].shape) != tuple(variable.shape):
+                raise data_io.DataError(f"{path} does not match this model: {name} is {saved[name].shape}, "
+                                        f"expected {tuple(variable.shape)}")
+            variable.assign(saved[name])
+        return json.loads(saved["history"].tobytes().decode())
+
+
+def load_latest_checkpoint(run_dir, variables):
+    """(path, history) of the newest readable checkpoint, falling back to older ones; None if there is none."""
+    names = checkpoint_names(run_dir)
+    for i, name in enumerate(reversed(names)):
+        path = os.path.join(run_dir, "checkpoints", name)
+        try:
+            return path, load_checkpoint(path, variables)
+        except data_io.DataError as error:
+            if "does not match" in str(error) or i == len(names) - 1:
+                raise
+            print(f"warning: {error}; falling back to the previous checkpoint", file=sys.stderr)
+    return None
+
+
+def save_model(path, model):
+    data_io.atomic_write(path, model.save, suffix=".keras")

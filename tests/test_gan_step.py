@@ -1,0 +1,116 @@
+"""The training recipe of gan_step.py, one step at a time on tiny networks."""
+import keras
+import numpy as np
+import pytest
+
+import gan_step
+import models
+
+
+def tiny_recipe(**changes):
+    return gan_step.recipe(latent_dim=16, image_size=32, g_width=8, d_width=8, **changes)
+
+
+def real_batch(n=8, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+def test_diff_augment_keeps_shape_and_range_and_differs_per_image():
+    import tensorflow as tf
+    images = tf.random.uniform((6, 32, 32, 3), -1, 1, seed=1)
+    seed = keras.random.SeedGenerator(0)
+    out = np.asarray(gan_step.diff_augment(images, "translation,cutout", seed))
+    assert out.shape == (6, 32, 32, 3)
+    # translation and cutout only move pixels or zero them: every value is an input value or 0
+    assert np.isin(np.round(out, 5), np.append(np.round(np.asarray(images), 5), 0)).all()
+    # cutout blanks a 16x16 square (fully inside or clipped at the border): 64..256 zero pixels per image
+    zeros = (np.abs(out).sum(-1) == 0).sum(axis=(1, 2))
+    assert (zeros >= 8 * 8).all() and (zeros <= 16 * 16 + 2 * 4 * 32).all()
+    again = np.asarray(gan_step.diff_augment(images, "translation,cutout", seed))
+    assert not np.array_equal(out, again)  # fresh draws each call
+
+def test_label_smoothing_lowers_only_the_real_target():
+    def first_step(label_smoothing):
+        recipe = gan_step.recipe(latent_dim=16, image_size=32, g_width=8, d_width=8,
+                                 label_smoothing=label_smoothing)
+        nets = gan_step.build_models(recipe)
+        real = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+        # D's logits on this batch before the step (batch norm in training mode: batch statistics)
+        real_logits = nets["discriminator"](real.astype("float32") / 127.5 - 1.0, training=True)
+        step = gan_step.build_train_step(nets, recipe, mode="eager")
+        return float(step(real)[0]), float(np.mean(real_logits))
+
+    plain, logit_mean = first_step(0.0)
+    smoothed, _ = first_step(0.2)
+    # BCE(1 - eps, l) - BCE(1, l) = eps * l: the fake term is unchanged
+    assert smoothed - plain == pytest.approx(0.2 * logit_mean, abs=1e-5)
+    assert abs(logit_mean) > 1e-3  # the check above is not trivially 0 = 0
+
+def test_mode_seeking_pushes_samples_from_different_noise_apart():
+    def spread_after_steps(mode_seeking):
+        recipe = gan_step.recipe(latent_dim=16, image_size=32, g_width=8, d_width=8, g_lr=2e-3,
+                                 mode_seeking=mode_seeking)
+        nets = gan_step.build_models(recipe)
+        generator = nets["generator"]
+        real = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+        step = gan_step.build_train_step(nets, recipe, mode="eager")
+        losses = [float(step(real)[1]) for _ in range(5)]
+        z = np.random.default_rng(2).standard_normal((32, 16)).astype("float32")
+        fake = np.asarray(generator(z, training=True))
+        return np.mean(np.abs(fake[:16] - fake[16:])), losses
+
+    plain_spread, plain_losses = spread_after_steps(0.0)
+    spread, losses = spread_after_steps(10.0)
+    assert spread > 1.2 * plain_spread
+    assert losses[0] == pytest.approx(plain_losses[0], rel=1e-5)  # g_loss logs the adversarial loss alone
+
+
+def test_ema_follows_the_warm_up_decay_of_a_numpy_reference():
+    decay = 0.9
+    recipe = tiny_recipe(ema=decay)
+    nets = gan_step.build_models(recipe)
+    step = gan_step.build_train_step(nets, recipe, mode="eager")
+    average = [keras.ops.convert_to_numpy(w).copy() for w in nets["generator"].trainable_weights]
+    for t in range(1, 5):  # after update t the decay is min(0.9, (1 + t) / (10 + t)): 0.18, 0.25, 0.31, 0.36
+        step(real_batch(seed=t))
+        weights = [keras.ops.convert_to_numpy(w) for w in nets["generator"].trainable_weights]
+        d = min(decay, (1 + t) / (10 + t))
+        average = [d * a + (1 - d) * w for a, w in zip(average, weights)]
+    for expected, actual in zip(average, nets["ema_generator"].trainable_weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(actual), expected, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(average[0], weights[0])  # the average lags G
+
+
+@pytest.mark.parametrize("precision, compute_dtype", [("bf16", "bfloat16"), ("fp16", "float16")])
+def test_mixed_precision_steps_train_with_float32_weights_and_losses(precision, compute_dtype):
+    recipe = tiny_recipe(precision=precision)
+    nets = gan_step.build_models(recipe)
+    generator = nets["generator"]
+    assert generator.compute_dtype == compute_dtype and generator.trainable_weights[0].dtype == "float32"
+    if precision == "fp16":  # float16 gradients underflow without loss scaling
+        assert isinstance(nets["g_optimizer"], keras.optimizers.LossScaleOptimizer)
+    before = keras.ops.convert_to_numpy(generator.trainable_weights[0]).copy()
+    step = gan_step.build_train_step(nets, recipe)
+    values = [step(real_batch(16, seed)) for seed in range(3)]
+    assert all(v.dtype == "float32" and np.isfinite(float(v)) for losses in values for v in losses)
+    assert not np.array_equal(keras.ops.convert_to_numpy(generator.trainable_weights[0]), before)
+
+
+def test_recalibrated_batchnorm_holds_the_mean_batch_statistics_of_fresh_noise():
+    keras.utils.set_random_seed(0)
+    generator = models.build_generator(16, 32, 8)
+    momentum = generator.get_layer("project_bn").momentum
+    models.recalibrate_batchnorm(generator, batches=4, batch_size=32, seed=5)
+    # the first batch-norm layer's input does not depend on any batch norm: average its batch means directly
+    project = keras.Model(generator.input, generator.get_layer("project").output)
+    rng = np.random.default_rng([5, 7])  # the noise recalibrate_batchnorm draws
+    means = [np.asarray(project(rng.standard_normal((32, 16)).astype(np.float32))).mean(axis=(0, 1, 2))
+             for _ in range(4)]
+    layer = generator.get_layer("project_bn")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_mean), np.mean(means, axis=0), rtol=1e-4,
+                               atol=1e-6)
+    assert layer.momentum == momentum  # training's momentum is back
+    # inference mode now gives what training mode gives on a large batch
+    z = np.random.default_rng(9).standard_normal((256, 16)).astype(np.float32)
+    gap = np.abs(np.asarray(generator(z, training=False)) - np.asarray(generator(z, training=True))).mean()
+    assert gap < 0.05
