@@ -11,13 +11,13 @@ is scored against the same held-out reals (half A of the holdout); half B of the
 metrics.json, losses.png, comparison.png.
 """
 import argparse
-import json
 import os
 import sys
 import time
 
 import numpy as np
 
+import cli
 import data_io
 import random_baseline
 
@@ -25,11 +25,12 @@ import random_baseline
 # ----- inputs --------------------------------------------------------------------------------------------
 
 def load_run_config(run_dir):
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        raise data_io.DataError(f"{run_dir} is not a run directory (no config.json)")
-    with open(path) as f:
-        return json.load(f)
+    import generate
+    config = generate.load_config(run_dir)
+    for key in ("image_size", "data"):
+        if key not in config:
+            raise data_io.DataError(f"{os.path.join(run_dir, 'config.json')} has no {key!r}; is it from train.py?")
+    return config
 
 
 def generate_images(generator, n, seed=0):
@@ -196,14 +197,20 @@ def resolve_system(spec, size, train_reference, seed, n):
     if spec == "gaussian":
         return ("random gaussian", random_baseline.make_random_images(n, size, "gaussian", train_reference,
                                                                        seed=seed), None)
-    if os.path.isdir(spec) and os.path.exists(os.path.join(spec, "config.json")):
-        generator = data_io.load_keras_model(os.path.join(spec, "generator.keras"))
-        return os.path.basename(os.path.normpath(spec)), generate_images(generator, n, seed), spec
-    name, sep, path = spec.partition(":")
-    if not sep:
-        name, path = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0], spec
-    if path.endswith(".keras"):  # any generator file, e.g. a run's generator_raw.keras (G without EMA)
-        return name, generate_images(data_io.load_keras_model(path, "generator"), n, seed), None
+    run = spec if os.path.isdir(spec) and os.path.exists(os.path.join(spec, "config.json")) else None
+    if run:
+        name, path = os.path.basename(os.path.normpath(spec)), os.path.join(spec, "generator.keras")
+    else:
+        name, sep, path = spec.partition(":")
+        if not sep:
+            name, path = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0], spec
+    if path.endswith(".keras"):  # a run's generator, or any generator file, e.g. generator_raw.keras (no EMA)
+        import generate
+        generator = generate.load_generator_file(path)
+        if generator.output_shape[1:3] != (size, size):
+            raise data_io.DataError(f"{path} makes {generator.output_shape[1]} px images; this evaluation is at "
+                                    f"{size} px")
+        return name, generate_images(generator, n, seed), run
     return name, data_io.load_image_array(path, size)[:n], None
 
 
@@ -234,6 +241,7 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     start = time.time()
     config = load_run_config(run_dir)
     size = config["image_size"]
+    out = cli.check_output_folder(out or os.path.join(run_dir, "eval"))  # before minutes of scoring
     real_path = real_path or config.get("holdout")
     if not real_path or not os.path.exists(real_path):
         raise data_io.DataError(f"no held-out images for {run_dir} (looked for {real_path}); pass --real PATH")
@@ -243,8 +251,6 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     order = np.random.default_rng(seed).permutation(len(holdout))
     reference, real_b = holdout[order[: len(order) // 2]], holdout[order[len(order) // 2:]]
     train_reference = np.load(config["data"], mmap_mode="r")[:5000]
-    out = out or os.path.join(run_dir, "eval")
-    os.makedirs(out, exist_ok=True)
     discriminator = data_io.load_keras_model(os.path.join(run_dir, "discriminator.keras"))
 
     named_sets = [("real (held out)", real_b)]
@@ -324,6 +330,7 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     return results
 
 
+@cli.main_wrapper
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="run directory made by train.py (its D, holdout and loss files are used)")
@@ -332,9 +339,9 @@ def main(argv=None):
                              "(.npy/folder/zip of samples, or a generator .keras file) (default: random)")
     parser.add_argument("--samples", action="append", default=[], metavar="[NAME:]PATH",
                         help="another sample set to score (same as a NAME:PATH system); may repeat")
-    parser.add_argument("--n", type=int, default=2000, help="samples per system")
+    parser.add_argument("--n", type=cli.int_in(20), default=2000, help="samples per system")
     parser.add_argument("--real", default=None, help="held-out real images (default: the run's holdout)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for sampling, splits and the judge")
+    parser.add_argument("--seed", type=cli.seed, default=0, help="seed for sampling, splits and the judge")
     parser.add_argument("--out", default=None, help="output folder (default RUN/eval)")
     parser.add_argument("--no-quality", action="store_true",
                         help="skip SWD / MS-SSIM / face rate / FID (faster; D and judge accuracy only)")
@@ -343,12 +350,8 @@ def main(argv=None):
                              "the cached copy, downloaded once when there is internet; skipped, with a note, "
                              "when neither is available)")
     args = parser.parse_args(argv)
-    try:
-        evaluate(args.run, args.systems + args.samples, args.n, args.seed, args.out, args.real,
-                 quality=not args.no_quality, inception_path=args.inception)
-    except data_io.DataError as error:
-        print(f"evaluate.py: error: {error}", file=sys.stderr)
-        return 2
+    evaluate(args.run, args.systems + args.samples, args.n, args.seed, args.out, args.real,
+             quality=not args.no_quality, inception_path=args.inception)
     return 0
 
 
