@@ -339,6 +339,9 @@ def load_image_array(path, size=None):
             raise DataError(f"{path} has shape {images.shape}; expected (N, S, S, 3)")
         if images.dtype != np.uint8:
             images = images.astype(np.float32)
+            if images.size and not (np.isfinite(images).all() and -1 <= images.min() and images.max() <= 1):
+                raise DataError(f"{path} holds {images.dtype} values outside [-1, 1] (or NaN/inf); expected "
+                                "uint8 images, or floats in [-1, 1] or [0, 1]")
             images = to_uint8(images if images.min() < 0 else images * 2 - 1)
     else:
         zip_path, folder, names = find_images(path)

@@ -136,3 +136,10 @@ def test_generate_at_the_smallest_scale_writes_pictures(run, tmp_path, command):
     generate.data_io.save_png(str(run / "samples" / "epoch_001.png"), np.zeros((70, 70, 3), np.uint8))
     assert generate.main([command[0], str(run), *command[1:], "--scale", "0.1", "--out", str(tmp_path)]) == 0
     assert os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("values", [np.full((4, 8, 8, 3), np.nan, np.float32), np.full((4, 8, 8, 3), 200.0)])
+def test_a_float_image_array_outside_the_unit_range_is_refused(tmp_path, values):
+    np.save(tmp_path / "x.npy", values)
+    with pytest.raises(cli.UserError, match="outside"):
+        generate.data_io.load_image_array(str(tmp_path / "x.npy"))
