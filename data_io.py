@@ -1,8 +1,10 @@
 """Image I/O shared by the scripts: finding images in zips and folders, decoding and cropping faces,
 atomic writes, and PNG grids."""
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 
@@ -222,8 +224,7 @@ def save_dataset(prefix, train, holdout, meta):
     try:
         for role, array in (("train", train), ("holdout", holdout)):
             temporaries[role] = _temp_path_beside(paths[role], ".npy")
-            with open(temporaries[role], "wb") as f:
-                np.save(f, array)
+            write_npy(temporaries[role], array)
         temporaries["meta"] = _temp_path_beside(paths["meta"], ".json")
         with open(temporaries["meta"], "w") as f:
             json.dump(meta, f, indent=2)
@@ -266,11 +267,20 @@ def verify_dataset(path):
     return record
 
 
-def save_npy(path, array):
-    def write(tmp):
-        with open(tmp, "wb") as f:
+def write_npy(path, array):
+    """np.save to a path. numpy reports a full disk as a bare OSError ("N requested and M written"); it is
+    raised as ENOSPC when the folder has no room left for the array, so that the message can say so."""
+    try:
+        with open(path, "wb") as f:
             np.save(f, array)
-    atomic_write(path, write)
+    except OSError as error:
+        if error.errno is None and shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < array.nbytes:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from None
+        raise
+
+
+def save_npy(path, array):
+    atomic_write(path, lambda tmp: write_npy(tmp, array))
 
 
 def save_npz(path, arrays):
