@@ -1,20 +1,32 @@
 """Image I/O shared by the scripts: finding images in zips and folders, decoding and cropping faces, checked
-image arrays, atomic writes, PNG grids, and faces from a saved generator."""
+image arrays, dataset sets with fingerprints, atomic writes, PNG grids, and faces from a saved generator."""
+import errno
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 
 import cv2
 import numpy as np
 
+import cli
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # CelebA's aligned images are 178x218; the crop several DCGAN repos use is the central 108x108.
 TIGHT_CROP_FRACTION = 108 / 178
+# The most bytes read for one image: far more than any photo worth shrinking to a face needs, and a bound on
+# what a damaged or malicious archive member (a decompression bomb) can make a worker hold.
+MAX_IMAGE_BYTES = 32 << 20
 
 
-class DataError(Exception):
+class DataError(cli.UserError):
     """Bad input the user can fix (missing path, unknown layout, wrong array): reported in one line."""
+
+
+class ImageTooLarge(Exception):
+    """An image file or archive member over MAX_IMAGE_BYTES; it is skipped, not read."""
 
 
 def is_image_name(name):
@@ -88,6 +100,36 @@ def decode_image(data):
     return cv2.imdecode(array, cv2.IMREAD_COLOR)
 
 
+_decoder_messages = None  # a per-process file that receives libjpeg/libpng warnings while decoding
+
+
+def decode_image_checked(data):
+    """decode_image, and the warnings the decoder printed for these bytes ("" if none).
+
+    libjpeg decodes damaged entropy-coded data into a garbled picture and only prints a warning such as
+    "Corrupt JPEG data: premature end of data segment" to stderr; OpenCV passes neither on. The warning is
+    caught by pointing file descriptor 2 at a scratch file for the length of the call.
+    """
+    global _decoder_messages
+    if _decoder_messages is None:
+        _decoder_messages = tempfile.TemporaryFile()
+    fd = _decoder_messages.fileno()
+    saved_stderr = os.dup(2)
+    os.dup2(fd, 2)
+    try:
+        image = decode_image(data)
+    finally:
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
+    warning = ""
+    if os.lseek(fd, 0, os.SEEK_CUR):
+        os.lseek(fd, 0, os.SEEK_SET)
+        warning = os.read(fd, 4096).decode(errors="replace").strip()
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+    return image, warning
+
+
 def is_truncated_jpeg(data):
     """A JPEG whose end-of-image marker is missing: OpenCV would decode it with a grey bottom part."""
     return data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]
@@ -108,11 +150,24 @@ def crop_and_resize(image_bgr, size, crop="center"):
     return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
 
 
-def read_bytes(zip_or_none, folder, name, open_zip=None):
+def read_bytes(zip_or_none, folder, name, open_zip=None, limit=None):
+    """One image file's bytes, from the open zip or the folder. With `limit`, raises ImageTooLarge instead of
+    reading more than `limit` bytes: the declared size (zip header or file size) is checked first, and the
+    read itself stops after limit + 1 bytes whatever was declared."""
     if zip_or_none is not None:
-        return open_zip.read(name)
-    with open(os.path.join(folder, name), "rb") as f:
-        return f.read()
+        declared = open_zip.getinfo(name).file_size
+        opener = lambda: open_zip.open(name)  # noqa: E731
+    else:
+        path = os.path.join(folder, name)
+        declared = os.path.getsize(path)
+        opener = lambda: open(path, "rb")  # noqa: E731
+    if limit is not None and declared > limit:
+        raise ImageTooLarge(f"{declared:,} bytes, over the {limit:,}-byte limit for one image")
+    with opener() as f:
+        data = f.read() if limit is None else f.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        raise ImageTooLarge(f"more than the {limit:,}-byte limit for one image")
+    return data
 
 
 def _temp_path_beside(path, suffix):
@@ -138,11 +193,94 @@ def atomic_write(path, write, suffix=".tmp"):
         raise
 
 
-def save_npy(path, array):
-    def write(tmp):
-        with open(tmp, "wb") as f:
+def array_fingerprint(images, chunk_bytes=64 << 20):
+    """"sha1:<hex>" of an array's dtype, shape and bytes, read in chunks so that a memory-mapped .npy is hashed
+    without loading it whole. Equal for equal arrays, different after any change to a pixel."""
+    images = np.asarray(images) if not isinstance(images, np.ndarray) else images
+    digest = hashlib.sha1(f"{images.dtype.str} {tuple(images.shape)}".encode())
+    flat = images.reshape(-1) if images.flags.c_contiguous else np.ascontiguousarray(images).reshape(-1)
+    step = max(1, chunk_bytes // max(1, images.itemsize))
+    for start in range(0, flat.size, step):
+        digest.update(np.ascontiguousarray(flat[start:start + step]).view(np.uint8))
+    return "sha1:" + digest.hexdigest()
+
+
+def dataset_paths(prefix):
+    """The three files of a preprocess.py dataset: {"train": ..._train.npy, "holdout": ..._holdout.npy,
+    "meta": <prefix>.json}."""
+    return {"train": prefix + "_train.npy", "holdout": prefix + "_holdout.npy", "meta": prefix + ".json"}
+
+
+def save_dataset(prefix, train, holdout, meta):
+    """Write a dataset's arrays and its JSON as one unit: all three go to temporary files in the output folder
+    first (a failure there, e.g. a full disk, leaves the previous set untouched and no temporaries), then are
+    renamed, the JSON last. The JSON records each array's shape and fingerprint, so a set mixed by a crash
+    during the renames is caught by verify_dataset. Returns the metadata written."""
+    paths = dataset_paths(prefix)
+    meta = dict(meta, arrays={role: {"file": os.path.basename(paths[role]), "shape": list(array.shape),
+                                     "dtype": str(array.dtype), "fingerprint": array_fingerprint(array)}
+                              for role, array in (("train", train), ("holdout", holdout))})
+    temporaries = {}
+    try:
+        for role, array in (("train", train), ("holdout", holdout)):
+            temporaries[role] = _temp_path_beside(paths[role], ".npy")
+            write_npy(temporaries[role], array)
+        temporaries["meta"] = _temp_path_beside(paths["meta"], ".json")
+        with open(temporaries["meta"], "w") as f:
+            json.dump(meta, f, indent=2)
+            f.write("\n")
+        for role in ("train", "holdout", "meta"):
+            os.replace(temporaries.pop(role), paths[role])
+    finally:
+        for tmp in temporaries.values():
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return meta
+
+
+def verify_dataset(path):
+    """Check a preprocess.py array (PREFIX_train.npy or PREFIX_holdout.npy) against PREFIX.json: same shape
+    and fingerprint. Returns the JSON's record of this array ({"file", "shape", "dtype", "fingerprint"}), or
+    None for an array without such a JSON beside it (demo data, arrays made by hand). Raises DataError in one
+    line when the array is missing, unreadable, or not the one the JSON describes (another run replaced it,
+    or a write was interrupted)."""
+    for role in ("train", "holdout"):
+        if path.endswith(f"_{role}.npy"):
+            meta_path = dataset_paths(path[:-len(f"_{role}.npy")])["meta"]
+            break
+    else:
+        return None
+    if not os.path.isfile(meta_path):
+        return None
+    try:
+        with open(meta_path) as f:
+            record = json.load(f)["arrays"][role]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"cannot read the description of {path} in {meta_path}: {error}") from None
+    try:
+        images = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path} is not a readable .npy array: {error}") from None
+    if list(images.shape) != record["shape"] or array_fingerprint(images) != record["fingerprint"]:
+        raise DataError(f"{path} ({images.dtype} {images.shape}) is not the array {meta_path} describes "
+                        f"({record['dtype']} {tuple(record['shape'])}); run preprocess.py again")
+    return record
+
+
+def write_npy(path, array):
+    """np.save to a path. numpy reports a full disk as a bare OSError ("N requested and M written"); it is
+    raised as ENOSPC when the folder has no room left for the array, so that the message can say so."""
+    try:
+        with open(path, "wb") as f:
             np.save(f, array)
-    atomic_write(path, write)
+    except OSError as error:
+        if error.errno is None and shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < array.nbytes:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from None
+        raise
+
+
+def save_npy(path, array):
+    atomic_write(path, lambda tmp: write_npy(tmp, array))
 
 
 def save_npz(path, arrays):
@@ -206,6 +344,9 @@ def load_image_array(path, size=None):
         images = load_npy_images(path, uint8_only=False)
         if images.dtype != np.uint8:
             images = images.astype(np.float32)
+            if images.size and not (np.isfinite(images).all() and -1 <= images.min() and images.max() <= 1):
+                raise DataError(f"{path} holds {images.dtype} values outside [-1, 1] (or NaN/inf); expected "
+                                "uint8 images, or floats in [-1, 1] or [0, 1]")
             images = to_uint8(images if images.min() < 0 else images * 2 - 1)
     else:
         zip_path, folder, names = find_images(path)
@@ -265,6 +406,15 @@ def load_keras_model(path, what="model"):
     except Exception as error:  # keras raises many types for a file that is not a model
         first_line = (str(error).strip().splitlines() or [""])[0][:160]
         raise DataError(f"{path} is not a Keras model ({type(error).__name__}: {first_line})") from None
+
+
+def load_generator_file(path):
+    """A generator .keras file, checked to map (latent_dim,) noise to (S, S, 3) images."""
+    generator = load_keras_model(path, "generator")
+    if len(generator.input_shape) != 2 or len(generator.output_shape) != 4 or generator.output_shape[-1] != 3:
+        raise DataError(f"{path} is not a generator: it maps {generator.input_shape} to {generator.output_shape}, "
+                        "not noise (latent_dim,) to images (S, S, 3)")
+    return generator
 
 
 def fixed_pipeline_options():

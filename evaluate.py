@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+import cli
 import data_io
 import random_baseline
 import run_state
@@ -193,14 +194,19 @@ def resolve_system(spec, size, train_reference, seed, n):
     if spec == "gaussian":
         return ("random gaussian", random_baseline.make_random_images(n, size, "gaussian", train_reference,
                                                                        seed=seed), None)
-    if os.path.isdir(spec) and os.path.exists(os.path.join(spec, "config.json")):
-        generator = data_io.load_keras_model(os.path.join(spec, "generator.keras"))
-        return os.path.basename(os.path.normpath(spec)), data_io.sample_faces(generator, n, seed), spec
-    name, sep, path = spec.partition(":")
-    if not sep:
-        name, path = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0], spec
-    if path.endswith(".keras"):  # any generator file, e.g. a run's generator_raw.keras (G without EMA)
-        return name, data_io.sample_faces(data_io.load_keras_model(path, "generator"), n, seed), None
+    run = spec if os.path.isdir(spec) and os.path.exists(os.path.join(spec, "config.json")) else None
+    if run:
+        name, path = os.path.basename(os.path.normpath(spec)), os.path.join(spec, "generator.keras")
+    else:
+        name, sep, path = spec.partition(":")
+        if not sep:
+            name, path = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0], spec
+    if path.endswith(".keras"):  # a run's generator, or any generator file, e.g. generator_raw.keras (no EMA)
+        generator = data_io.load_generator_file(path)
+        if generator.output_shape[1:3] != (size, size):
+            raise data_io.DataError(f"{path} makes {generator.output_shape[1]} px images; this evaluation is at "
+                                    f"{size} px")
+        return name, data_io.sample_faces(generator, n, seed), run
     return name, data_io.load_image_array(path, size)[:n], None
 
 
@@ -230,7 +236,11 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
              inception_path=None):
     start = time.time()
     config = run_state.load_config(run_dir)
+    for key in ("image_size", "data"):
+        if key not in config:
+            raise data_io.DataError(f"{os.path.join(run_dir, 'config.json')} has no {key!r}; is it from train.py?")
     size = config["image_size"]
+    out = cli.check_output_folder(out or os.path.join(run_dir, "eval"))  # before minutes of scoring
     real_path = real_path or config.get("holdout")
     if not real_path or not os.path.exists(real_path):
         raise data_io.DataError(f"no held-out images for {run_dir} (looked for {real_path}); pass --real PATH")
@@ -239,8 +249,6 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
         raise data_io.DataError(f"only {len(holdout)} held-out images in {real_path}; need at least 20")
     reference, real_b = split_holdout(holdout, seed)
     train_reference = np.load(config["data"], mmap_mode="r")[:5000]
-    out = out or os.path.join(run_dir, "eval")
-    os.makedirs(out, exist_ok=True)
     discriminator = data_io.load_keras_model(os.path.join(run_dir, "discriminator.keras"))
 
     named_sets = [("real (held out)", real_b)]
@@ -320,15 +328,16 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     return results
 
 
+@cli.main_wrapper
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="run directory made by train.py (its D, holdout and loss files are used)")
     parser.add_argument("systems", nargs="*", default=["random"],
                         help="more systems to compare: random, gaussian, a run directory, or NAME:PATH "
                              "(.npy/folder/zip of samples, or a generator .keras file) (default: random)")
-    parser.add_argument("--n", type=int, default=2000, help="samples per system")
+    parser.add_argument("--n", type=cli.int_in(20), default=2000, help="samples per system")
     parser.add_argument("--real", default=None, help="held-out real images (default: the run's holdout)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for sampling, splits and the judge")
+    parser.add_argument("--seed", type=cli.seed, default=0, help="seed for sampling, splits and the judge")
     parser.add_argument("--out", default=None, help="output folder (default RUN/eval)")
     parser.add_argument("--no-quality", action="store_true",
                         help="skip SWD / MS-SSIM / face rate / FID (faster; D and judge accuracy only)")
@@ -337,12 +346,8 @@ def main(argv=None):
                              "the cached copy, downloaded once when there is internet; skipped, with a note, "
                              "when neither is available)")
     args = parser.parse_args(argv)
-    try:
-        evaluate(args.run, args.systems, args.n, args.seed, args.out, args.real,
-                 quality=not args.no_quality, inception_path=args.inception)
-    except data_io.DataError as error:
-        print(f"evaluate.py: error: {error}", file=sys.stderr)
-        return 2
+    evaluate(args.run, args.systems, args.n, args.seed, args.out, args.real,
+             quality=not args.no_quality, inception_path=args.inception)
     return 0
 
 

@@ -23,6 +23,7 @@ import sys
 import cv2
 import numpy as np
 
+import cli
 import data_io
 import run_state
 from data_io import DataError
@@ -33,14 +34,9 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 # ----- the run and its generator ---------------------------------------------------------------------------
 
 def load_generator(run_dir):
-    """The run's generator.keras, checked to map (latent_dim,) noise to (S, S, 3) images."""
+    """The run's generator.keras, checked to be a generator."""
     run_state.load_config(run_dir)
-    path = os.path.join(run_dir, "generator.keras")
-    generator = data_io.load_keras_model(path, "generator")
-    if len(generator.input_shape) != 2 or len(generator.output_shape) != 4 or generator.output_shape[-1] != 3:
-        raise DataError(f"{path} maps {generator.input_shape} to {generator.output_shape}; expected a generator "
-                        "from noise (latent_dim,) to images (S, S, 3)")
-    return generator
+    return data_io.load_generator_file(os.path.join(run_dir, "generator.keras"))
 
 
 def out_folder(run_dir, out):
@@ -412,19 +408,7 @@ def neighbours(run, n=8, k=5, out=None, seed=0, data=None, scale=2):
 
 # ----- command line ----------------------------------------------------------------------------------------
 
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
+GIF_MS = cli.int_in(10, 655350)  # GIF frame times are stored in 10 ms units, at most 65535 of them
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -436,28 +420,28 @@ def build_parser():
         p.add_argument("run", metavar="RUN_DIR", help="run directory made by train.py")
         p.add_argument("--out", default=None, help="output folder (default RUN_DIR/generated/)")
         if seed:
-            p.add_argument("--seed", type=int, default=0,
+            p.add_argument("--seed", type=cli.seed, default=0,
                            help="seed of the noise z ~ N(0, I): the same seed gives the same faces (default 0)")
-        p.add_argument("--scale", type=positive_float, default=scale,
+        p.add_argument("--scale", type=cli.float_in(0.1, 16), default=scale,
                        help=f"{scale_help} (default {scale:g})")
         return p
 
     p = command("sample", sample, "Generate faces: a grid PNG, one PNG per face, and samples.npy (uint8 "
                 "(N, S, S, 3), for evaluate.py NAME:PATH).",
                 scale_help="enlarge the grid by this factor (the single PNGs stay at native size)")
-    p.add_argument("--n", type=positive_int, default=64, help="how many faces (default 64)")
+    p.add_argument("--n", type=cli.positive_int, default=64, help="how many faces (default 64)")
     p.add_argument("--format", choices=("png", "npy", "grid", "all"), default="all",
                    help="png: one native-size PNG per face; npy: samples.npy; grid: samples_grid.png; "
                         "all: the three (default)")
-    p.add_argument("--columns", type=positive_int, default=8, help="faces per row of the grid (default 8)")
+    p.add_argument("--columns", type=cli.positive_int, default=8, help="faces per row of the grid (default 8)")
 
     p = command("interpolate", interpolate, "Walk between pairs of random z along great circles (slerp): "
                 "a PNG with one walk per row and a GIF with one frame per step.")
-    p.add_argument("--rows", type=positive_int, default=8, help="how many walks (default 8)")
-    p.add_argument("--steps", type=int, default=10, help="faces per walk, both ends included (>= 2; default 10)")
+    p.add_argument("--rows", type=cli.positive_int, default=8, help="how many walks (default 8)")
+    p.add_argument("--steps", type=cli.int_in(2), default=10, help="faces per walk, both ends included (>= 2; default 10)")
     p.add_argument("--linear", action="store_true",
                    help="interpolate along straight lines instead, for comparison with slerp")
-    p.add_argument("--duration", type=positive_int, default=120, help="milliseconds per GIF frame (default 120)")
+    p.add_argument("--duration", type=GIF_MS, default=120, help="milliseconds per GIF frame (default 120)")
     p.add_argument("--no-bounce", dest="bounce", action="store_false",
                    help="play the GIF one way and jump back, instead of forth and back")
 
@@ -465,8 +449,8 @@ def build_parser():
                 "its epoch.", seed=False, scale=0.5,
                 scale_help="resize the epoch grids by this factor (train.py saves them 2x enlarged: 0.5 is "
                            "their native size, and a GIF a quarter of the size)")
-    p.add_argument("--duration", type=positive_int, default=400, help="milliseconds per frame (default 400)")
-    p.add_argument("--hold", type=positive_int, default=2000, help="milliseconds on the last epoch (default 2000)")
+    p.add_argument("--duration", type=GIF_MS, default=400, help="milliseconds per frame (default 400)")
+    p.add_argument("--hold", type=GIF_MS, default=2000, help="milliseconds on the last epoch (default 2000)")
 
     p = command("arithmetic", arithmetic, "Face arithmetic as in fig. 7 of the DCGAN paper. First --pick-sheet "
                 "draws a numbered sheet of faces (and saves their z); then --a/--b/--c with face numbers from it "
@@ -480,38 +464,31 @@ def build_parser():
     p.add_argument("--c", metavar="I,J,K", help="sheet numbers of the concept to add, e.g. 1,2,9 (neutral man)")
     p.add_argument("--names", default="A,B,C", help="labels of the three concepts in the figure, comma-separated "
                                                     "(default A,B,C)")
-    p.add_argument("--sheet-size", type=positive_int, default=100, help="faces on the sheet (default 100)")
+    p.add_argument("--sheet-size", type=cli.positive_int, default=100, help="faces on the sheet (default 100)")
     p.add_argument("--z-file", default=None, help="z to index instead of the sheet's (.npy (N, latent_dim), or "
                                                   ".npz with 'z'; default: the sheet's .npz in --out if it is "
                                                   "there, else the same z drawn again from --seed)")
-    p.add_argument("--noise", type=float, default=0.43,
+    p.add_argument("--noise", type=cli.float_in(0), default=0.43,
                    help="uniform noise +-NOISE added to the result z for the 8 variations (default 0.43: the "
                         "paper's +-0.25 on uniform z, scaled to this N(0, 1) noise)")
 
     p = command("neighbours", neighbours, "Memorisation check: each generated face beside its k nearest training "
                 "images (L2 distance in pixels).")
-    p.add_argument("--n", type=positive_int, default=8, help="how many faces (default 8)")
-    p.add_argument("--k", type=positive_int, default=5, help="neighbours per face (default 5)")
+    p.add_argument("--n", type=cli.positive_int, default=8, help="how many faces (default 8)")
+    p.add_argument("--k", type=cli.positive_int, default=5, help="neighbours per face (default 5)")
     p.add_argument("--data", default=None, help="training images, uint8 (N, S, S, 3) .npy (default: the run's "
                                                 "config.json 'data')")
     return parser
 
 
+@cli.main_wrapper
 def main(argv=None):
     args = vars(build_parser().parse_args(argv))
     function = args.pop("function")
     args.pop("command")
-    try:
-        if function is interpolate and args["steps"] < 2:
-            raise DataError("--steps must be >= 2 (both ends of each walk)")
-        function(**args)
-    except DataError as error:
-        print(f"generate.py: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # an unwritable --out, a full disk, ...
-        print(f"generate.py: error: {getattr(error, 'filename', '') or 'output'}: {error.strerror or error}",
-              file=sys.stderr)
-        return 2
+    run_state.load_config(args["run"])
+    cli.check_output_folder(args["out"] or os.path.join(args["run"], "generated"))  # before generating
+    function(**args)
     return 0
 
 

@@ -8,20 +8,23 @@ Writes <out>_train.npy and <out>_holdout.npy, uint8 (N, S, S, 3) RGB, and <out>.
 import argparse
 import multiprocessing
 import os
+import signal
 import sys
-import tempfile
 import time
 import zipfile
 
 import numpy as np
 from tqdm import tqdm
 
+import cli
 import data_io
 
 _worker = {}  # per-process state: the open zip, so each worker opens it once
 
 
-def _init_worker(zip_path, folder, size, crop):
+def _init_worker(zip_path, folder, size, crop, in_pool=False):
+    if in_pool:  # Ctrl-C reaches the whole process group: the parent alone handles it and ends the pool
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker.update(zip=zipfile.ZipFile(zip_path) if zip_path else None, zip_path=zip_path,
                    folder=folder, size=size, crop=crop)
 
@@ -31,16 +34,23 @@ def _decode_chunk(names):
     images, skipped = [], []
     for name in names:
         try:
-            data = data_io.read_bytes(_worker["zip_path"], _worker["folder"], name, _worker["zip"])
+            data = data_io.read_bytes(_worker["zip_path"], _worker["folder"], name, _worker["zip"],
+                                      limit=data_io.MAX_IMAGE_BYTES)
+        except data_io.ImageTooLarge as error:  # e.g. a decompression bomb in a zip
+            skipped.append((name, f"too large: {error}"))
+            continue
         except (OSError, zipfile.BadZipFile, KeyError) as error:  # e.g. a truncated zip member
             skipped.append((name, f"unreadable: {error}"))
             continue
         if data_io.is_truncated_jpeg(data):
             skipped.append((name, "truncated JPEG (no end-of-image marker)"))
             continue
-        image = data_io.decode_image(data)
+        image, warning = data_io.decode_image_checked(data)
         if image is None:
             skipped.append((name, "not a decodable image"))
+            continue
+        if warning:  # decoded, but from damaged data: a garbled picture
+            skipped.append((name, f"corrupt image data (decoder: {' / '.join(warning.splitlines())})"))
             continue
         if min(image.shape[:2]) < _worker["size"] // 2:  # would be upscaled more than 2x: a blur, not a face
             skipped.append((name, f"too small ({image.shape[1]}x{image.shape[0]} for {_worker['size']} px)"))
@@ -56,12 +66,13 @@ def decode_images(zip_path, folder, names, size, crop, workers, desc="decoding",
     arrays, skipped = [], []
     init_args = (zip_path, folder, size, crop)
     with tqdm(total=len(names), desc=desc, unit="img") as bar:
-        if workers <= 1:
+        if workers <= 1 or len(chunks) <= 1:
             _init_worker(*init_args)
             results = map(_decode_chunk, chunks)
             pool = None
         else:
-            pool = multiprocessing.get_context("fork").Pool(workers, _init_worker, init_args)
+            pool = multiprocessing.get_context("fork").Pool(min(workers, len(chunks)), _init_worker,
+                                                            (*init_args, True))
             results = pool.imap(_decode_chunk, chunks)
         try:
             for chunk_names, (array, chunk_skipped) in zip(chunks, results):
@@ -84,6 +95,12 @@ def split_names(names, limit, holdout, partition=None):
     if partition:
         train = [n for n in names if partition.get(os.path.basename(n)) == 0]
         test = [n for n in names if partition.get(os.path.basename(n)) == 2]
+        if not train:
+            raise data_io.DataError("the partition file has no train-partition (0) entries for these images")
+        if holdout and not test:
+            raise data_io.DataError(f"the partition file has no test-partition (2) entries for these images, "
+                                    f"so no holdout of {holdout}; remove it to hold out the files after the "
+                                    "training subset, or pass --holdout 0")
         return (train[:limit] if limit else train), test[:holdout]
     available = len(names) - holdout
     if available < 1:
@@ -92,22 +109,17 @@ def split_names(names, limit, holdout, partition=None):
     return names[:n_train], names[n_train:n_train + holdout]
 
 
-def check_writable(folder):
-    try:
-        os.makedirs(folder, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as error:
-        raise data_io.DataError(f"cannot write to {folder}: {error.strerror or error}") from None
-
-
 def preprocess(source, out, limit=50000, holdout=2000, size=64, crop="center", workers=None):
     """Run the whole preprocessing; returns the metadata dict written to <out>.json."""
     start = time.time()
+    if not out or out.endswith(os.sep) or os.path.isdir(out):
+        raise data_io.DataError(f"--out {out!r} is a folder; --out is a file prefix such as data/celeba64"
+                                if out else "--out must not be empty; it is a file prefix such as data/celeba64")
     zip_path, folder, names = data_io.find_images(source)
     partition_path = data_io.find_partition_file(source)
     partition = data_io.read_partition_file(partition_path) if partition_path else None
     train_names, holdout_names = split_names(names, limit, holdout, partition)
-    check_writable(os.path.dirname(os.path.abspath(out)))  # fail before minutes of decoding, not after
+    cli.check_output_folder(os.path.dirname(os.path.abspath(out)))  # fail before minutes of decoding, not after
     workers = workers or os.cpu_count() or 1
     print(f"{len(names):,} images found in {source}; using {len(train_names):,} for training and "
           f"{len(holdout_names):,} held out ({'CelebA test partition' if partition else 'next files by name'}); "
@@ -129,19 +141,17 @@ def preprocess(source, out, limit=50000, holdout=2000, size=64, crop="center", w
         "image_size": size,
         "crop": crop,
         "resize": "cv2.INTER_AREA",
-        "train_file": os.path.abspath(out + "_train.npy"),
-        "holdout_file": os.path.abspath(out + "_holdout.npy"),
+        "train_file": os.path.abspath(data_io.dataset_paths(out)["train"]),
+        "holdout_file": os.path.abspath(data_io.dataset_paths(out)["holdout"]),
         "first_train_file": train_names[0], "last_train_file": train_names[-1],
         "skipped": skipped,
         "seconds": round(seconds, 2),
         "images_per_second": round((len(train_names) + len(holdout_names)) / max(seconds, 1e-9), 1),
     }
-    data_io.save_npy(out + "_train.npy", train)
-    data_io.save_npy(out + "_holdout.npy", held)
-    data_io.save_json(out + ".json", meta)
-    return meta
+    return data_io.save_dataset(out, train, held, meta)
 
 
+@cli.main_wrapper
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Prepare CelebA (or any face photos) as uint8 arrays for train.py.",
@@ -152,27 +162,18 @@ def main(argv=None):
     parser.add_argument("--out", default=None,
                         help="output prefix: writes PREFIX_train.npy, PREFIX_holdout.npy and PREFIX.json "
                              "(default: data/celeba<size>)")
-    parser.add_argument("--limit", type=int, default=50000,
+    parser.add_argument("--limit", type=cli.non_negative_int, default=50000,
                         help="number of training images, the first by file name (0 = all)")
-    parser.add_argument("--holdout", type=int, default=2000,
+    parser.add_argument("--holdout", type=cli.non_negative_int, default=2000,
                         help="images kept out of training for evaluation (CelebA's test partition when "
                              "list_eval_partition.txt/.csv sits beside the source)")
     parser.add_argument("--size", type=int, default=64, choices=(32, 64, 128), help="output side in pixels")
     parser.add_argument("--crop", default="center", choices=("center", "tight"),
                         help="center: central square of full width; tight: central 108/178 of the width")
-    parser.add_argument("--workers", type=int, default=0, help="decoding processes (0 = all cores)")
+    parser.add_argument("--workers", type=cli.int_in(0, 256), default=0, help="decoding processes (0 = all cores)")
     args = parser.parse_args(argv)
-    if args.limit < 0 or args.holdout < 0:
-        parser.error("--limit and --holdout must be >= 0")
-    out = args.out or os.path.join("data", f"celeba{args.size}")
-    try:
-        meta = preprocess(args.source, out, args.limit, args.holdout, args.size, args.crop, args.workers or None)
-    except data_io.DataError as error:
-        print(f"preprocess.py: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # unwritable output folder, disk full, ...
-        print(f"preprocess.py: error: cannot write {out}_*: {error.strerror or error}", file=sys.stderr)
-        return 2
+    out = os.path.join("data", f"celeba{args.size}") if args.out is None else args.out
+    meta = preprocess(args.source, out, args.limit, args.holdout, args.size, args.crop, args.workers or None)
     print(f"wrote {meta['train_file']} ({meta['train_count']:,} images), {meta['holdout_file']} "
           f"({meta['holdout_count']:,}), {out}.json; {meta['seconds']} s, {meta['images_per_second']:,} images/s")
     if meta["skipped"]:

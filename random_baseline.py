@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 
+import cli
 import data_io
 
 
@@ -30,15 +31,16 @@ def make_random_images(n, size=64, kind="uniform", reference=None, seed=0):
     raise ValueError(f"unknown kind {kind!r}: use 'uniform' or 'gaussian'")
 
 
+@cli.main_wrapper
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kind", default="uniform", choices=("uniform", "gaussian"),
                         help="uniform pixels, or Gaussian pixels matched to --data's per-channel mean/std")
-    parser.add_argument("--n", type=int, default=2000, help="number of images")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--n", type=cli.positive_int, default=2000, help="number of images")
+    parser.add_argument("--size", type=cli.int_in(8, 1024), default=64, help="image side in pixels")
     parser.add_argument("--data", default=os.path.join("data", "celeba64_train.npy"),
                         help="reference images for --kind gaussian")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=cli.seed, default=0, help="random seed")
     parser.add_argument("--out", default=None, help="output folder (default outputs/random_<kind>)")
     args = parser.parse_args(argv)
     reference = None
@@ -46,11 +48,12 @@ def main(argv=None):
         try:
             reference = data_io.load_image_array(args.data, args.size)
         except data_io.DataError as error:
-            print(f"random_baseline.py: error: {error} (prepare data with preprocess.py or pass --data)",
-                  file=sys.stderr)
-            return 2
-    images = make_random_images(args.n, args.size, args.kind, reference, args.seed)
+            raise data_io.DataError(f"{error} (prepare data with preprocess.py or pass --data)") from None
+        if len(reference) == 0:
+            raise data_io.DataError(f"{args.data} holds no images to take the mean and std of")
     out = args.out or os.path.join("outputs", f"random_{args.kind}")
+    cli.check_output_folder(out)
+    images = make_random_images(args.n, args.size, args.kind, reference, args.seed)
     data_io.save_npy(os.path.join(out, "samples.npy"), images)
     data_io.save_grid(os.path.join(out, "grid.png"), images[:64], scale=2)
     print(f"wrote {out}/samples.npy ({len(images)} images) and {out}/grid.png")

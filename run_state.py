@@ -35,6 +35,8 @@ def load_config(run_dir, defaults=None):
             config = json.load(f)
     except (ValueError, OSError) as error:
         raise data_io.DataError(f"cannot read {path}: {error}") from None
+    if not isinstance(config, dict):
+        raise data_io.DataError(f"cannot read {path}: it holds a JSON {type(config).__name__}, not an object")
     if defaults is not None:
         config = {**defaults, **{k: v for k, v in LEGACY_DEFAULTS.items() if k in defaults}, **config}
     return config

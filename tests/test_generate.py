@@ -172,7 +172,6 @@ def test_clear_one_line_errors_with_exit_code_2(run, tmp_path, capsys):
 
     assert generate.main(["neighbours", run, "--data", str(tmp_path / "nothing.npy")]) == 2
     assert "no training data" in capsys.readouterr().err
-    assert generate.main(["interpolate", run, "--steps", "1"]) == 2
     with pytest.raises(SystemExit) as exit_info:  # argparse's own errors also exit with 2
         generate.main(["sample", run, "--n", "0"])
     assert exit_info.value.code == 2

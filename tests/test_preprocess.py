@@ -1,13 +1,20 @@
+import errno
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 
 import cv2
 import numpy as np
 import pytest
 
+import data_io
 import preprocess
-from conftest import jpeg_bytes
+from conftest import ROOT, jpeg_bytes
 
 
 def _names(n):
@@ -142,3 +149,145 @@ def test_real_celeba_zip(tmp_path, celeba_zip):
     top = (raw.shape[0] - raw.shape[1]) // 2
     expected = cv2.resize(raw[top:top + raw.shape[1]], (64, 64), interpolation=cv2.INTER_AREA)[..., ::-1]
     assert np.array_equal(first, expected)
+
+
+# ----- the three files as one set ---------------------------------------------------------------------------
+
+def _folder(tmp_path, rng, n=8):
+    folder = tmp_path / "faces"
+    folder.mkdir(exist_ok=True)
+    for name in _names(n):
+        (folder / name).write_bytes(jpeg_bytes(seed=int(rng.integers(1 << 30))))
+    return folder
+
+
+def _snapshot(out):
+    return {path: open(path, "rb").read() for path in data_io.dataset_paths(out).values()}
+
+
+@pytest.mark.parametrize("failure, code", [
+    (lambda: OSError(errno.ENOSPC, "No space left on device"), 2),
+    (lambda: OSError("98304 requested and 73600 written"), 2),  # how numpy reports a full disk
+    (KeyboardInterrupt, 130)])
+def test_a_failed_write_keeps_the_previous_set_whole(tmp_path, rng, capsys, monkeypatch, failure, code):
+    folder = _folder(tmp_path, rng)
+    assert _run(tmp_path, folder, "--holdout", "2", "--limit", "4")[0] == 0
+    out = str(tmp_path / "out" / "faces")
+    before = _snapshot(out)
+    real_save, calls = np.save, []
+
+    def fails_on_the_holdout(f, array, *args, **kwargs):
+        calls.append(1)
+        real_save(f, array[:1], *args, **kwargs)  # part of it gets written, then it fails
+        if len(calls) == 2:
+            raise failure()
+    monkeypatch.setattr(np, "save", fails_on_the_holdout)
+    monkeypatch.setattr(data_io.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 20, 10 << 20, 0))
+    assert _run(tmp_path, folder, "--holdout", "1", "--limit", "6")[0] == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ("disk full" in err if code == 2 else "interrupted" in err)
+    assert _snapshot(out) == before  # the old train, holdout and JSON, untouched and still a matching set
+    assert sorted(os.listdir(tmp_path / "out")) == ["faces.json", "faces_holdout.npy", "faces_train.npy"]
+
+
+def test_json_describes_the_arrays_and_verify_dataset_catches_a_foreign_array(tmp_path, rng):
+    code, out = _run(tmp_path, _folder(tmp_path, rng), "--holdout", "2")
+    assert code == 0
+    record = data_io.verify_dataset(out + "_train.npy")
+    assert record["shape"] == [6, 64, 64, 3] and record["fingerprint"].startswith("sha1:")
+    assert data_io.verify_dataset(out + "_holdout.npy")["shape"] == [2, 64, 64, 3]
+    train = np.load(out + "_train.npy")
+    train[3, 10, 10, 0] ^= 1  # one changed pixel is another dataset
+    np.save(out + "_train.npy", train)
+    with pytest.raises(data_io.DataError, match="is not the array .*faces.json describes"):
+        data_io.verify_dataset(out + "_train.npy")
+    assert data_io.verify_dataset(str(tmp_path / "made_by_hand.npy")) is None
+
+
+def test_fingerprint_reads_memory_maps_in_chunks_and_sees_every_pixel(tmp_path, rng):
+    images = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", images)
+    mapped = np.load(tmp_path / "a.npy", mmap_mode="r")
+    assert data_io.array_fingerprint(mapped, chunk_bytes=100) == data_io.array_fingerprint(images)
+    changed = images.copy()
+    changed[-1, -1, -1, -1] ^= 1
+    assert data_io.array_fingerprint(changed) != data_io.array_fingerprint(images)
+    assert data_io.array_fingerprint(images.reshape(10, 4, 8, 3)) != data_io.array_fingerprint(images)
+
+
+# ----- damaged, hostile and degenerate inputs ---------------------------------------------------------------
+
+def _smooth_jpeg(w=89, h=109):
+    y, x = np.mgrid[0:h, 0:w]
+    return cv2.imencode(".jpg", np.stack([x * 2, y * 2, x + y], -1).astype(np.uint8))[1].tobytes()
+
+
+def test_jpeg_with_bytes_overwritten_mid_stream_is_skipped_and_counted(tmp_path, rng, capsys):
+    folder = _folder(tmp_path, rng, 6)
+    data = bytearray(_smooth_jpeg())
+    middle = (data.index(b"\xff\xda") + len(data)) // 2
+    data[middle:middle + 50] = bytes(50)  # start and end markers intact
+    (folder / "000003.jpg").write_bytes(bytes(data))
+    code, out = _run(tmp_path, folder, "--holdout", "1")
+    assert code == 0
+    meta = _check_outputs(out, 4, 1)
+    assert [s["file"] for s in meta["skipped"]] == ["000003.jpg"]
+    assert "Corrupt JPEG data" in meta["skipped"][0]["reason"]
+    assert "skipped 1 file(s)" in capsys.readouterr().out
+
+
+def test_zip_member_over_the_size_limit_is_skipped_without_being_read(tmp_path, rng, monkeypatch):
+    source = tmp_path / "faces.zip"
+    with zipfile.ZipFile(source, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in _names(4):
+            archive.writestr(name, jpeg_bytes(seed=int(rng.integers(1 << 30))))
+        archive.writestr("000000.jpg", jpeg_bytes(seed=int(rng.integers(1 << 30))) + bytes(data_io.MAX_IMAGE_BYTES))  # compresses to little
+    assert source.stat().st_size < 1 << 20
+    reads = []
+    real_read = zipfile.ZipExtFile.read
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", lambda self, n=-1: reads.append(n) or real_read(self, n))
+    code, out = preprocess.main(["--source", str(source), "--out", str(tmp_path / "out" / "x"), "--holdout", "1",
+                                 "--workers", "1"]), str(tmp_path / "out" / "x")
+    assert code == 0
+    meta = _check_outputs(out, 3, 1)
+    assert [s["file"] for s in meta["skipped"]] == ["000000.jpg"] and "limit" in meta["skipped"][0]["reason"]
+    assert len(reads) == 4 and all(0 < n <= data_io.MAX_IMAGE_BYTES + 1 for n in reads)  # bounded reads only
+
+
+def test_partition_file_without_test_entries_is_refused(tmp_path, rng, capsys):
+    folder = _folder(tmp_path, rng, 6)
+    (folder / "list_eval_partition.txt").write_text("".join(f"{n} 0\n" for n in _names(6)))
+    code, _ = _run(tmp_path, folder, "--holdout", "2")
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "no test-partition (2) entries" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+@pytest.mark.parametrize("out, message", [("", "--out must not be empty"),
+                                          ("{tmp}/dir/", "is a folder; --out is a file prefix")])
+def test_out_that_is_no_prefix_is_refused(tmp_path, rng, capsys, out, message):
+    (tmp_path / "dir").mkdir()
+    code = preprocess.main(["--source", str(_folder(tmp_path, rng)), "--out", out.format(tmp=tmp_path)])
+    assert code == 2 and message in capsys.readouterr().err
+    assert os.listdir(tmp_path / "dir") == []
+
+
+def test_ctrl_c_while_decoding_exits_130_with_no_traceback_and_no_files(tmp_path):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    big = _smooth_jpeg(1200, 1500)
+    for name in _names(400):
+        (folder / name).write_bytes(big)
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "preprocess.py"), "--source", str(folder),
+                                "--out", str(tmp_path / "out" / "x"), "--holdout", "10", "--workers", "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    seen = b""
+    while b"train:" not in seen and process.poll() is None:
+        seen += process.stderr.read1(100)
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group, workers too
+    _, err = process.communicate(timeout=60)
+    err = (seen + err).decode()
+    assert process.returncode == 130 and "Traceback" not in err and "interrupted" in err
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []

@@ -1,0 +1,130 @@
+"""What every script's command line shares: one-line errors with exit codes, numeric flags checked when they
+are parsed, and output locations checked before any work starts.
+
+    @cli.main_wrapper
+    def main(argv=None):
+        parser.add_argument("--n", type=cli.positive_int)
+        ...
+        cli.check_output_folder(out)
+"""
+import argparse
+import errno
+import functools
+import math
+import os
+import sys
+import tempfile
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+class UserError(Exception):
+    """A mistake the user can fix (a bad path, flag or file): reported as one line, exit code 2."""
+
+
+def describe_os_error(error):
+    """An OSError as one line that names its cause and the file involved."""
+    where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENOSPC:
+        return f"disk full: {where}{reason}"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied: {where}{reason}"
+    if error.errno == errno.ENOENT:
+        return f"no such file or folder: {where}{reason}"
+    return f"{where}{reason}"
+
+
+def main_wrapper(main):
+    """Decorate a script's main(argv) so that expected failures end it with one line on stderr and no
+    traceback: UserError (and data_io.DataError) and OSError exit 2, MemoryError exits 2 with a hint,
+    Ctrl-C exits 130. argparse's own errors already exit 2 with a usage line."""
+    @functools.wraps(main)
+    def wrapped(argv=None):
+        prog = (main.__module__ if main.__module__ != "__main__" else os.path.basename(sys.argv[0])[:-3]) + ".py"
+        try:
+            return main(argv)
+        except UserError as error:
+            message = str(error)
+        except OSError as error:
+            message = describe_os_error(error)
+        except MemoryError:
+            message = "out of memory: ask for fewer or smaller images"
+        except KeyboardInterrupt:
+            print(f"\n{prog}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return wrapped
+
+
+# ----- numbers for argparse: type=cli.positive_int etc. -------------------------------------------------------
+
+def _number(text, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def int_in(low, high=None):
+    """An argparse type: an integer with low <= value (<= high when given)."""
+    def parse(text):
+        value = _number(text, int)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {_range_text(low, high)}, got {value}")
+        return value
+    parse.__name__ = "integer"  # argparse names the type in its messages
+    return parse
+
+
+def float_in(low, high=None, low_inclusive=True):
+    """An argparse type: a finite float above low (or equal, when low_inclusive) and at most high."""
+    def parse(text):
+        value = _number(text, float)
+        if value < low or (value == low and not low_inclusive) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {_range_text(low, high, low_inclusive)}, got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def _range_text(low, high, low_inclusive=True):
+    if high is None:
+        return f"{'>=' if low_inclusive else '>'} {low}"
+    return f"between {low} and {high}" if low_inclusive else f"> {low} and <= {high}"
+
+
+positive_int = int_in(1)
+non_negative_int = int_in(0)
+positive_float = float_in(0, low_inclusive=False)
+seed = int_in(0, 2**32 - 1)  # numpy's and Keras' seeding both take 0..2**32-1
+
+
+# ----- outputs ------------------------------------------------------------------------------------------------
+
+def check_output_folder(folder):
+    """Make `folder` (and its parents) if needed and prove that a file can be created in it, before any work
+    starts. Raises UserError in one line; the folders it made are removed again when the check fails."""
+    folder = os.path.abspath(folder or ".")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"cannot write to {folder}: it is a file, not a folder")
+    created, path = [], folder
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        created.append(path)
+        path = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        for path in created:  # deepest first; only the empty folders this check made
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
+        raise UserError(f"cannot write to {folder}: {error.strerror or error}") from None
+    return folder

@@ -1,0 +1,145 @@
+"""Every script: wrong flags are refused when parsed, expected failures are one line on stderr with exit code
+2 (130 for Ctrl-C), and an unusable output location is refused before any work."""
+import errno
+import json
+import os
+
+import numpy as np
+import pytest
+
+import cli
+import evaluate
+import generate
+import models
+import preprocess
+import random_baseline
+
+LATENT, SIZE = 8, 32
+
+
+def _one_line(err):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("main, argv, message", [
+    (random_baseline.main, ["--n", "-1"], "--n: must be >= 1, got -1"),
+    (random_baseline.main, ["--n", "0"], "--n: must be >= 1, got 0"),
+    (random_baseline.main, ["--size", "0"], "--size: must be between 8 and 1024, got 0"),
+    (random_baseline.main, ["--seed", "-3"], "--seed: must be between 0 and 4294967295, got -3"),
+    (preprocess.main, ["--source", "x", "--workers", "-1"], "--workers: must be between 0 and 256, got -1"),
+    (preprocess.main, ["--source", "x", "--limit", "ten"], "--limit: 'ten' is not an integer"),
+    (evaluate.main, ["run", "--n", "0"], "--n: must be >= 20, got 0"),
+    (generate.main, ["sample", "run", "--scale", "0.01"], "--scale: must be between 0.1 and 16, got 0.01"),
+    (generate.main, ["arithmetic", "run", "--noise", "nan"], "--noise: must be a finite number, got 'nan'"),
+    (generate.main, ["interpolate", "run", "--steps", "1"], "--steps: must be >= 2, got 1"),
+])
+def test_bad_numbers_are_refused_when_parsed(main, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("error, message, code", [
+    (cli.UserError("no such run"), "error: no such run", 2),
+    (OSError(errno.ENOSPC, "No space left on device", "/data/x.npy"), "error: disk full: /data/x.npy:", 2),
+    (PermissionError(errno.EACCES, "Permission denied", "/data"), "error: permission denied: /data:", 2),
+    (KeyboardInterrupt(), "interrupted", 130),
+])
+def test_main_wrapper_turns_expected_failures_into_one_line(error, message, code, capsys):
+    @cli.main_wrapper
+    def main(argv=None):
+        raise error
+    assert main([]) == code
+    assert message in _one_line(capsys.readouterr().err)
+
+
+def test_output_check_makes_folders_and_leaves_none_when_it_fails(tmp_path):
+    assert cli.check_output_folder(str(tmp_path / "a" / "b")) == str(tmp_path / "a" / "b")
+    assert (tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("in the way")
+    with pytest.raises(cli.UserError, match="cannot write to"):
+        cli.check_output_folder(str(tmp_path / "file" / "sub"))
+    with pytest.raises(cli.UserError, match="a file, not a folder"):
+        cli.check_output_folder(str(tmp_path / "file"))
+
+
+def test_baseline_with_unwritable_out_is_one_line_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "file").write_text("in the way")
+    assert random_baseline.main(["--n", "4", "--out", str(tmp_path / "file" / "rb")]) == 2
+    assert "cannot write to" in _one_line(capsys.readouterr().err)
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_gaussian_baseline_refuses_an_empty_reference(tmp_path, capsys):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 32, 32, 3), np.uint8))
+    code = random_baseline.main(["--kind", "gaussian", "--data", str(tmp_path / "empty.npy"), "--size", "32",
+                                 "--out", str(tmp_path / "rb")])
+    assert code == 2 and "no images" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "rb").exists()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run directory as train.py leaves it, made by hand: 32 px, 8-d noise, width-8 G and D."""
+    run = tmp_path_factory.mktemp("run")
+    models.build_generator(latent_dim=LATENT, image_size=SIZE, width=8).save(run / "generator.keras")
+    models.build_discriminator(image_size=SIZE, width=8).save(run / "discriminator.keras")
+    faces = np.random.default_rng(0).integers(0, 256, (40, SIZE, SIZE, 3), dtype=np.uint8)
+    np.save(run / "train.npy", faces)
+    np.save(run / "holdout.npy", faces)
+    np.save(run / "d_losses.npy", np.ones(1, np.float32))
+    np.save(run / "g_losses.npy", np.ones(1, np.float32))
+    (run / "config.json").write_text(json.dumps({"latent_dim": LATENT, "image_size": SIZE, "epochs": 1,
+                                                  "data": str(run / "train.npy"),
+                                                  "holdout": str(run / "holdout.npy")}))
+    return run
+
+
+def test_evaluate_with_a_damaged_config_is_one_line(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"image_size": 32, "da')
+    assert evaluate.main([str(tmp_path), "--no-quality"]) == 2
+    assert "cannot read" in _one_line(capsys.readouterr().err)
+
+
+def test_evaluate_refuses_a_discriminator_given_as_a_generator(run, tmp_path, capsys):
+    code = evaluate.main([str(run), f"d:{run / 'discriminator.keras'}", "--n", "20", "--no-quality",
+                          "--out", str(tmp_path / "eval")])
+    assert code == 2 and "not a generator" in _one_line(capsys.readouterr().err)
+
+
+def test_evaluate_checks_its_output_folder_before_scoring(run, tmp_path, capsys, monkeypatch):
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored before checking the output folder")
+    monkeypatch.setattr(evaluate, "judge_accuracy", no_scoring)
+    monkeypatch.setattr(evaluate, "resolve_system", no_scoring)
+    (tmp_path / "file").write_text("in the way")
+    assert evaluate.main([str(run), "--out", str(tmp_path / "file"), "--no-quality"]) == 2
+    assert "cannot write to" in _one_line(capsys.readouterr().err)
+
+
+def test_generate_checks_its_output_folder_before_generating(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(generate, "generate", lambda *a, **k: pytest.fail("generated before checking --out"))
+    (tmp_path / "file").write_text("in the way")
+    assert generate.main(["sample", str(run), "--out", str(tmp_path / "file" / "x")]) == 2
+    assert "cannot write to" in _one_line(capsys.readouterr().err)
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+@pytest.mark.parametrize("command", [["sample", "--n", "4"], ["interpolate", "--rows", "2", "--steps", "3"],
+                                     ["progress"], ["arithmetic", "--pick-sheet", "--sheet-size", "4"],
+                                     ["neighbours", "--n", "2", "--k", "2"]])
+def test_generate_at_the_smallest_scale_writes_pictures(run, tmp_path, command):
+    (run / "samples").mkdir(exist_ok=True)
+    generate.data_io.save_png(str(run / "samples" / "epoch_001.png"), np.zeros((70, 70, 3), np.uint8))
+    assert generate.main([command[0], str(run), *command[1:], "--scale", "0.1", "--out", str(tmp_path)]) == 0
+    assert os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("values", [np.full((4, 8, 8, 3), np.nan, np.float32), np.full((4, 8, 8, 3), 200.0)])
+def test_a_float_image_array_outside_the_unit_range_is_refused(tmp_path, values):
+    np.save(tmp_path / "x.npy", values)
+    with pytest.raises(cli.UserError, match="outside"):
+        generate.data_io.load_image_array(str(tmp_path / "x.npy"))
