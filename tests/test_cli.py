@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import cli
+import data_io
 import evaluate
 import generate
 import models
@@ -121,7 +122,7 @@ def test_evaluate_checks_its_output_folder_before_scoring(run, tmp_path, capsys,
 
 
 def test_generate_checks_its_output_folder_before_generating(run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(generate, "generate", lambda *a, **k: pytest.fail("generated before checking --out"))
+    monkeypatch.setattr(data_io, "generate_images", lambda *a, **k: pytest.fail("generated before checking --out"))
     (tmp_path / "file").write_text("in the way")
     assert generate.main(["sample", str(run), "--out", str(tmp_path / "file" / "x")]) == 2
     assert "cannot write to" in _one_line(capsys.readouterr().err)
