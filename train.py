@@ -119,6 +119,9 @@ def add_run_flags(p):
     p.add_argument("--seed", type=int, default=gan_step.PAPER["seed"], help="seed for weights, noise and data order")
     p.add_argument("--sample-every", type=int, default=1, help="save a fixed-noise sample grid every N epochs")
     p.add_argument("--n-samples", type=int, default=64, help="faces in each fixed-noise grid (8 per row)")
+    p.add_argument("--snapshot-every", type=int, default=5, metavar="N",
+                   help="keep the sampled generator of every Nth epoch as snapshots/generator_epoch_NNN.keras, "
+                        "for evaluate.py --curve (quality against training length); 0 = never")
     p.add_argument("--out", default="outputs", help="folder that holds the run directories")
     p.add_argument("--name", default=None, help="run directory name (default: <time>_<dataset>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
@@ -456,6 +459,9 @@ def save_epoch_outputs(run_dir, config, epoch, nets, fixed_noise):
         data_io.save_png(os.path.join(run_dir, "samples", f"epoch_{epoch:03d}.png"), grid, scale=2)
     run_state.save_model(os.path.join(run_dir, "generator.keras"), sampler)
     run_state.save_model(os.path.join(run_dir, "discriminator.keras"), nets["discriminator"])
+    if config["snapshot_every"] and epoch % config["snapshot_every"] == 0:
+        os.makedirs(os.path.join(run_dir, "snapshots"), exist_ok=True)
+        run_state.save_model(os.path.join(run_dir, "snapshots", f"generator_epoch_{epoch:03d}.keras"), sampler)
     return grid
 
 
