@@ -40,7 +40,7 @@ WEIGHTS_FILE = "fid_inception_default_1.npz"
 WEIGHTS_SHA256 = "2ba66bbef1b56d8e4988f40d2b2715d73f1f5b776fa80e5fe1ffa99fd34ad33e"
 CACHE_ENV = "FACEGAN_CACHE"
 INPUT_SIZE = 299
-RESIZE = ("bilinear 64->299 as TF1 resize_bilinear (align_corners=False, half_pixel_centers=False, "
+RESIZE = ("bilinearly to 299x299 as TF1 resize_bilinear (align_corners=False, half_pixel_centers=False, "
           "no antialias), the 2015 graph's own resize")
 CONVERT_COMMAND = "python inception.py"
 
