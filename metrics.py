@@ -9,7 +9,8 @@ calls give identical results.
   ms_ssim_diversity    mean MS-SSIM of random pairs within one set (Odena et al. 2017).
   frechet_distance     FID from feature statistics (Heusel et al. 2017, TTUR).
   kid                  kernel inception distance (Binkowski et al. 2018).
-  load_inception       the 2015 Inception graph used by TTUR / pytorch-fid.
+  load_inception       the 2015 Inception graph used by TTUR / pytorch-fid (downloaded);
+                       inception.load_fid_inception is its Keras port (no download).
   inception_features   2048-d pool_3 features of that graph.
   fid_kid              FID and KID of two image sets in one call.
   face_detection_rate  fraction of images where OpenCV's Haar cascade finds a face.
@@ -26,7 +27,6 @@ import urllib.request
 
 import cv2
 import numpy as np
-import scipy.linalg
 import scipy.ndimage
 import tensorflow as tf
 
@@ -224,28 +224,24 @@ def feature_statistics(features):
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+def frechet_distance(mu1, sigma1, mu2, sigma2):
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
-    d^2 = ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2)),
-    computed as in TTUR / pytorch-fid: if sqrtm of the product is not finite
-    (near-singular covariances) retry with eps added to the diagonals; a
-    small imaginary part from round-off is dropped, a large one raises.
+    d^2 = ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2)), as TTUR / pytorch-fid define it.
+    Tr sqrt(sigma1 sigma2) is the sum of the square roots of the eigenvalues of
+    sigma1^1/2 sigma2 sigma1^1/2 (same spectrum, symmetric), from two symmetric eigen-decompositions:
+    several times faster than scipy's sqrtm on 2048 x 2048, and exact for the rank-deficient
+    covariances of fewer images than dimensions, where sqrtm warns (round-off eigenvalues below 0 are 0).
     """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError("mean vectors and covariances must have matching shapes")
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(len(sigma1)) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"sqrtm has a large imaginary component {np.max(np.abs(covmean.imag))}")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    eigenvalues, eigenvectors = np.linalg.eigh(sigma1)
+    root1 = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
+    trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ sigma2 @ root1), 0, None)).sum()
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_covmean)
 
 
 def _polynomial_kernel(x, y):
@@ -407,13 +403,14 @@ def inception_features(images, graph, batch_size=50):
 
     The images are fed as 0-255 floats to the graph's ExpandDims:0 input; the
     graph itself resizes them bilinearly to 299x299 (its ResizeBilinear node)
-    and scales them to [-1, 1], exactly as in TTUR's fid.py.
+    and scales them to [-1, 1], exactly as in TTUR's fid.py. `graph` may also be
+    inception.load_fid_inception()'s Keras port, which does the same.
     """
     images = _check_images(images)
     features = []
     for start in range(0, len(images), batch_size):
         batch = tf.constant(images[start:start + batch_size], tf.float32)
-        features.append(graph(batch).numpy().reshape(len(batch), -1))
+        features.append(np.asarray(graph(batch)).reshape(len(batch), -1))
     return np.concatenate(features).astype(np.float64)
 
 

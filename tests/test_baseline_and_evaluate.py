@@ -74,16 +74,35 @@ def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "not a run directory" in capsys.readouterr().err
 
 
-def test_evaluate_quality_metrics_and_offline_fid_note(tiny_run, monkeypatch):
+def test_evaluate_quality_metrics_and_offline_fid_note(tiny_run, monkeypatch, tmp_path):
+    import inception
     import metrics
 
     def offline(*args, **kwargs):
         raise metrics._unavailable("no internet")
     monkeypatch.setattr(metrics, "load_inception", offline)
+    monkeypatch.setenv(inception.CACHE_ENV, str(tmp_path / "empty-cache"))
     results = evaluate.evaluate(str(tiny_run), ["random"], n=32)
     rows = {row["system"]: row for row in results["systems"]}
     assert rows["random uniform"]["swd_avg"] > 1.5 * rows["real (held out)"]["swd_avg"]  # only 16 vs 16 here
     assert rows["random uniform"]["face_rate"] == 0.0
-    assert results["fid_kid"].startswith("skipped: Inception graph unavailable (no internet); FID/KID were skipped")
+    assert results["fid_kid"].startswith("skipped: FID Inception weights not found")
     report = (tiny_run / "eval" / "report.md").read_text()
-    assert "FID/KID skipped" in report and "--inception" in report
+    assert "FID/KID skipped" in report and "`python inception.py`" in report and "--inception" in report
+
+
+def test_evaluate_reports_fid_at_one_n_with_the_real_floor_and_the_resize(tiny_run, monkeypatch):
+    def colour_layout_features(images):  # a stand-in FID network: 4x4 mean colours, 48-d
+        images = np.asarray(images)
+        n, size = len(images), images.shape[1]
+        return images.reshape(n, 4, size // 4, 4, size // 4, 3).mean(axis=(2, 4)).reshape(n, -1) / 255
+    monkeypatch.setattr(evaluate, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
+    results = evaluate.evaluate(str(tiny_run), ["random"], n=40)
+    rows = {row["system"]: row for row in results["systems"]}
+    assert results["fid_n"] == 16  # the real half B has 16 images: every FID is at that n
+    assert all(row["fid_n"] == 16 for row in results["systems"])
+    assert rows["random uniform"]["fid"] > 2 * rows["real (held out)"]["fid"]
+    assert rows["random uniform"]["kid"] > 2 * abs(rows["real (held out)"]["kid"])
+    report = (tiny_run / "eval" / "report.md").read_text()
+    assert "fid_n = 16" in report and "real-vs-real floor at the same n = 16" in report
+    assert "half_pixel_centers=False" in report and "| fid_n | fid | kid |" in report
