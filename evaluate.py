@@ -2,20 +2,24 @@
 
     python evaluate.py outputs/<run>                              # the run vs random noise
     python evaluate.py outputs/<run> random gaussian hypergan:hg_samples.npy other:faces.zip
+    python evaluate.py outputs/<run> --curve --n 1000             # FID/SWD of each snapshot vs images seen
 
 Each system after the first run directory is `random` (uniform noise), `gaussian` (noise matched to the
 data's colour statistics), another run directory, or NAME:PATH for samples from any other GAN
 (a .npy of uint8 (N, S, S, 3), a folder or a zip of images, or a generator .keras file). Every system
 is scored against the same held-out reals (half A of the holdout); half B of the holdout is always a row
 ("real"), so each metric's floor is on the table. Writes to <first run>/eval/ (or --out): report.md,
-metrics.json, losses.png, comparison.png.
+metrics.json, losses.png, comparison.png. With --curve: the generator snapshots train.py keeps
+(--snapshot-every) scored one by one against images seen, in curve.md, curve.json and curve.png.
 """
 import argparse
 import os
+import re
 import sys
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 import cli
 import data_io
@@ -25,6 +29,17 @@ import run_state
 
 
 # ----- inputs --------------------------------------------------------------------------------------------
+
+def load_holdout(run_dir, config, real_path=None):
+    """(path, uint8 images): --real, else the run's held-out reals."""
+    real_path = real_path or config.get("holdout")
+    if not real_path or not os.path.exists(real_path):
+        raise data_io.DataError(f"no held-out images for {run_dir} (looked for {real_path}); pass --real PATH")
+    holdout = data_io.load_image_array(real_path, config["image_size"])
+    if len(holdout) < 20:
+        raise data_io.DataError(f"only {len(holdout)} held-out images in {real_path}; need at least 20")
+    return real_path, holdout
+
 
 def split_holdout(holdout, seed=0):
     """(reference, real_b): a seeded half of the held-out reals to score every system against, and the other
@@ -281,12 +296,7 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
             raise data_io.DataError(f"{os.path.join(run_dir, 'config.json')} has no {key!r}; is it from train.py?")
     size = config["image_size"]
     out = cli.check_output_folder(out or os.path.join(run_dir, "eval"))  # before minutes of scoring
-    real_path = real_path or config.get("holdout")
-    if not real_path or not os.path.exists(real_path):
-        raise data_io.DataError(f"no held-out images for {run_dir} (looked for {real_path}); pass --real PATH")
-    holdout = data_io.load_image_array(real_path, size)
-    if len(holdout) < 20:
-        raise data_io.DataError(f"only {len(holdout)} held-out images in {real_path}; need at least 20")
+    real_path, holdout = load_holdout(run_dir, config, real_path)
     reference, real_b = split_holdout(holdout, seed)
     train_reference = np.load(config["data"], mmap_mode="r")[:5000]
     discriminator = data_io.load_keras_model(os.path.join(run_dir, "discriminator.keras"))
@@ -375,6 +385,86 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     return results
 
 
+# ----- quality against training length -----------------------------------------------------------------
+
+def snapshot_paths(run_dir):
+    """[(epoch, path)] of the generator snapshots train.py --snapshot-every kept, oldest first."""
+    folder = os.path.join(run_dir, "snapshots")
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    matches = [(re.fullmatch(r"generator_epoch_(\d+)\.keras", name), name) for name in names]
+    return [(int(match.group(1)), os.path.join(folder, name)) for match, name in matches if match]
+
+
+def curve(run_dir, n=1000, seed=0, out=None, real_path=None, inception_path=None):
+    """FID, KID, SWD and MS-SSIM diversity of every generator snapshot of a run, against images seen, with the
+    real-vs-real floor at the same n: curve.json, curve.md and curve.png in `out` (default RUN/eval)."""
+    import metrics
+    start = time.time()
+    config = run_state.load_config(run_dir)
+    out = cli.check_output_folder(out or os.path.join(run_dir, "eval"))
+    snapshots = snapshot_paths(run_dir)
+    if not snapshots:
+        raise data_io.DataError(f"{run_dir} has no generator snapshots (snapshots/generator_epoch_NNN.keras); "
+                                "train with --snapshot-every N")
+    real_path, holdout = load_holdout(run_dir, config, real_path)
+    reference, real_b = split_holdout(holdout, seed)
+    n = min(n, len(real_b))  # the floor is measured at the same n as every point
+    engines, fid_note = load_fid_engines(inception_path)
+    network = engines[0][1] if engines else None
+    reference_features = metrics.inception_features(reference, network) if network else None
+
+    def scores(images):
+        row = {"n": int(len(images)), **metrics.sliced_wasserstein(reference, images, seed=seed),
+               "ms_ssim_diversity": float(metrics.ms_ssim_diversity(images, seed=seed))}
+        if network:
+            row.update(metrics.fid_kid_from_features(reference_features, metrics.inception_features(images, network),
+                                                     kid_subset_size=min(1000, len(images)), seed=seed))
+        return row
+
+    images_per_epoch = config["steps_per_epoch"] * config["batch_size"]
+    floor = scores(real_b[:n])
+    print(f"real vs real at n={n}: SWD {floor['swd_avg']:.1f}" + (f", FID {floor['fid']:.2f}" if network else ""))
+    points = []
+    for epoch, path in tqdm(snapshots, desc="snapshots", unit="generator"):
+        faces = data_io.sample_faces(data_io.load_generator_file(path), n, seed)
+        points.append({"system": f"epoch {epoch}", "epoch": epoch, "images_seen": epoch * images_per_epoch,
+                       **scores(faces)})
+    results = {"run": os.path.abspath(run_dir), "holdout": os.path.abspath(real_path), "n": n,
+               "reference_count": int(len(reference)), "floor": floor, "points": points,
+               "fid_kid": f"computed with {engines[0][0]}" if network else f"skipped: {fid_note}",
+               "seconds": round(time.time() - start, 1)}
+    data_io.save_json(os.path.join(out, "curve.json"), results)
+    plot_curve(os.path.join(out, "curve.png"), run_dir, points, floor)
+    columns = [("images_seen", "{:,}"), ("swd_avg", "{:.1f}"), ("ms_ssim_diversity", "{:.3f}")]
+    columns += [("fid", "{:.2f}"), ("kid", "{:.4f}")] if network else []
+    table = markdown_table([*points, {"system": "real (held out)", **floor}], columns)
+    with open(os.path.join(out, "curve.md"), "w") as f:
+        f.write(f"# Quality against training length: `{run_dir}`\n\n{n} samples per snapshot against "
+                f"{len(reference)} held-out reals; the `real` row is {n} other held-out reals (the floor at this "
+                f"n).\n\n{table}\n\n![curve](curve.png)\n")
+    print("\n" + table + f"\n\nwrote {out}/curve.md, curve.json, curve.png ({results['seconds']} s)")
+    return results
+
+
+def plot_curve(path, run_dir, points, floor):
+    """FID (when computed) and average SWD against images seen, each with the real-vs-real floor."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = [key for key in ("fid", "swd_avg") if key in floor]
+    figure, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
+    seen = [p["images_seen"] for p in points]
+    for ax, key in zip(axes[0], keys):
+        ax.plot(seen, [p[key] for p in points], "o-", label=os.path.basename(os.path.normpath(run_dir)))
+        ax.axhline(floor[key], color="grey", linestyle="--", label=f"real vs real (n={floor['n']})")
+        ax.set(xlabel="images seen", ylabel={"fid": "FID", "swd_avg": "SWD avg (x1e3)"}[key], ylim=(0, None))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 @cli.main_wrapper
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -393,7 +483,16 @@ def main(argv=None):
                              "the Keras port (default: the port, whose weights `python inception.py` converts "
                              "once; without them the TF graph, cached or downloaded; FID/KID skipped, with a "
                              "note, when neither is available)")
+    parser.add_argument("--curve", action="store_true",
+                        help="instead: score each generator snapshot of the run (snapshots/, kept by train.py "
+                             "--snapshot-every) with FID, KID, SWD and MS-SSIM against images seen, with the "
+                             "real-vs-real floor at the same n -> curve.md, curve.json, curve.png")
     args = parser.parse_args(argv)
+    if args.curve:
+        if args.systems != ["random"] or args.no_quality:
+            parser.error("--curve scores the run's own snapshots: give no systems and no --no-quality")
+        curve(args.run, args.n, args.seed, args.out, args.real, args.inception)
+        return 0
     evaluate(args.run, args.systems, args.n, args.seed, args.out, args.real,
              quality=not args.no_quality, inception_path=args.inception)
     return 0

@@ -43,7 +43,7 @@ def test_judge_catches_noise_but_not_real_faces():
 @pytest.fixture
 def tiny_run(tmp_path, tiny_dataset):
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "2",
-                       *TINY_TRAIN_FLAGS]) == 0
+                       "--snapshot-every", "1", *TINY_TRAIN_FLAGS]) == 0
     return tmp_path / "run"
 
 
@@ -91,11 +91,13 @@ def test_evaluate_quality_metrics_and_offline_fid_note(tiny_run, monkeypatch, tm
     assert "FID/KID skipped" in report and "`python inception.py`" in report and "--inception" in report
 
 
+def colour_layout_features(images):  # a stand-in FID network: 4x4 mean colours, 48-d
+    images = np.asarray(images)
+    n, size = len(images), images.shape[1]
+    return images.reshape(n, 4, size // 4, 4, size // 4, 3).mean(axis=(2, 4)).reshape(n, -1) / 255
+
+
 def test_evaluate_reports_fid_at_one_n_with_the_real_floor_and_the_resize(tiny_run, monkeypatch):
-    def colour_layout_features(images):  # a stand-in FID network: 4x4 mean colours, 48-d
-        images = np.asarray(images)
-        n, size = len(images), images.shape[1]
-        return images.reshape(n, 4, size // 4, 4, size // 4, 3).mean(axis=(2, 4)).reshape(n, -1) / 255
     monkeypatch.setattr(evaluate, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
     results = evaluate.evaluate(str(tiny_run), ["random"], n=40)
     rows = {row["system"]: row for row in results["systems"]}
@@ -106,3 +108,22 @@ def test_evaluate_reports_fid_at_one_n_with_the_real_floor_and_the_resize(tiny_r
     report = (tiny_run / "eval" / "report.md").read_text()
     assert "fid_n = 16" in report and "real-vs-real floor at the same n = 16" in report
     assert "half_pixel_centers=False" in report and "| fid_n | fid | kid |" in report
+
+
+def test_curve_scores_every_snapshot_against_images_seen(tiny_run, monkeypatch):
+    monkeypatch.setattr(evaluate, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
+    assert evaluate.main([str(tiny_run), "--curve", "--n", "20"]) == 0
+    results = json.loads((tiny_run / "eval" / "curve.json").read_text())
+    config = json.loads((tiny_run / "config.json").read_text())
+    per_epoch = config["steps_per_epoch"] * config["batch_size"]
+    assert [(p["epoch"], p["images_seen"]) for p in results["points"]] == [(1, per_epoch), (2, 2 * per_epoch)]
+    assert results["n"] == 16 and results["floor"]["n"] == 16  # the floor at the same n as each point
+    assert all(p["n"] == 16 and p["fid"] > results["floor"]["fid"] for p in results["points"])
+    assert (tiny_run / "eval" / "curve.png").stat().st_size > 10_000
+    assert "| epoch 2 |" in (tiny_run / "eval" / "curve.md").read_text()
+
+
+def test_curve_without_snapshots_says_how_to_get_them(tiny_run, capsys):
+    shutil.rmtree(tiny_run / "snapshots")
+    assert evaluate.main([str(tiny_run), "--curve"]) == 2
+    assert "--snapshot-every" in capsys.readouterr().err
