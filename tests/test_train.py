@@ -66,7 +66,13 @@ def test_demo_mode_without_celeba(tmp_path, monkeypatch, capsys):
     assert train.main(["--epochs", "1", "--name", "demo", *TINY_TRAIN_FLAGS]) == 0
     assert "DEMO MODE" in capsys.readouterr().out
     assert (tmp_path / "outputs" / "demo" / "samples" / "epoch_001.png").exists()
-    assert json.loads((tmp_path / "outputs" / "demo" / "config.json").read_text())["demo"] is True
+    config = json.loads((tmp_path / "outputs" / "demo" / "config.json").read_text())
+    assert config["demo"] is True
+    # the demo trains the best recipe, CelebA the paper's, unless --preset says otherwise
+    assert config["preset"] == "best" and config["mode_seeking"] == gan_step.PRESETS["best"]["mode_seeking"]
+    _, celeba_config, _ = train.prepare_run(train.parse_args(["--data", str(tmp_path / "data" / "demo64_train.npy"),
+                                                              "--batch-size", "16", "--out", str(tmp_path / "o")]))
+    assert celeba_config["preset"] == "dcgan" and celeba_config["mode_seeking"] == 0
 
 
 def test_wrong_data_file_is_a_clear_error(tmp_path, capsys):
