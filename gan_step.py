@@ -34,6 +34,52 @@ DIFFAUG_OPS = ("color", "translation", "cutout")
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
+def auto_precision(cpuinfo=None, accelerators=None):
+    """(precision, reason) for --precision auto: bf16 mixed precision where the hardware computes in bf16
+    natively (TPUs, NVIDIA GPUs of compute capability 8.0 on, x86 CPUs with AVX512_BF16 or AMX_BF16, Arm CPUs
+    with BF16), else fp32. cpuinfo: /proc/cpuinfo's text; accelerators: [(kind "gpu"/"tpu", compute capability
+    (major, minor) or None)]; both read from this machine and the Keras backend's devices when None."""
+    accelerators = backend_accelerators() if accelerators is None else accelerators
+    for kind, capability in accelerators:  # the step runs on the accelerator when there is one
+        if kind == "tpu":
+            return "bf16", "TPU"
+        if capability is not None and tuple(capability) >= (8, 0):
+            return "bf16", f"GPU of compute capability {capability[0]}.{capability[1]}"
+    if accelerators:
+        return "fp32", "GPU without native bf16 (compute capability below 8.0)"
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return "fp32", "CPU features unknown (no /proc/cpuinfo)"
+    features = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86, aarch64
+            features.update(value.split())
+    for flag in ("amx_bf16", "avx512_bf16", "bf16"):
+        if flag in features:
+            return "bf16", f"CPU has {flag.upper()}"
+    return "fp32", "CPU without native bf16 (no AVX512_BF16, AMX_BF16 or Arm BF16)"
+
+
+def backend_accelerators():
+    """[(kind, compute capability or None)] of the GPUs and TPUs the Keras backend sees."""
+    if keras.backend.backend() == "jax":
+        import jax
+        found = []
+        for device in jax.devices():
+            capability = getattr(device, "compute_capability", None)  # "8.0" on NVIDIA GPUs
+            if device.platform == "gpu" or device.platform == "tpu":
+                found.append((device.platform, tuple(int(n) for n in capability.split(".")) if capability else None))
+        return found
+    import tensorflow as tf
+    return ([("tpu", None) for _ in tf.config.list_physical_devices("TPU")]
+            + [("gpu", tf.config.experimental.get_device_details(gpu).get("compute_capability"))
+               for gpu in tf.config.list_physical_devices("GPU")])
+
+
 def recipe(preset="dcgan", **changes):
     """A complete recipe: the paper's model with a preset's settings and `changes` (e.g. latent_dim=16)."""
     return {**PAPER, **PRESETS[preset], **changes}

@@ -106,9 +106,12 @@ def add_recipe_flags(p):
 
 
 def add_run_flags(p):
-    p.add_argument("--precision", default=gan_step.PAPER["precision"], choices=("fp32", "bf16", "fp16"),
-                   help="fp32, or mixed precision: bf16 (CPUs with AVX512_BF16, TPUs, recent GPUs) or fp16 "
-                        "with loss scaling (GPUs); the discriminator's logit and the losses stay float32")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto (default): bf16 where the hardware computes in bf16 natively (x86 CPUs with "
+                        "AVX512_BF16 or AMX_BF16, Arm CPUs with BF16, NVIDIA GPUs from Ampere on, TPUs), else "
+                        "fp32; config.json records the choice and why. fp32: exactly the paper's arithmetic. "
+                        "bf16 / fp16: mixed precision (fp16 with loss scaling, for older GPUs). The "
+                        "discriminator's logit and the losses stay float32 in every mode")
     p.add_argument("--strategy", default="none", choices=("none", "mirrored", "multiworker"),
                    help="tf.distribute scale-out: mirrored = every local GPU (or the logical CPUs of "
                         "--logical-cpus); multiworker = several machines, each run with the same command and its "
@@ -252,6 +255,8 @@ def prepare_run(args, new_run_check=True):
     images, data_config = load_data(args)
     config = {**settings(args, data_config["demo"]), **data_config}
     config["g_lr"], config["d_lr"] = config["g_lr"] or config["lr"], config["d_lr"] or config["lr"]
+    config["precision"], config["precision_reason"] = (gan_step.auto_precision() if args.precision == "auto"
+                                                       else (args.precision, "chosen with --precision"))
     dataset_name = "demo" if config["demo"] else os.path.basename(config["data"]).replace("_train.npy", "")
     run_dir = os.path.join(args.out, args.name or time.strftime("%Y%m%d-%H%M%S_") + dataset_name)
     if new_run_check and os.path.exists(os.path.join(run_dir, "config.json")):
