@@ -4,11 +4,11 @@
     python benchmark.py --modes graph --precisions fp32 bf16 --batches 128
     python benchmark.py --backend jax --precisions fp32 bf16 --batches 128 512 --epoch-images 50000
 
-The TensorFlow path times exactly train.py's step (gan_step.build_train_step) on synthetic uint8 batches,
-after warm-up. `--backend jax` times the same Keras models with an equivalent stateless step under
-jax.jit (for machines with JAX but no TensorFlow); with --epoch-images it also times one whole epoch
-of that many uint8 images held on the device, each batch gathered in a shuffled order inside the
-compiled step, with a host read of the losses every step as train.py's progress bar does.
+Both backends time exactly train.py's step on synthetic uint8 batches, after warm-up: gan_step.build_train_step
+on TensorFlow, gan_step.build_jax_train_step with `--backend jax` (run with KERAS_BACKEND=jax, or it is set
+here). With --epoch-images the JAX path also times one whole epoch of that many uint8 images held on the
+device, each batch gathered in a shuffled order inside the compiled step, with a host read of the losses
+every step as train.py's progress bar does.
 Cost model: 2.48 GFLOP per trained image at 64 px (G forward, D forward and backward on real and fake,
 G backward through D).
 """
@@ -60,7 +60,7 @@ def jax_rows(precisions, batches, warmup, steps, epoch_images):
     images = order = None
     if epoch_images:
         images = jnp.asarray(np.random.default_rng(1).integers(0, 256, (epoch_images, 64, 64, 3), np.uint8))
-        order = jnp.asarray(np.random.default_rng(2).permutation(epoch_images))
+        order = np.random.default_rng(2).permutation(epoch_images)
     for precision in precisions:
         # fp32 = true float32 convolutions; tf32 = float32 storage with TensorFloat-32 matrix units.
         jax.config.update("jax_default_matmul_precision",
@@ -78,82 +78,22 @@ def jax_rows(precisions, batches, warmup, steps, epoch_images):
 
 
 def jax_row(precision, batch, warmup, steps, images, order):
-    """Time one setting of the jax.jit DCGAN step (train.py's step, written statelessly)."""
+    """Time one setting of train.py's JAX step (gan_step.build_jax_train_step)."""
     import jax
     import jax.numpy as jnp
     import keras
-    import models
-    keras.utils.set_random_seed(0)
-    generator, discriminator = models.build_generator(), models.build_discriminator()
-    g_opt, d_opt = (keras.optimizers.Adam(2e-4, beta_1=0.5) for _ in range(2))
-    g_opt.build(generator.trainable_variables)
-    d_opt.build(discriminator.trainable_variables)
-    # float16 needs loss scaling (its range underflows small gradients); bf16 and fp32 do not.
-    loss_scaling = precision == "fp16"
+    import gan_step
+    recipe = gan_step.recipe(precision="fp32" if precision == "tf32" else precision)
+    nets = gan_step.build_models(recipe)
     epoch = images is not None
-
-    def bce(logits, label):  # binary cross-entropy with logits, float32
-        logits = logits.astype(jnp.float32)
-        return jnp.mean(jnp.maximum(logits, 0) - logits * label + jnp.log1p(jnp.exp(-jnp.abs(logits))))
-
-    def apply(opt, opt_vars, grads, tvars, scale):
-        """Adam update; with loss scaling, unscale and skip the update (halving the scale) on inf/nan."""
-        if not loss_scaling:
-            return (*opt.stateless_apply(opt_vars, grads, tvars), scale)
-        grads = [g.astype(jnp.float32) / scale for g in grads]
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in grads]))
-        new_tvars, new_opt_vars = opt.stateless_apply(opt_vars, grads, tvars)
-        keep = lambda new, old: [jnp.where(finite, n, o) for n, o in zip(new, old)]
-        return keep(new_tvars, tvars), keep(new_opt_vars, opt_vars), jnp.where(finite, scale, scale / 2)
-
-    @jax.jit
-    def step(state, images, order, i, key):
-        g_tv, g_ntv, d_tv, d_ntv, g_ov, d_ov, scale = state
-        # Batch i of the shuffled epoch, gathered and normalised inside the compiled step: no per-step
-        # dispatch of separate slicing ops from Python.
-        real_uint8 = images[jax.lax.dynamic_slice_in_dim(order, i * batch, batch)]
-        real = real_uint8.astype(jnp.float32) / 127.5 - 1.0
-        z = jax.random.normal(jax.random.fold_in(key, i), (batch, 100))
-
-        def g_forward(g_tv):
-            return generator.stateless_call(g_tv, g_ntv, z, training=True)
-
-        def d_loss_fn(d_tv, fake):
-            real_logits, ntv = discriminator.stateless_call(d_tv, d_ntv, real, training=True)
-            fake_logits, ntv = discriminator.stateless_call(d_tv, ntv, fake, training=True)
-            loss = bce(real_logits, 1.0) + bce(fake_logits, 0.0)
-            return loss * (scale if loss_scaling else 1.0), (loss, ntv)
-
-        # One generator forward for both updates, as train.py does: keep its VJP for the G step.
-        fake, g_vjp, new_g_ntv = jax.vjp(g_forward, g_tv, has_aux=True)
-        (_, (d_loss, new_d_ntv)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-            d_tv, jax.lax.stop_gradient(fake))
-        d_tv, d_ov, _ = apply(d_opt, d_ov, d_grads, d_tv, scale)
-
-        def g_loss_fn(fake):  # non-saturating loss through the updated D
-            logits, ntv = discriminator.stateless_call(d_tv, new_d_ntv, fake, training=True)
-            loss = bce(logits, 1.0)
-            return loss * (scale if loss_scaling else 1.0), (loss, ntv)
-        (_, (g_loss, new_d_ntv)), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
-        (g_grads,) = g_vjp(fake_grad)
-        g_tv, g_ov, scale = apply(g_opt, g_ov, g_grads, g_tv, scale)
-        return (g_tv, new_g_ntv, d_tv, new_d_ntv, g_ov, d_ov, scale), jnp.stack([d_loss, g_loss])
-
-    state = ([v.value for v in generator.trainable_variables],
-             [v.value for v in generator.non_trainable_variables],
-             [v.value for v in discriminator.trainable_variables],
-             [v.value for v in discriminator.non_trainable_variables],
-             [v.value for v in g_opt.variables], [v.value for v in d_opt.variables],
-             jnp.float32(2.0 ** 15))
-    key = jax.random.PRNGKey(0)
-    if images is None:
+    if not epoch:
         images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
-        order = jnp.arange(batch)
-    holder = {"state": state}
+        order = np.arange(batch)
+    step = gan_step.build_jax_train_step(nets, recipe, images)
+    first_batch = order[:batch]
 
     def run_step():  # steady state: the first batch every step (same shapes as the epoch: one compilation)
-        holder["state"], losses = step(holder["state"], images, order, 0, key)
-        np.asarray(losses)  # host read, as train.py's progress bar does
+        step(first_batch)  # returns the losses on the host, as train.py's progress bar reads them
     compile_start = time.perf_counter()
     run_step()
     compile_seconds = time.perf_counter() - compile_start
@@ -165,13 +105,13 @@ def jax_row(precision, batch, warmup, steps, images, order):
         n_steps = images.shape[0] // batch
         start = time.perf_counter()
         for i in range(n_steps):
-            holder["state"], losses = step(holder["state"], images, order, i, key)
-            last_losses = np.asarray(losses)
+            last_losses = step(order[i * batch:(i + 1) * batch])
         row["epoch_seconds"] = time.perf_counter() - start
         row["epoch_images"] = n_steps * batch
-        row["epoch_final_losses"] = [round(float(v), 4) for v in last_losses]
-    if loss_scaling:
-        row["final_loss_scale"] = float(holder["state"][-1])
+        row["epoch_final_losses"] = [round(float(v), 4) for v in last_losses[:2]]
+    if recipe["precision"] == "fp16":
+        step.sync()
+        row["final_loss_scale"] = float(nets["g_optimizer"].dynamic_scale.numpy())
     return row
 
 
@@ -192,7 +132,7 @@ def format_row(row, peak=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="tensorflow", choices=("tensorflow", "jax"),
-                        help="tensorflow: train.py's own step; jax: the same models in a jax.jit step")
+                        help="the Keras backend whose train.py step is timed")
     parser.add_argument("--modes", nargs="+", default=["graph", "xla", "eager"], choices=("graph", "xla", "eager"),
                         help="TensorFlow execution: tf.function, tf.function(jit_compile=True), eager")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],

@@ -2,9 +2,9 @@
 
 A recipe is one dict (a run's config: PAPER with a preset and flags applied). The recipe's math -- the
 losses, DiffAugment, the mode-seeking term, the R1 penalty, the EMA of G's weights -- is written in keras.ops,
-so it means the same on every Keras backend. Only build_train_step, at the end, is TensorFlow: gradient
-tapes, tf.function and tf.distribute replicas. A step for another backend would sit beside it and call the
-same recipe functions.
+so it means the same on every Keras backend. The compiled step is written once per backend, both calling
+those functions: build_train_step (TensorFlow: gradient tapes, tf.function, tf.distribute replicas) and
+build_jax_train_step (JAX: Keras' stateless API under jax.jit).
 
 Each step: one discriminator update on a real batch (label 1) and a fake batch (label 0) in separate
 batch-norm passes, then one generator update through the updated discriminator with the non-saturating
@@ -32,6 +32,52 @@ PAPER = {"latent_dim": 100, "image_size": 64, "g_width": 64, "d_width": 64, "lr"
          "beta2": 0.999, "seed": 0, "precision": "fp32", **PRESETS["dcgan"]}
 DIFFAUG_OPS = ("color", "translation", "cutout")
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def auto_precision(cpuinfo=None, accelerators=None):
+    """(precision, reason) for --precision auto: bf16 mixed precision where the hardware computes in bf16
+    natively (TPUs, NVIDIA GPUs of compute capability 8.0 on, x86 CPUs with AVX512_BF16 or AMX_BF16, Arm CPUs
+    with BF16), else fp32. cpuinfo: /proc/cpuinfo's text; accelerators: [(kind "gpu"/"tpu", compute capability
+    (major, minor) or None)]; both read from this machine and the Keras backend's devices when None."""
+    accelerators = backend_accelerators() if accelerators is None else accelerators
+    for kind, capability in accelerators:  # the step runs on the accelerator when there is one
+        if kind == "tpu":
+            return "bf16", "TPU"
+        if capability is not None and tuple(capability) >= (8, 0):
+            return "bf16", f"GPU of compute capability {capability[0]}.{capability[1]}"
+    if accelerators:
+        return "fp32", "GPU without native bf16 (compute capability below 8.0)"
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return "fp32", "CPU features unknown (no /proc/cpuinfo)"
+    features = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86, aarch64
+            features.update(value.split())
+    for flag in ("amx_bf16", "avx512_bf16", "bf16"):
+        if flag in features:
+            return "bf16", f"CPU has {flag.upper()}"
+    return "fp32", "CPU without native bf16 (no AVX512_BF16, AMX_BF16 or Arm BF16)"
+
+
+def backend_accelerators():
+    """[(kind, compute capability or None)] of the GPUs and TPUs the Keras backend sees."""
+    if keras.backend.backend() == "jax":
+        import jax
+        found = []
+        for device in jax.devices():
+            capability = getattr(device, "compute_capability", None)  # "8.0" on NVIDIA GPUs
+            if device.platform == "gpu" or device.platform == "tpu":
+                found.append((device.platform, tuple(int(n) for n in capability.split(".")) if capability else None))
+        return found
+    import tensorflow as tf
+    return ([("tpu", None) for _ in tf.config.list_physical_devices("TPU")]
+            + [("gpu", tf.config.experimental.get_device_details(gpu).get("compute_capability"))
+               for gpu in tf.config.list_physical_devices("GPU")])
 
 
 def recipe(preset="dcgan", **changes):
@@ -80,6 +126,11 @@ def mode_seeking_penalty(fake, z, weight):
     ratio = (ops.mean(ops.abs(fake[:half] - fake[half:2 * half]))
              / ops.mean(ops.abs(z[:half] - z[half:2 * half])))
     return weight / (ratio + 1e-5)
+
+
+def sample_noise(batch_size, recipe, nets):
+    """The step's z ~ N(0, I), drawn from the run's noise seed."""
+    return keras.random.normal((batch_size, recipe["latent_dim"]), seed=nets["noise_seed"])
 
 
 def ema_decay(step, decay):
@@ -218,7 +269,7 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
 
     def train_step(real_uint8):
         # The noise is drawn for the whole global batch, so a distributed run sees the same z as one device.
-        z = keras.random.normal((tf.shape(real_uint8)[0], recipe["latent_dim"]), seed=nets["noise_seed"])
+        z = sample_noise(tf.shape(real_uint8)[0], recipe, nets)
         if strategy is None:
             values = gan_update(real_uint8, z)
         else:
@@ -232,3 +283,119 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
     if mode == "eager":
         return train_step
     return tf.function(train_step, jit_compile=(mode == "xla"))
+
+
+# ----- the JAX step --------------------------------------------------------------------------------------
+
+def build_jax_train_step(nets, recipe, images):
+    """The step of build_train_step on JAX: step(batch_indices) trains on images[batch_indices], gathered on
+    the device inside the compiled step, and returns (d_loss, g_loss, D(x), D(G(z))) as a numpy array.
+    images: the uint8 training images, on the device. The state (weights, optimizers, batch-norm statistics,
+    EMA, seeds) stays on the device between steps; step.sync() writes it into the Keras variables (before
+    checkpointing or sampling), and the next step reads them back."""
+    import jax
+    import numpy as np
+
+    import run_state
+    generator, discriminator = nets["generator"], nets["discriminator"]
+    g_optimizer, d_optimizer = nets["g_optimizer"], nets["d_optimizer"]
+    scale = {opt: getattr(opt, "scale_loss", lambda loss: loss) for opt in (g_optimizer, d_optimizer)}
+    state_variables = list(run_state.state_variables(nets).values())
+
+    # Inside the step every state variable is read from, and assigned to, one keras.StatelessScope: the
+    # recipe functions (SeedGenerator draws, ema_update's assigns, loss scaling) work unchanged on it.
+    def current(variables):
+        return [variable.value for variable in variables]
+
+    def assign(variables, values):
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+
+    def d_logits(d_weights, d_state, images):
+        """D in training mode on one batch: (float32 logits, D's updated batch-norm / power-iteration state)."""
+        logits, d_state = discriminator.stateless_call(d_weights, d_state, images, training=True)
+        return ops.cast(logits, "float32"), d_state
+
+    def real_logit_sum(real_in, d_weights, d_state):
+        logits, d_state = d_logits(d_weights, d_state, real_in)
+        return ops.sum(logits), (logits, d_state)
+
+    def gan_update(real_uint8):
+        real = to_model_range(real_uint8, generator.compute_dtype)
+        z = sample_noise(real_uint8.shape[0], recipe, nets)
+        # One generator forward serves both updates: the D step takes it detached, the G step pulls its
+        # gradient back through the saved VJP.
+        fake, g_backward, g_state = jax.vjp(
+            lambda g_weights: generator.stateless_call(g_weights, current(generator.non_trainable_variables), z,
+                                                       training=True),
+            current(generator.trainable_variables), has_aux=True)
+        assign(generator.non_trainable_variables, g_state)
+        real_in = augment(real, recipe, nets)
+        fake_in = augment(jax.lax.stop_gradient(fake), recipe, nets)
+
+        def d_objective(d_weights):
+            d_state = current(discriminator.non_trainable_variables)
+            # real and fake in separate batch-norm passes
+            if recipe["r1"]:
+                (_, (real_logits, d_state)), real_grads = jax.value_and_grad(real_logit_sum, has_aux=True)(
+                    real_in, d_weights, d_state)
+            else:
+                real_logits, d_state = d_logits(d_weights, d_state, real_in)
+            fake_logits, d_state = d_logits(d_weights, d_state, fake_in)
+            value = d_loss(real_logits, fake_logits, recipe)
+            if recipe["r1"]:
+                value += r1_penalty(real_grads, recipe["r1"])
+            return scale[d_optimizer](value), (value, real_logits, fake_logits, d_state)
+
+        (_, (d_value, real_logits, fake_logits, d_state)), d_grads = jax.value_and_grad(
+            d_objective, has_aux=True)(current(discriminator.trainable_variables))
+        d_weights, d_optimizer_state = d_optimizer.stateless_apply(
+            current(d_optimizer.variables), d_grads, current(discriminator.trainable_variables))
+        assign(discriminator.trainable_variables, d_weights)
+        assign(discriminator.non_trainable_variables, d_state)
+        assign(d_optimizer.variables, d_optimizer_state)
+
+        def g_objective(fake):
+            # G through the updated D (D's batch norm in training mode); g_loss logs the adversarial loss alone
+            logits, d_state = d_logits(current(discriminator.trainable_variables),
+                                       current(discriminator.non_trainable_variables), augment(fake, recipe, nets))
+            value = g_loss(logits, recipe)
+            objective = value
+            if recipe["mode_seeking"]:
+                objective += mode_seeking_penalty(fake, z, recipe["mode_seeking"])
+            return scale[g_optimizer](objective), (value, d_state)
+
+        (_, (g_value, d_state)), fake_grads = jax.value_and_grad(g_objective, has_aux=True)(fake)
+        (g_grads,) = g_backward(fake_grads)
+        assign(discriminator.non_trainable_variables, d_state)
+        g_weights, g_optimizer_state = g_optimizer.stateless_apply(
+            current(g_optimizer.variables), g_grads, current(generator.trainable_variables))
+        assign(generator.trainable_variables, g_weights)
+        assign(g_optimizer.variables, g_optimizer_state)
+        if nets["ema_generator"] is not None:
+            ema_update(nets["ema_generator"].trainable_weights, generator.trainable_weights,
+                       ema_decay(g_optimizer.iterations, recipe["ema"]))
+        return ops.stack([d_value, g_value, ops.mean(ops.sigmoid(real_logits)),
+                          ops.mean(ops.sigmoid(fake_logits))])
+
+    @jax.jit
+    def compiled_step(state, images, batch_indices):
+        with keras.StatelessScope(state_mapping=list(zip(state_variables, state))) as scope:
+            values = gan_update(images[batch_indices])
+            return [scope.get_current_value(variable) for variable in state_variables], values
+
+    held = {"state": None}  # None: read the state from the Keras variables at the next step
+
+    def step(batch_indices):
+        if held["state"] is None:
+            held["state"] = current(state_variables)
+        held["state"], values = compiled_step(held["state"], images, batch_indices)
+        return np.asarray(values)
+
+    def sync():
+        if held["state"] is not None:
+            assign(state_variables, held["state"])
+            held["state"] = None
+
+    step.sync = sync
+    return step

@@ -16,8 +16,9 @@ import data_io
 STEP_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")  # per step: losses, mean D(x), mean D(G(z))
 EPOCH_KEYS = ("d_losses", "g_losses", "d_real_epoch", "d_fake_epoch")  # their per-epoch means
 # Settings whose default changed after runs were saved without them: such a run keeps what it ran with.
-# (Minibatch std took the whole batch before --minibatch-std-group existed.)
-LEGACY_DEFAULTS = {"minibatch_std_group": 0}
+# (Minibatch std took the whole batch before --minibatch-std-group existed; runs ran in fp32 before
+# --precision auto.)
+LEGACY_DEFAULTS = {"minibatch_std_group": 0, "precision": "fp32"}
 
 
 # ----- config.json ---------------------------------------------------------------------------------------

@@ -107,9 +107,12 @@ def add_recipe_flags(p):
 
 
 def add_run_flags(p):
-    p.add_argument("--precision", default=gan_step.PAPER["precision"], choices=("fp32", "bf16", "fp16"),
-                   help="fp32, or mixed precision: bf16 (CPUs with AVX512_BF16, TPUs, recent GPUs) or fp16 "
-                        "with loss scaling (GPUs); the discriminator's logit and the losses stay float32")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto (default): bf16 where the hardware computes in bf16 natively (x86 CPUs with "
+                        "AVX512_BF16 or AMX_BF16, Arm CPUs with BF16, NVIDIA GPUs from Ampere on, TPUs), else "
+                        "fp32; config.json records the choice and why. fp32: exactly the paper's arithmetic. "
+                        "bf16 / fp16: mixed precision (fp16 with loss scaling, for older GPUs). The "
+                        "discriminator's logit and the losses stay float32 in every mode")
     p.add_argument("--strategy", default="none", choices=("none", "mirrored", "multiworker"),
                    help="tf.distribute scale-out: mirrored = every local GPU (or the logical CPUs of "
                         "--logical-cpus); multiworker = several machines, each run with the same command and its "
@@ -223,14 +226,19 @@ def load_training_images(path):
     return images
 
 
+def epoch_order(count, batch_size, seed, epoch, steps, skip_steps=0):
+    """The image indices of batches `skip_steps`..`steps` of one epoch, one row per batch, in an order fixed
+    by (seed, epoch): a resumed run sees exactly the batches an uninterrupted one would. The last partial
+    batch is dropped (one static shape)."""
+    order = np.random.default_rng([seed, epoch]).permutation(count)
+    return order[skip_steps * batch_size: steps * batch_size].reshape(-1, batch_size)
+
+
 def make_dataset(images_tensor, batch_size, seed, epoch, steps, skip_steps=0):
-    """Batches `skip_steps`..`steps` of one epoch, in an order fixed by (seed, epoch): a resumed run sees
-    exactly the batches an uninterrupted one would. The last partial batch is dropped (one static shape)."""
+    """TensorFlow: the uint8 batches of epoch_order as a tf.data pipeline."""
     import tensorflow as tf
-    order = np.random.default_rng([seed, epoch]).permutation(int(images_tensor.shape[0]))
-    order = order[skip_steps * batch_size: steps * batch_size]
+    order = epoch_order(int(images_tensor.shape[0]), batch_size, seed, epoch, steps, skip_steps)
     return (tf.data.Dataset.from_tensor_slices(order)
-            .batch(batch_size, drop_remainder=True)
             .map(lambda idx: tf.gather(images_tensor, idx))  # a small copy per batch: no parallelism needed
             .prefetch(2)
             .with_options(data_io.fixed_pipeline_options()))
@@ -257,6 +265,8 @@ def prepare_run(args, new_run_check=True):
     images, data_config = load_data(args)
     config = {**settings(args, data_config["demo"]), **data_config}
     config["g_lr"], config["d_lr"] = config["g_lr"] or config["lr"], config["d_lr"] or config["lr"]
+    config["precision"], config["precision_reason"] = (gan_step.auto_precision() if args.precision == "auto"
+                                                       else (args.precision, "chosen with --precision"))
     dataset_name = "demo" if config["demo"] else os.path.basename(config["data"]).replace("_train.npy", "")
     run_dir = os.path.join(args.out, args.name or time.strftime("%Y%m%d-%H%M%S_") + dataset_name)
     if new_run_check and os.path.exists(os.path.join(run_dir, "config.json")):
@@ -280,6 +290,39 @@ def resume_run(args):
         raise data_io.DataError(f"{config['data']} has {images.shape[1]} px images but the run was "
                                 f"trained at {config['image_size']} px")
     return args.resume, config, images
+
+
+def make_step(nets, config, strategy, images):
+    """(step, epoch_batches, sync) on the Keras backend: the compiled GAN step of gan_step.py; for (epoch,
+    done), that epoch's batches after the first `done`; sync() writes the step's state into the Keras
+    variables (before checkpoints and samples). TensorFlow: tf.data batches of uint8 images; JAX: the
+    batches' index rows, the images held on the device and each batch gathered inside the step."""
+    batches = dict(batch_size=config["batch_size"], seed=config["seed"], steps=config["steps_per_epoch"])
+    if keras_backend() == "jax":
+        import jax
+        step = gan_step.build_jax_train_step(nets, config, jax.device_put(images))
+        return step, lambda epoch, done: epoch_order(len(images), epoch=epoch, skip_steps=done, **batches), step.sync
+    import tensorflow as tf
+    images_tensor = tf.constant(images)
+    return (gan_step.build_train_step(nets, config, strategy),
+            lambda epoch, done: make_dataset(images_tensor, epoch=epoch, skip_steps=done, **batches), lambda: None)
+
+
+def keras_backend():
+    import keras
+    return keras.backend.backend()
+
+
+def check_backend(config, resume):
+    """Record the Keras backend in the config; refuse a resume on another backend, and tf.distribute on JAX."""
+    backend = keras_backend()
+    if resume and config.get("backend", "tensorflow") != backend:
+        raise data_io.DataError(f"the run was trained with KERAS_BACKEND={config.get('backend', 'tensorflow')}; "
+                                f"resume it with that backend (this is {backend})")
+    if backend != "tensorflow" and (config["strategy"] != "none" or config["logical_cpus"]):
+        raise data_io.DataError(f"--strategy and --logical-cpus are TensorFlow's tf.distribute; with "
+                                f"KERAS_BACKEND={backend} train on one device (--strategy none)")
+    config["backend"] = backend
 
 
 def make_strategy(name, logical_cpus=0):
@@ -337,10 +380,10 @@ class _StopRequest:
 
 def train(args):
     """Train per args (from parse_args). Returns (run_dir, exit code)."""
-    import tensorflow as tf
-    strategy = make_strategy(args.strategy, args.logical_cpus)
+    strategy = make_strategy(args.strategy, args.logical_cpus) if keras_backend() == "tensorflow" else None
     chief = is_chief(strategy)
     run_dir, config, images = prepare_run(args, new_run_check=chief)
+    check_backend(config, resume=bool(args.resume))
     replicas = strategy.num_replicas_in_sync if strategy else 1
     if config["batch_size"] % replicas:
         raise data_io.DataError(f"--batch-size {config['batch_size']} does not split evenly over {replicas} replicas")
@@ -355,24 +398,29 @@ def train(args):
     config.update(steps_per_epoch=steps_per_epoch, replicas=replicas, **versions())
     history, fixed_noise = start_or_resume(run_dir, out_dir, config, variables, resume=bool(args.resume))
     data_io.save_json(os.path.join(out_dir, "config.json"), config)
-    train_step = gan_step.build_train_step(nets, config, strategy)
-    images_tensor = tf.constant(images)
-    writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard")) if config["tensorboard"] else None
-    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    train_step, epoch_batches, sync = make_step(nets, config, strategy, images)
+    writer = None
+    if config["tensorboard"]:
+        import tensorflow as tf
+        writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard"))
     print(f"run directory: {run_dir}\ntraining on {len(images):,} images of {config['image_size']}px "
-          f"({device}, {config['precision']}), batch {config['batch_size']}, {steps_per_epoch} "
+          f"({config['backend']} on {config['devices'][-1]}, {config['precision']}), batch {config['batch_size']}, {steps_per_epoch} "
           f"steps/epoch, epochs {history['epoch'] + 1}..{config['epochs']}")
     with _StopRequest() as stop:
         for epoch in range(history["epoch"] + 1, config["epochs"] + 1):
             done = len(history["d_loss"]) - (epoch - 1) * steps_per_epoch  # steps of this epoch already done
-            dataset = make_dataset(images_tensor, config["batch_size"], config["seed"], epoch, steps_per_epoch, done)
             start = time.perf_counter()
-            if not run_epoch(train_step, dataset, epoch, done, config, history, stop, run_dir,
-                             lambda: run_state.save_checkpoint(out_dir, variables, history, config["keep_checkpoints"])):
+
+            def save_checkpoint():
+                sync()
+                run_state.save_checkpoint(out_dir, variables, history, config["keep_checkpoints"])
+            if not run_epoch(train_step, epoch_batches(epoch, done), epoch, done, config, history, stop, run_dir,
+                             save_checkpoint):
                 return run_dir, EXIT_INTERRUPTED
             means = run_state.record_epoch(history, epoch, steps_per_epoch, steps_per_epoch - done,
                                            config["batch_size"], time.perf_counter() - start)
             run_state.save_history(out_dir, history)
+            sync()
             grid = save_epoch_outputs(out_dir, config, epoch, nets, fixed_noise)
             log_epoch(writer, history, means, grid, steps_per_epoch)
             run_state.save_checkpoint(out_dir, variables, history, config["keep_checkpoints"])
@@ -385,6 +433,9 @@ def train(args):
 def versions():
     """Where and with what the run trains, for config.json."""
     import keras
+    if keras.backend.backend() == "jax":
+        import jax
+        return {"devices": [str(d) for d in jax.devices()], "jax": jax.__version__, "keras": keras.__version__}
     import tensorflow as tf
     devices = [d.name for d in tf.config.list_logical_devices()]
     return {"devices": devices, "tensorflow": tf.__version__, "keras": keras.__version__}

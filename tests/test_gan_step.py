@@ -114,3 +114,24 @@ def test_recalibrated_batchnorm_holds_the_mean_batch_statistics_of_fresh_noise()
     z = np.random.default_rng(9).standard_normal((256, 16)).astype(np.float32)
     gap = np.abs(np.asarray(generator(z, training=False)) - np.asarray(generator(z, training=True))).mean()
     assert gap < 0.05
+
+
+X86_CPUINFO = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni {extra}\n"
+
+
+@pytest.mark.parametrize("cpuinfo, accelerators, precision, reason", [
+    (X86_CPUINFO.format(extra=""), [], "fp32", "CPU without native bf16"),  # AVX512 alone computes bf16 slowly
+    (X86_CPUINFO.format(extra="avx512_bf16"), [], "bf16", "CPU has AVX512_BF16"),
+    (X86_CPUINFO.format(extra="amx_tile amx_bf16"), [], "bf16", "CPU has AMX_BF16"),
+    ("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\nCPU implementer\t: 0x41\n", [], "bf16", "CPU has BF16"),
+    ("processor\t: 0\nFeatures\t: fp asimd evtstrm crc32\n", [], "fp32", "CPU without native bf16"),
+    # an accelerator decides, whatever the host CPU has
+    (X86_CPUINFO.format(extra="avx512_bf16"), [("gpu", (7, 0))], "fp32", "GPU without native bf16"),
+    (X86_CPUINFO.format(extra=""), [("gpu", (8, 0))], "bf16", "GPU of compute capability 8.0"),
+    (X86_CPUINFO.format(extra=""), [("gpu", (9, 0)), ("gpu", (9, 0))], "bf16", "GPU of compute capability 9.0"),
+    ("", [("tpu", None)], "bf16", "TPU"),
+])
+def test_auto_precision_picks_bf16_only_where_the_hardware_runs_it_natively(cpuinfo, accelerators, precision,
+                                                                             reason):
+    chosen, why = gan_step.auto_precision(cpuinfo, accelerators)
+    assert chosen == precision and why.startswith(reason)

@@ -202,3 +202,19 @@ def test_label_smoothing_is_refused_with_hinge_and_out_of_range(capsys):
 
 def test_mode_seeking_is_refused_when_negative(capsys):
     assert "--mode-seeking must be >= 0" in usage_error(train.parse_args, ["--mode-seeking", "-1"], capsys)
+
+
+def test_auto_precision_is_recorded_with_its_reason_and_a_resumed_run_keeps_it(tmp_path, tiny_dataset, monkeypatch):
+    monkeypatch.setattr(gan_step, "auto_precision", lambda: ("bf16", "CPU has AVX512_BF16"))
+    assert _train(tmp_path, tiny_dataset, "--epochs", "1") == 0
+    run = tmp_path / "outputs" / "run"
+    config = json.loads((run / "config.json").read_text())
+    assert (config["precision"], config["precision_reason"]) == ("bf16", "CPU has AVX512_BF16")
+    # resumed where auto would choose otherwise: the run keeps its precision
+    monkeypatch.setattr(gan_step, "auto_precision", lambda: ("fp32", "CPU without native bf16"))
+    assert train.main(["--resume", str(run), "--epochs", "2"]) == 0
+    assert json.loads((run / "config.json").read_text())["precision"] == "bf16"
+    assert keras.models.load_model(run / "discriminator.keras").compute_dtype == "bfloat16"
+    _, config, _ = train.prepare_run(train.parse_args(["--data", tiny_dataset, "--out", str(tmp_path),
+                                                       "--batch-size", "16", "--precision", "fp32"]))
+    assert (config["precision"], config["precision_reason"]) == ("fp32", "chosen with --precision")

@@ -1,0 +1,89 @@
+"""train.py and gan_step.py on the JAX backend, each in a subprocess with KERAS_BACKEND=jax (Keras picks its
+backend at import; this process is TensorFlow)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import gan_step
+import train
+from conftest import TINY_TRAIN_FLAGS
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Both steps see this recipe with the same weights, batch and noise. No DiffAugment: its random draws differ
+# between the backends' generators.
+SAME_STEP_RECIPE = dict(latent_dim=16, image_size=32, g_width=8, d_width=8, label_smoothing=0.1, mode_seeking=3.0,
+                        r1=1.0, ema=0.9)
+
+
+def run_on_jax(code, tmp_path):
+    """Run Python `code` in a JAX-backend process (compilations cached in tmp_path across its runs)."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_jax_run_resumes_bit_exactly_and_saves_a_generator_tensorflow_loads(tmp_path, tiny_dataset, capsys):
+    flags = ["--data", tiny_dataset, "--out", str(tmp_path), *TINY_TRAIN_FLAGS, "--preset", "best"]
+    run_on_jax(f"""
+import sys, train
+flags = {flags!r}
+assert train.main([*flags, "--name", "straight", "--epochs", "2"]) == 0
+assert train.main([*flags, "--name", "split", "--epochs", "1"]) == 0
+assert train.main(["--resume", {str(tmp_path / "split")!r}, "--epochs", "2"]) == 0
+""", tmp_path)
+    straight, split = np.load(tmp_path / "straight" / "steps.npz"), np.load(tmp_path / "split" / "steps.npz")
+    assert len(split["g_loss"]) == 4
+    for key in ("d_loss", "g_loss", "d_real", "d_fake"):  # EMA, DiffAugment and noise seeds all checkpointed
+        np.testing.assert_array_equal(split[key], straight[key])
+    config = json.loads((tmp_path / "split" / "config.json").read_text())
+    assert config["backend"] == "jax" and config["ema"] == 0.999
+    assert sorted(os.listdir(tmp_path / "split" / "samples")) == ["epoch_001.png", "epoch_002.png"]
+    # the saved generator is plain Keras: this TensorFlow process samples faces from it
+    generator = keras.models.load_model(tmp_path / "split" / "generator.keras")
+    faces = np.asarray(generator(np.random.default_rng(0).standard_normal((4, 100)).astype("float32")))
+    assert faces.shape == (4, 32, 32, 3) and np.isfinite(faces).all()
+    # a JAX run does not continue on TensorFlow
+    capsys.readouterr()
+    assert train.main(["--resume", str(tmp_path / "split"), "--epochs", "3"]) == 2
+    assert "trained with KERAS_BACKEND=jax" in capsys.readouterr().err
+
+
+
+def test_jax_and_tensorflow_steps_compute_the_same_losses(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 256, (16, 32, 32, 3), np.uint8)
+    z = rng.standard_normal((16, 16)).astype(np.float32)
+    np.savez(tmp_path / "inputs.npz", real=real, z=z)
+    run_on_jax(f"""
+import numpy as np, gan_step
+inputs = np.load({str(tmp_path / "inputs.npz")!r})
+recipe = gan_step.recipe(**{SAME_STEP_RECIPE!r})
+nets = gan_step.build_models(recipe)
+weights = {{f"{{name}}/{{i}}": v.numpy() for name in ("generator", "discriminator")
+            for i, v in enumerate(nets[name].variables)}}
+gan_step.sample_noise = lambda batch_size, recipe, nets: inputs["z"]
+step = gan_step.build_jax_train_step(nets, recipe, inputs["real"])
+losses = [step(np.arange(16)) for _ in range(2)]
+np.savez({str(tmp_path / "jax.npz")!r}, losses=np.array(losses), **weights)
+""", tmp_path)
+    saved = np.load(tmp_path / "jax.npz")
+    recipe = gan_step.recipe(**SAME_STEP_RECIPE)
+    nets = gan_step.build_models(recipe)
+    for name in ("generator", "discriminator"):  # the JAX run's initial weights
+        for i, variable in enumerate(nets[name].variables):
+            variable.assign(saved[f"{name}/{i}"])
+    monkeypatch.setattr(gan_step, "sample_noise", lambda batch_size, recipe, nets: z)
+    step = gan_step.build_train_step(nets, recipe)
+    losses = [[float(v) for v in step(real)] for _ in range(2)]
+    # step 1's g_loss goes through the updated D, step 2's losses through both updated networks
+    np.testing.assert_allclose(saved["losses"], losses, rtol=2e-4, atol=1e-5)
