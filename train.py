@@ -273,7 +273,7 @@ def same_images(path, shape, fingerprint):
     """Whether the .npy at path holds exactly the images of shape `shape` with this fingerprint."""
     try:
         images = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:
         raise data_io.DataError(f"{path} is not a readable .npy array: {error}") from None
     return images.shape == shape and data_io.array_fingerprint(images) == fingerprint
 
@@ -390,7 +390,7 @@ def check_fixed_noise(run_dir, config):
     path = os.path.join(run_dir, "fixed_noise.npy")
     try:
         noise = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:
         raise data_io.DataError(f"cannot read {path}, the noise of the run's sample grids: "
                                 f"{getattr(error, 'strerror', None) or error}") from None
     if noise.shape != (config["n_samples"], config["latent_dim"]):
