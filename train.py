@@ -191,6 +191,9 @@ def check_args(p, args):
     if args.name is not None and (args.name in ("", ".", "..") or os.path.basename(args.name) != args.name
                                   or (os.altsep and os.altsep in args.name)):
         p.error(f"--name must be a folder name inside --out (no '/', not '.' or '..'), got {args.name!r}")
+    for flag in ("data", "holdout", "resume", "out"):  # an empty path would silently mean "not given"
+        if getattr(args, flag) == "":
+            p.error(f"--{flag} must not be empty")
     if args.resume and args.dry_run:
         p.error("--dry-run starts its own run in a temporary folder; it cannot be combined with --resume")
     if args.allow_data_change and not args.resume:

@@ -216,6 +216,9 @@ def test_every_numeric_flag_is_checked_when_parsed(flag, value, message, capsys)
     (["--name", "a/b"], "--name must be a folder name"),
     (["--name", ""], "--name must be a folder name"),
     (["--resume", "outputs/x", "--dry-run"], "--dry-run starts its own run"),
+    (["--resume", ""], "--resume must not be empty"),
+    (["--data", "x_train.npy", "--demo"], "--demo trains on the embedded demo faces"),
+    (["--allow-data-change"], "--allow-data-change applies to --resume only"),
     (["--strategy", "multiworker"], "--strategy multiworker needs TF_CONFIG"),
 ])
 def test_contradictory_or_unsafe_flags_are_refused_when_parsed(argv, message, capsys, monkeypatch):
