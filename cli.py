@@ -82,21 +82,26 @@ def int_in(low, high=None):
     return parse
 
 
-def float_in(low, high=None, low_inclusive=True):
-    """An argparse type: a finite float above low (or equal, when low_inclusive) and at most high."""
+def float_in(low, high=None, low_inclusive=True, high_inclusive=True):
+    """An argparse type: a finite float above low (or equal, when low_inclusive) and below high (or equal, when
+    high_inclusive)."""
     def parse(text):
         value = _number(text, float)
-        if value < low or (value == low and not low_inclusive) or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be {_range_text(low, high, low_inclusive)}, got {text}")
+        if (value < low or (value == low and not low_inclusive)
+                or (high is not None and (value > high or (value == high and not high_inclusive)))):
+            raise argparse.ArgumentTypeError(f"must be {_range_text(low, high, low_inclusive, high_inclusive)}, "
+                                             f"got {text}")
         return value
     parse.__name__ = "number"
     return parse
 
 
-def _range_text(low, high, low_inclusive=True):
+def _range_text(low, high, low_inclusive=True, high_inclusive=True):
     if high is None:
         return f"{'>=' if low_inclusive else '>'} {low}"
-    return f"between {low} and {high}" if low_inclusive else f"> {low} and <= {high}"
+    if low_inclusive and high_inclusive:
+        return f"between {low} and {high}"
+    return f"in {'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
 
 
 positive_int = int_in(1)

@@ -259,7 +259,7 @@ def verify_dataset(path):
         raise DataError(f"cannot read the description of {path} in {meta_path}: {error}") from None
     try:
         images = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:
         raise DataError(f"{path} is not a readable .npy array: {error}") from None
     if list(images.shape) != record["shape"] or array_fingerprint(images) != record["fingerprint"]:
         raise DataError(f"{path} ({images.dtype} {images.shape}) is not the array {meta_path} describes "
@@ -369,7 +369,7 @@ def load_npy_images(path, what="images", hint="", mmap=False, uint8_only=True):
         raise DataError(f"no {what} at {path}" + (f"; {hint}" if hint else ""))
     try:
         images = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, EOFError) as error:  # EOFError: an empty file
         raise DataError(f"{path} is not a readable .npy array: {error}") from None
     if (images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]
             or (uint8_only and images.dtype != np.uint8)):

@@ -33,11 +33,14 @@ import run_state
 def load_holdout(run_dir, config, real_path=None):
     """(path, uint8 images): --real, else the run's held-out reals."""
     real_path = real_path or config.get("holdout")
-    if not real_path or not os.path.exists(real_path):
+    if not real_path:
+        raise data_io.DataError(f"{run_dir} records no held-out images; pass --real PATH")
+    if not os.path.exists(real_path):
         raise data_io.DataError(f"no held-out images for {run_dir} (looked for {real_path}); pass --real PATH")
     holdout = data_io.load_image_array(real_path, config["image_size"])
     if len(holdout) < 20:
         raise data_io.DataError(f"only {len(holdout)} held-out images in {real_path}; need at least 20")
+    check_held_out(real_path, holdout, config, run_dir)
     return real_path, holdout
 
 
@@ -46,6 +49,23 @@ def split_holdout(holdout, seed=0):
     half, scored as a system itself (the floor of each metric)."""
     order = np.random.default_rng(seed).permutation(len(holdout))
     return holdout[order[: len(order) // 2]], holdout[order[len(order) // 2:]]
+
+
+def check_held_out(real_path, real, config, run_dir):
+    """Refuse real faces that are the run's training data (its file, or the same images): scores against
+    them would measure how well the run learned faces it saw, not how real its faces are."""
+    train_path = config["data"]
+    if os.path.exists(train_path) and os.path.samefile(real_path, train_path):
+        why = "it is the training file"
+    else:
+        train = np.load(train_path, mmap_mode="r") if os.path.isfile(train_path) else None
+        same = train is not None and train.shape == real.shape and data_io.array_fingerprint(real) == (
+            config.get("data_fingerprint") or data_io.array_fingerprint(train))
+        if not same:
+            return
+        why = "it holds the same images"
+    raise data_io.DataError(f"{real_path} is the training data of {run_dir} ({why}), not held-out faces; pass "
+                            "--real PATH with real faces the run never trained on")
 
 
 # ----- measurements --------------------------------------------------------------------------------------
@@ -290,13 +310,10 @@ def fid_report_lines(engines, fid_n, n_reference, agreement):
 def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=None, quality=True,
              inception_path=None):
     start = time.time()
-    config = run_state.load_config(run_dir)
-    for key in ("image_size", "data"):
-        if key not in config:
-            raise data_io.DataError(f"{os.path.join(run_dir, 'config.json')} has no {key!r}; is it from train.py?")
+    config = run_state.load_config(run_dir, required=("image_size", "data"))
     size = config["image_size"]
-    out = cli.check_output_folder(out or os.path.join(run_dir, "eval"))  # before minutes of scoring
     real_path, holdout = load_holdout(run_dir, config, real_path)
+    out = cli.check_output_folder(out or os.path.join(run_dir, "eval"))  # before minutes of scoring
     reference, real_b = split_holdout(holdout, seed)
     train_reference = np.load(config["data"], mmap_mode="r")[:5000]
     discriminator = data_io.load_keras_model(os.path.join(run_dir, "discriminator.keras"))

@@ -23,9 +23,10 @@ LEGACY_DEFAULTS = {"minibatch_std_group": 0, "precision": "fp32"}
 
 # ----- config.json ---------------------------------------------------------------------------------------
 
-def load_config(run_dir, defaults=None):
+def load_config(run_dir, defaults=None, required=()):
     """A run directory's config.json. With `defaults`, keys the run was saved without are filled in once:
-    from LEGACY_DEFAULTS where the default has changed since, else from `defaults`."""
+    from LEGACY_DEFAULTS where the default has changed since, else from `defaults`; a saved value of another
+    type than its default's is refused. `required`: keys the file must have."""
     path = os.path.join(run_dir, "config.json")
     if not os.path.isdir(run_dir):
         raise data_io.DataError(f"no such run directory: {run_dir}")
@@ -38,35 +39,87 @@ def load_config(run_dir, defaults=None):
         raise data_io.DataError(f"cannot read {path}: {error}") from None
     if not isinstance(config, dict):
         raise data_io.DataError(f"cannot read {path}: it holds a JSON {type(config).__name__}, not an object")
+    for key in required:
+        if key not in config:
+            raise data_io.DataError(f"{path} has no {key!r}; is it from train.py?")
     if defaults is not None:
+        for key, value in config.items():
+            if not _same_kind(value, defaults.get(key)):
+                raise data_io.DataError(f"{path}: {key!r} is {value!r}, not a {type(defaults[key]).__name__} "
+                                        "like its default; the file is damaged")
         config = {**defaults, **{k: v for k, v in LEGACY_DEFAULTS.items() if k in defaults}, **config}
     return config
+
+
+def _same_kind(value, default):
+    """Whether a saved value can stand where `default` does (None on either side passes; ints pass for floats)."""
+    if value is None or default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
 
 
 def check_resume_settings(config, given):
     """Refuse settings given on the command line that differ from the run's: a resumed run keeps them."""
     for key, value in given.items():
-        if value is not None and value != config[key]:
-            raise data_io.DataError(f"--{key.replace('_', '-')} {value} differs from the run's {config[key]}; "
+        if value is not None and value != config.get(key):
+            raise data_io.DataError(f"--{key.replace('_', '-')} {value} differs from the run's {config.get(key)}; "
                                     "a resumed run keeps its settings (start a new run to change them)")
+
+
+def check_resume_data(run_dir, config, data_path, count, fingerprint, allow_change):
+    """Refuse training data other than the run's (another size or other pixels than config.json's train_count
+    and data_fingerprint) unless `allow_change`; then record what the run continues on. A run saved without a
+    fingerprint continues on its own data file with a warning that it could not be verified."""
+    recorded = config.get("data_fingerprint")
+    same_path = os.path.abspath(data_path) == os.path.abspath(config["data"])
+    if recorded is None and same_path:
+        print(f"warning: {run_dir} records no fingerprint of its training data, so {data_path} could not be "
+              "verified to be the data it trained on", file=sys.stderr)
+    elif recorded != fingerprint and not allow_change:
+        then = config.get("train_count")
+        what = (f"{count} images now, {then} when it trained" if count != then else
+                "the same number of images, other pixels" if recorded else "it cannot be verified")
+        raise data_io.DataError(f"{data_path} is not the data {run_dir} trained on ({what}); pass "
+                                "--allow-data-change to continue on it anyway")
+    elif recorded != fingerprint:
+        print(f"note: {run_dir} continues on changed data: {count} images (it trained on {config.get('train_count')})")
+    config.update(data=os.path.abspath(data_path), train_count=int(count), data_fingerprint=fingerprint)
 
 
 # ----- history -------------------------------------------------------------------------------------------
 
 def new_history():
     history = {key: [] for key in STEP_KEYS + EPOCH_KEYS}
-    history.update(epoch=0, epoch_seconds=[], images_per_second=[])
+    history.update(epoch=0, epoch_steps=[], epoch_seconds=[], images_per_second=[])
     return history
 
 
-def record_epoch(history, epoch, steps_per_epoch, steps_run, batch_size, seconds):
-    """Close an epoch in the history: the means of its steps, its time and speed. Returns the means."""
-    means = [float(np.mean(history[key][-steps_per_epoch:])) for key in STEP_KEYS]
+def fill_legacy_history(history, steps_per_epoch):
+    """A history saved before epochs recorded their step counts: every epoch had the run's steps_per_epoch."""
+    history.setdefault("epoch_steps", [steps_per_epoch] * history["epoch"])
+    return history
+
+
+def steps_into_epoch(history):
+    """Steps taken since the last closed epoch (the next epoch's steps already done)."""
+    return len(history["d_loss"]) - sum(history["epoch_steps"])
+
+
+def record_epoch(history, epoch, steps_run, batch_size, seconds):
+    """Close an epoch in the history: the means of its steps (those since the last closed epoch), its step
+    count, time and speed (of the `steps_run` this process ran). Returns the means."""
+    steps = steps_into_epoch(history)
+    means = [float(np.mean(history[key][-steps:])) for key in STEP_KEYS]
     for key, value in zip(EPOCH_KEYS, means):
         history[key].append(value)
     history["epoch"] = epoch
+    history["epoch_steps"].append(steps)
     history["epoch_seconds"].append(round(seconds, 3))
-    history["images_per_second"].append(round(steps_run * batch_size / seconds, 1))
+    history["images_per_second"].append(round(steps_run * batch_size / seconds, 1) if steps_run > 0 else 0.0)
     return means
 
 
@@ -118,13 +171,16 @@ def latest_checkpoint(run_dir):
     return os.path.join(run_dir, "checkpoints", names[-1]) if names else None
 
 
-def load_checkpoint(path, variables):
-    """Assign the saved arrays to the variables; returns the saved history."""
+def load_checkpoint(path, variables=None):
+    """Assign the saved arrays to the variables (none: only read); returns the saved history."""
     try:
         saved = np.load(path)
-        saved["history"]  # a truncated file fails here
+        history = json.loads(saved["history"].tobytes().decode())  # a truncated file fails here
     except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise data_io.DataError(f"cannot read checkpoint {path}: {error}") from None
+    if variables is None:
+        saved.close()
+        return history
     with saved:
         missing = sorted(set(variables) - set(saved.files))
         if missing:
@@ -134,11 +190,12 @@ def load_checkpoint(path, variables):
                 raise data_io.DataError(f"{path} does not match this model: {name} is {saved[name].shape}, "
                                         f"expected {tuple(variable.shape)}")
             variable.assign(saved[name])
-        return json.loads(saved["history"].tobytes().decode())
+        return history
 
 
-def load_latest_checkpoint(run_dir, variables):
-    """(path, history) of the newest readable checkpoint, falling back to older ones; None if there is none."""
+def load_latest_checkpoint(run_dir, variables=None):
+    """(path, history) of the newest readable checkpoint, falling back to older ones; None if there is none.
+    Without variables, only the history is read (quietly: the load with variables warns)."""
     names = checkpoint_names(run_dir)
     for i, name in enumerate(reversed(names)):
         path = os.path.join(run_dir, "checkpoints", name)
@@ -147,7 +204,8 @@ def load_latest_checkpoint(run_dir, variables):
         except data_io.DataError as error:
             if "does not match" in str(error) or i == len(names) - 1:
                 raise
-            print(f"warning: {error}; falling back to the previous checkpoint", file=sys.stderr)
+            if variables is not None:
+                    print(f"warning: {error}; falling back to the previous checkpoint", file=sys.stderr)
     return None
 
 

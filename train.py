@@ -12,6 +12,7 @@ continues exactly where it stopped.
 """
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ import time
 
 import numpy as np
 
+import cli
 import data_io
 import gan_step
 import run_state
@@ -33,10 +35,21 @@ DEMO_SIZE = 8000
 DEMO_DEFAULTS = {"epochs": 7, "batch_size": 64, "g_width": 32, "d_width": 32}
 PAPER_DEFAULTS = {"epochs": 25, "batch_size": 128, "g_width": gan_step.PAPER["g_width"],
                   "d_width": gan_step.PAPER["d_width"]}
-# What a resumed run keeps: its model, optimizer and recipe.
+# What a resumed run keeps: its model, optimizer and recipe, its steps per epoch, its sample grid and its data
+# source. Given with --resume, they must equal the run's.
 KEPT_ON_RESUME = ("latent_dim", "g_width", "d_width", "batch_size", "lr", "beta1", "beta2", "seed", "precision",
-                  "preset", *gan_step.RECIPE_KEYS)
+                  "preset", *gan_step.RECIPE_KEYS, "max_steps", "n_samples", "demo")
+# What a resumed run takes from its command line (and records): how long it trains, and how it checkpoints,
+# watches, logs and spreads its work.
+HONOURED_ON_RESUME = ("epochs", "checkpoint_every", "keep_checkpoints", "collapse_steps", "sample_every",
+                      "tensorboard", "strategy", "logical_cpus")
 EXIT_INTERRUPTED, EXIT_DIVERGED = 130, 3
+UNIT_INTERVAL = cli.float_in(0, 1, high_inclusive=False)  # [0, 1): Adam's betas, the EMA decay
+NON_NEGATIVE = cli.float_in(0)
+
+
+class NothingToDo(Exception):
+    """--resume of a run that has already trained all its epochs."""
 
 
 class Diverged(Exception):
@@ -54,21 +67,27 @@ def add_data_flags(p):
                    help=f"training images, uint8 (N, S, S, 3) .npy from preprocess.py (default {DEFAULT_DATA}; "
                         "when it does not exist, the embedded demo faces are used)")
     p.add_argument("--holdout", default=None,
-                   help="held-out images for evaluate.py (default: the _holdout.npy beside --data)")
+                   help="held-out images for evaluate.py (default: the _holdout.npy beside a --data that ends "
+                        "in _train.npy; never the training data itself)")
     p.add_argument("--demo", action="store_true", help="train on the embedded procedurally drawn demo faces")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue even though the training data differs from what the run "
+                        "trained on (another size or other images); its steps per epoch follow the new data")
+    p.add_argument("--epochs", type=cli.positive_int, default=None,
                    help="passes over the training set (default 25; 7 on the demo)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per step (default 128, the paper; 64 on "
+    p.add_argument("--batch-size", type=cli.positive_int, default=None, help="images per step (default 128, the paper; 64 on "
                                                                "the demo)")
 
 
 def add_recipe_flags(p):
-    p.add_argument("--lr", type=float, default=gan_step.PAPER["lr"], help="Adam learning rate for both networks (the paper: 2e-4)")
+    p.add_argument("--lr", type=cli.positive_float, default=gan_step.PAPER["lr"],
+                   help="Adam learning rate for both networks (the paper: 2e-4)")
     p.add_argument("--preset", default=None, choices=sorted(gan_step.PRESETS),
                    help="dcgan: the 2015 paper, unchanged (default on CelebA); best (default on the demo faces): "
-                        "the paper plus the changes that won docs/ablation.md's ablation (--ema 0.999 --diffaug translation --g-lr 4e-4 --label-smoothing "
+                        "the paper plus the changes that won docs/ablation.md's ablation (--ema 0.999 --diffaug "
+                        "translation --g-lr 4e-4 --label-smoothing "
                         "0.1 --mode-seeking 3). The flags below override the preset one by one")
-    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+    p.add_argument("--ema", type=UNIT_INTERVAL, default=None, metavar="DECAY",
                    help="keep an exponential moving average of G's weights with this decay (e.g. 0.999; 0 = off). "
                         "generator.keras and the grids then use the averaged G; the trained G is saved as "
                         "generator_raw.keras")
@@ -78,7 +97,7 @@ def add_recipe_flags(p):
     p.add_argument("--loss", default=None, choices=("bce", "hinge"),
                    help="bce: the paper's cross-entropy with the non-saturating G loss; hinge: hinge loss "
                         "(Lim & Ye 2017; Miyato et al. 2018)")
-    p.add_argument("--r1", type=float, default=None, metavar="GAMMA",
+    p.add_argument("--r1", type=NON_NEGATIVE, default=None, metavar="GAMMA",
                    help="R1 gradient penalty on reals, gamma/2 * E|grad D(x)|^2 (Mescheder et al. 2018; 0 = off)")
     p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="spectral normalisation of D's convolutions, with D's batch norm removed (Miyato et al. "
@@ -86,23 +105,23 @@ def add_recipe_flags(p):
     p.add_argument("--minibatch-std", action=argparse.BooleanOptionalAction, default=None,
                    help="give D the batch's feature standard deviation as an extra feature map before its logit, "
                         "so that too-similar fakes are easy to tell apart (Karras et al. 2018)")
-    p.add_argument("--minibatch-std-group", type=int, default=None, metavar="N",
+    p.add_argument("--minibatch-std-group", type=cli.non_negative_int, default=None, metavar="N",
                    help="--minibatch-std over groups of N images, each image getting its group's number (default "
                         "4, as in StyleGAN; 0 = one number for the whole batch)")
-    p.add_argument("--label-smoothing", type=float, default=None, metavar="EPS",
+    p.add_argument("--label-smoothing", type=cli.float_in(0, 0.5, high_inclusive=False), default=None, metavar="EPS",
                    help="one-sided label smoothing: D's target for real images is 1 - EPS instead of 1, fakes "
                         "stay 0 (Salimans et al. 2016; 0 = off; bce loss only)")
-    p.add_argument("--mode-seeking", type=float, default=None, metavar="LAMBDA",
+    p.add_argument("--mode-seeking", type=NON_NEGATIVE, default=None, metavar="LAMBDA",
                    help="mode-seeking term in G's loss (Mao et al. 2019): LAMBDA / (|G(z1) - G(z2)| / |z1 - z2|) "
                         "over the batch's two halves, so that different noise must give different faces (0 = off)")
-    p.add_argument("--g-lr", type=float, default=None, help="G learning rate (default --lr); TTUR sets G and D apart")
-    p.add_argument("--d-lr", type=float, default=None, help="D learning rate (default --lr)")
-    p.add_argument("--beta1", type=float, default=gan_step.PAPER["beta1"], help="Adam beta_1 (the paper: 0.5)")
-    p.add_argument("--beta2", type=float, default=gan_step.PAPER["beta2"], help="Adam beta_2")
-    p.add_argument("--latent-dim", type=int, default=gan_step.PAPER["latent_dim"], help="size of the noise vector z ~ N(0, I)")
-    p.add_argument("--g-width", type=int, default=None, help="generator base channels, ngf (default 64, the "
+    p.add_argument("--g-lr", type=cli.positive_float, default=None, help="G learning rate (default --lr); TTUR sets G and D apart")
+    p.add_argument("--d-lr", type=cli.positive_float, default=None, help="D learning rate (default --lr)")
+    p.add_argument("--beta1", type=UNIT_INTERVAL, default=gan_step.PAPER["beta1"], help="Adam beta_1 (the paper: 0.5)")
+    p.add_argument("--beta2", type=UNIT_INTERVAL, default=gan_step.PAPER["beta2"], help="Adam beta_2")
+    p.add_argument("--latent-dim", type=cli.positive_int, default=gan_step.PAPER["latent_dim"], help="size of the noise vector z ~ N(0, I)")
+    p.add_argument("--g-width", type=cli.positive_int, default=None, help="generator base channels, ngf (default 64, the "
                                                              "paper; 32 on the demo)")
-    p.add_argument("--d-width", type=int, default=None, help="discriminator base channels, ndf (default 64, the "
+    p.add_argument("--d-width", type=cli.positive_int, default=None, help="discriminator base channels, ndf (default 64, the "
                                                              "paper; 32 on the demo)")
 
 
@@ -118,69 +137,101 @@ def add_run_flags(p):
                         "--logical-cpus); multiworker = several machines, each run with the same command and its "
                         "own TF_CONFIG (see README). The global --batch-size is split across replicas; batch norm "
                         "uses the global batch's statistics")
-    p.add_argument("--logical-cpus", type=int, default=0, metavar="N",
+    p.add_argument("--logical-cpus", type=cli.non_negative_int, default=0, metavar="N",
                    help="split the CPU into N logical devices, to try --strategy mirrored without GPUs")
-    p.add_argument("--seed", type=int, default=gan_step.PAPER["seed"], help="seed for weights, noise and data order")
-    p.add_argument("--sample-every", type=int, default=1, help="save a fixed-noise sample grid every N epochs")
-    p.add_argument("--n-samples", type=int, default=64, help="faces in each fixed-noise grid (8 per row)")
-    p.add_argument("--snapshot-every", type=int, default=5, metavar="N",
+    p.add_argument("--seed", type=cli.seed, default=gan_step.PAPER["seed"], help="seed for weights, noise and data order")
+    p.add_argument("--sample-every", type=cli.positive_int, default=1, help="save a fixed-noise sample grid every N epochs")
+    p.add_argument("--n-samples", type=cli.positive_int, default=64, help="faces in each fixed-noise grid (8 per row)")
+    p.add_argument("--snapshot-every", type=cli.non_negative_int, default=5, metavar="N",
                    help="keep the sampled generator of every Nth epoch as snapshots/generator_epoch_NNN.keras, "
                         "for evaluate.py --curve (quality against training length); 0 = never")
     p.add_argument("--out", default="outputs", help="folder that holds the run directories")
     p.add_argument("--name", default=None, help="run directory name (default: <time>_<dataset>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint with its saved settings "
-                        "(--epochs may be raised)")
-    p.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                        "(--epochs may be raised; --checkpoint-every, --keep-checkpoints, --collapse-steps, "
+                        "--sample-every, --tensorboard and --strategy may change)")
+    p.add_argument("--checkpoint-every", type=cli.non_negative_int, default=0, metavar="STEPS",
                    help="also checkpoint every STEPS steps (0 = only at the end of each epoch)")
-    p.add_argument("--keep-checkpoints", type=int, default=2, help="how many checkpoints to keep")
-    p.add_argument("--collapse-steps", type=int, default=2000,
+    p.add_argument("--keep-checkpoints", type=cli.positive_int, default=2, help="how many checkpoints to keep")
+    p.add_argument("--collapse-steps", type=cli.non_negative_int, default=2000,
                    help="stop when D(x) > 0.99 and D(G(z)) < 0.01 for this many steps in a row (0 = never)")
     p.add_argument("--tensorboard", action="store_true",
                    help="also log losses, D outputs, images/s and the sample grid to RUN/tensorboard "
                         "(view with: tensorboard --logdir outputs)")
-    p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (0 = all)")
+    p.add_argument("--max-steps", type=cli.non_negative_int, default=0, help="stop each epoch after this many steps (0 = all)")
     p.add_argument("--dry-run", action="store_true",
                    help="a real run of one step per epoch in a temporary folder, stopped after epoch 1 and "
                         "resumed for epoch 2 (data, D and G steps, grid, checkpoint, resume), then report and "
                         "delete it")
 
 
-def parse_args(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_flags(p)
     add_recipe_flags(p)
     add_run_flags(p)
+    return p
+
+
+def parse_args(argv=None):
+    """The flags, each number checked when parsed; args.given_flags names those given on the command line (a
+    resumed run compares them with its own, defaults included)."""
+    p = build_parser()
     args = p.parse_args(argv)
+    unset = object()  # argparse fills in defaults only for what a namespace lacks
+    seen = p.parse_args(argv, argparse.Namespace(**{key: unset for key in vars(args)}))
+    args.given_flags = sorted(key for key, value in vars(seen).items() if value is not unset)
     check_args(p, args)
     return args
 
 
+def given_flags(args):
+    """The flags given on the command line (for args made without parse_args: those not at their default)."""
+    if hasattr(args, "given_flags"):
+        return set(args.given_flags)
+    defaults = vars(parse_args([]))
+    return {key for key, value in vars(args).items() if key in defaults and value != defaults[key]}
+
+
 def check_args(p, args):
-    """Exit with argparse's usage error for values no run can use."""
-    for name in ("batch_size", "latent_dim", "g_width", "d_width", "sample_every", "n_samples", "keep_checkpoints",
-                 "epochs"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.ema is not None and not 0 <= args.ema < 1:
-        p.error("--ema must be in [0, 1)")
+    """Exit with argparse's usage error for combinations no run can use (single values are checked by their
+    types)."""
+    if args.name is not None and (args.name in ("", ".", "..") or os.path.basename(args.name) != args.name
+                                  or (os.altsep and os.altsep in args.name)):
+        p.error(f"--name must be a folder name inside --out (no '/', not '.' or '..'), got {args.name!r}")
+    for flag in ("data", "holdout", "resume", "out"):  # an empty path would silently mean "not given"
+        if getattr(args, flag) == "":
+            p.error(f"--{flag} must not be empty")
+    if args.resume and args.dry_run:
+        p.error("--dry-run starts its own run in a temporary folder; it cannot be combined with --resume")
+    if args.allow_data_change and not args.resume:
+        p.error("--allow-data-change applies to --resume only")
+    if args.demo and (args.data or args.holdout):
+        p.error("--demo trains on the embedded demo faces; it cannot be combined with --data or --holdout")
+    if args.strategy == "multiworker" and not tf_config_is_valid(os.environ.get("TF_CONFIG")):
+        p.error("--strategy multiworker needs TF_CONFIG: a JSON object with this machine's \"cluster\" and "
+                "\"task\" (see README); without it the run would train on this machine alone")
     if args.diffaug:
         unknown = set(args.diffaug.split(",")) - set(gan_step.DIFFAUG_OPS)
         if unknown:
             p.error(f"--diffaug: unknown {', '.join(sorted(unknown))}; choose from {','.join(gan_step.DIFFAUG_OPS)}")
-    if args.label_smoothing is not None and not 0 <= args.label_smoothing < 0.5:
-        p.error("--label-smoothing must be in [0, 0.5)")
     if args.label_smoothing and args.loss == "hinge":
         p.error("--label-smoothing applies to the bce loss only")
-    if args.r1 is not None and args.r1 < 0:
-        p.error("--r1 must be >= 0")
-    if args.minibatch_std_group is not None and (args.minibatch_std_group < 0 or args.minibatch_std_group == 1):
+    if args.minibatch_std_group == 1:
         p.error("--minibatch-std-group must be 0 (whole batch) or >= 2")
-    if args.mode_seeking is not None and args.mode_seeking < 0:
-        p.error("--mode-seeking must be >= 0")
     if args.spectral_norm and args.strategy != "none":
         p.error("--spectral-norm is single-device only (its power-iteration state is not synchronised across "
                 "replicas)")
+
+
+def tf_config_is_valid(text):
+    """Whether TF_CONFIG is a JSON object with a cluster and this machine's task in it."""
+    try:
+        config = json.loads(text or "")
+    except ValueError:
+        return False
+    return isinstance(config, dict) and isinstance(config.get("cluster"), dict) and isinstance(config.get("task"), dict)
 
 
 # ----- data ----------------------------------------------------------------------------------------------
@@ -192,13 +243,51 @@ def load_data(args):
         data_path, holdout_path = draw_demo_faces()
     else:
         data_path = args.data or DEFAULT_DATA
-        holdout_path = args.holdout or data_path.replace("_train.npy", "_holdout.npy")
-    images = load_training_images(data_path)
+        holdout_path = args.holdout or default_holdout(data_path)
+    images, fingerprint = load_training_images(data_path)
     return images, {
         "data": os.path.abspath(data_path), "demo": use_demo,
-        "holdout": os.path.abspath(holdout_path) if os.path.exists(holdout_path) else None,
-        "train_count": int(len(images)), "image_size": int(images.shape[1]),
+        "holdout": check_holdout(holdout_path, data_path, images.shape, fingerprint, given=bool(args.holdout)),
+        "train_count": int(len(images)), "data_fingerprint": fingerprint, "image_size": int(images.shape[1]),
     }
+
+
+def default_holdout(data_path):
+    """preprocess.py's PREFIX_holdout.npy beside PREFIX_train.npy; None for a file of any other name."""
+    return data_path[:-len("_train.npy")] + "_holdout.npy" if data_path.endswith("_train.npy") else None
+
+
+def check_holdout(path, data_path, data_shape, data_fingerprint, given):
+    """The held-out set to record for evaluate.py (absolute path), or None with a note. Never the training
+    data: not its file, nor an array with the same images. A --holdout (`given`) that is missing or is the
+    training data is an error; a default one is dropped."""
+    reason = None
+    if path is None:
+        reason = f"no _holdout.npy goes with {data_path} (not named PREFIX_train.npy)"
+    elif not os.path.exists(path):
+        if given:
+            raise data_io.DataError(f"no held-out images at {path}")
+        reason = f"{path} does not exist"
+    elif os.path.samefile(path, data_path) or (path.endswith(".npy") and same_images(path, data_shape,
+                                                                                      data_fingerprint)):
+        if given:
+            raise data_io.DataError(f"--holdout {path} is the training data: evaluate.py would score the run "
+                                    "against faces it trained on; give held-out images, or none")
+        reason = f"{path} holds the training images themselves"
+    if reason:
+        print(f"note: no held-out images recorded ({reason}); evaluate.py will need --real PATH")
+        return None
+    data_io.verify_dataset(path)
+    return os.path.abspath(path)
+
+
+def same_images(path, shape, fingerprint):
+    """Whether the .npy at path holds exactly the images of shape `shape` with this fingerprint."""
+    try:
+        images = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise data_io.DataError(f"{path} is not a readable .npy array: {error}") from None
+    return images.shape == shape and data_io.array_fingerprint(images) == fingerprint
 
 
 def draw_demo_faces():
@@ -219,11 +308,13 @@ def draw_demo_faces():
 
 
 def load_training_images(path):
-    """A preprocess.py array, checked: uint8 (N, S, S, 3) with S in 32/64/128."""
+    """(images, fingerprint) of a preprocess.py array, checked: uint8 (N, S, S, 3) with S in 32/64/128, and
+    the array its JSON describes when it has one."""
     images = data_io.load_npy_images(path, "training data", hint="run preprocess.py first (or use --demo)")
     if images.shape[1] not in (32, 64, 128):
         raise data_io.DataError(f"{path} has {images.shape[1]} px images; 32, 64 or 128 are supported")
-    return images
+    record = data_io.verify_dataset(path)
+    return images, record["fingerprint"] if record else data_io.array_fingerprint(images)
 
 
 def epoch_order(count, batch_size, seed, epoch, steps, skip_steps=0):
@@ -248,7 +339,8 @@ def make_dataset(images_tensor, batch_size, seed, epoch, steps, skip_steps=0):
 
 def settings(args, demo):
     """The run's settings from the flags; those not given come from the preset and the paper (or the demo)."""
-    config = {k: v for k, v in vars(args).items() if k not in ("resume", "data", "holdout", "dry_run")}
+    config = {k: v for k, v in vars(args).items()
+              if k not in ("resume", "data", "holdout", "dry_run", "given_flags", "allow_data_change")}
     config["preset"] = args.preset or ("best" if demo else "dcgan")
     for key, value in {**(DEMO_DEFAULTS if demo else PAPER_DEFAULTS), **gan_step.PRESETS[config["preset"]]}.items():
         if config[key] is None:
@@ -259,37 +351,71 @@ def settings(args, demo):
 
 
 def prepare_run(args, new_run_check=True):
-    """(run_dir, config, images) for a new run or a resumed one."""
+    """(run_dir, config, images) for a new run or a resumed one, every input checked; writes nothing."""
     if args.resume:
-        return resume_run(args)
-    images, data_config = load_data(args)
-    config = {**settings(args, data_config["demo"]), **data_config}
-    config["g_lr"], config["d_lr"] = config["g_lr"] or config["lr"], config["d_lr"] or config["lr"]
-    config["precision"], config["precision_reason"] = (gan_step.auto_precision() if args.precision == "auto"
-                                                       else (args.precision, "chosen with --precision"))
-    dataset_name = "demo" if config["demo"] else os.path.basename(config["data"]).replace("_train.npy", "")
-    run_dir = os.path.join(args.out, args.name or time.strftime("%Y%m%d-%H%M%S_") + dataset_name)
-    if new_run_check and os.path.exists(os.path.join(run_dir, "config.json")):
-        raise data_io.DataError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
+        run_dir, config, images = resume_run(args)
+    else:
+        images, data_config = load_data(args)
+        config = {**settings(args, data_config["demo"]), **data_config}
+        config["g_lr"], config["d_lr"] = config["g_lr"] or config["lr"], config["d_lr"] or config["lr"]
+        config["precision"], config["precision_reason"] = (gan_step.auto_precision() if args.precision == "auto"
+                                                           else (args.precision, "chosen with --precision"))
+        dataset_name = "demo" if config["demo"] else os.path.basename(config["data"]).replace("_train.npy", "")
+        run_dir = os.path.join(args.out, args.name or time.strftime("%Y%m%d-%H%M%S_") + dataset_name)
+        if new_run_check and os.path.exists(os.path.join(run_dir, "config.json")):
+            raise data_io.DataError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
+        if new_run_check and os.path.isdir(run_dir) and os.listdir(run_dir):
+            raise data_io.DataError(f"{run_dir} is not empty and holds no run; choose another --name")
     if len(images) < config["batch_size"]:
-        raise data_io.DataError(f"only {len(images)} training images, fewer than one batch of {config['batch_size']}")
+        raise data_io.DataError(f"only {len(images)} training images in {config['data']}, fewer than one batch "
+                                f"of {config['batch_size']}")
     return run_dir, config, images
 
 
 def resume_run(args):
     """(run_dir, config, images) of --resume: the saved settings (keys an older run lacks filled with the
-    paper's), refusing flags that would change them."""
-    defaults = parse_args([])
-    config = run_state.load_config(args.resume, settings(defaults, demo=False))
-    if args.epochs is not None:
-        config["epochs"] = args.epochs
-    run_state.check_resume_settings(config, {key: getattr(args, key) for key in KEPT_ON_RESUME
-                                             if getattr(args, key) != getattr(defaults, key)})
-    images = load_training_images(config["data"])
+    paper's), checked against the flags given (KEPT_ON_RESUME must match, HONOURED_ON_RESUME are taken) and
+    its data against the data it trained on. Raises NothingToDo for a run that has trained all its epochs."""
+    run_dir, given = args.resume, given_flags(args)
+    config = run_state.load_config(run_dir, settings(parse_args([]), demo=False), required=("data", "image_size"))
+    if {"out", "name"} & given:
+        raise data_io.DataError(f"--out and --name name a new run; --resume continues {run_dir} in its own folder")
+    run_state.check_resume_settings(config, {key: getattr(args, key) for key in KEPT_ON_RESUME if key in given})
+    checkpoint = run_state.load_latest_checkpoint(run_dir)
+    epochs_done = checkpoint[1]["epoch"] if checkpoint else 0
+    if "epochs" in given and args.epochs < epochs_done:
+        raise data_io.DataError(f"{run_dir} has already trained {epochs_done} epochs; --epochs {args.epochs} "
+                                "would undo them (give more epochs to train further)")
+    config.update({key: getattr(args, key) for key in HONOURED_ON_RESUME if key in given},
+                  strategy=args.strategy, logical_cpus=args.logical_cpus)  # how this process runs
+    if epochs_done >= config["epochs"]:
+        raise NothingToDo(f"{run_dir} has already trained all its {epochs_done} epochs: nothing to do (pass "
+                          f"--epochs N, N > {epochs_done}, to train further)")
+    if checkpoint:
+        check_fixed_noise(run_dir, config)
+    data_path = args.data if "data" in given else config["data"]
+    images, fingerprint = load_training_images(data_path)
     if images.shape[1] != config["image_size"]:
-        raise data_io.DataError(f"{config['data']} has {images.shape[1]} px images but the run was "
+        raise data_io.DataError(f"{data_path} has {images.shape[1]} px images but the run was "
                                 f"trained at {config['image_size']} px")
-    return args.resume, config, images
+    run_state.check_resume_data(run_dir, config, data_path, len(images), fingerprint, args.allow_data_change)
+    if "holdout" in given or config.get("holdout") == config["data"]:
+        config["holdout"] = check_holdout(args.holdout or config["holdout"], data_path, images.shape, fingerprint,
+                                          given="holdout" in given)
+    return run_dir, config, images
+
+
+def check_fixed_noise(run_dir, config):
+    """A run with checkpoints continues its sample grids from fixed_noise.npy: it must be there, as made."""
+    path = os.path.join(run_dir, "fixed_noise.npy")
+    try:
+        noise = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise data_io.DataError(f"cannot read {path}, the noise of the run's sample grids: "
+                                f"{getattr(error, 'strerror', None) or error}") from None
+    if noise.shape != (config["n_samples"], config["latent_dim"]):
+        raise data_io.DataError(f"{path} holds {noise.shape}, not the run's ({config['n_samples']}, "
+                                f"{config['latent_dim']}) noise vectors of its sample grids")
 
 
 def make_step(nets, config, strategy, images):
@@ -379,7 +505,8 @@ class _StopRequest:
 
 
 def train(args):
-    """Train per args (from parse_args). Returns (run_dir, exit code)."""
+    """Train per args (from parse_args), after checking every input and the output folder; a new run that
+    fails before its first checkpoint leaves nothing behind. Returns (run_dir, exit code)."""
     strategy = make_strategy(args.strategy, args.logical_cpus) if keras_backend() == "tensorflow" else None
     chief = is_chief(strategy)
     run_dir, config, images = prepare_run(args, new_run_check=chief)
@@ -387,6 +514,33 @@ def train(args):
     replicas = strategy.num_replicas_in_sync if strategy else 1
     if config["batch_size"] % replicas:
         raise data_io.DataError(f"--batch-size {config['batch_size']} does not split evenly over {replicas} replicas")
+    if not chief:
+        return train_in(run_dir, config, images, strategy, chief, args)
+    new_folders = [] if args.resume else missing_folders(run_dir)
+    cli.check_output_folder(run_dir)
+    try:
+        return train_in(run_dir, config, images, strategy, chief, args)
+    except BaseException:
+        if new_folders and not run_state.checkpoint_names(run_dir):  # a new run with nothing to resume
+            shutil.rmtree(run_dir, ignore_errors=True)
+            for folder in new_folders[1:]:  # the --out folders this run made, when empty
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+        raise
+
+
+def missing_folders(path):
+    """path and its parents that do not exist yet, deepest first."""
+    missing = []
+    while not os.path.exists(path) and os.path.dirname(os.path.abspath(path)) != os.path.abspath(path):
+        missing.append(path)
+        path = os.path.dirname(os.path.abspath(path))
+    return missing
+
+
+def train_in(run_dir, config, images, strategy, chief, args):
+    """train() once the run and its output folder are checked. Returns (run_dir, exit code)."""
+    replicas = strategy.num_replicas_in_sync if strategy else 1
     # Every worker of a multi-worker run reads the run directory (a shared folder, for --resume); only the
     # chief writes to it, the others write to a scratch folder.
     out_dir = run_dir if chief else tempfile.mkdtemp(prefix="facegan-worker-")
@@ -395,8 +549,8 @@ def train(args):
         nets = gan_step.build_models(config, distributed=replicas > 1)
     variables = run_state.state_variables(nets)
     steps_per_epoch = min(len(images) // config["batch_size"], config["max_steps"] or len(images))
-    config.update(steps_per_epoch=steps_per_epoch, replicas=replicas, **versions())
     history, fixed_noise = start_or_resume(run_dir, out_dir, config, variables, resume=bool(args.resume))
+    config.update(steps_per_epoch=steps_per_epoch, replicas=replicas, **versions())
     data_io.save_json(os.path.join(out_dir, "config.json"), config)
     train_step, epoch_batches, sync = make_step(nets, config, strategy, images)
     writer = None
@@ -408,7 +562,7 @@ def train(args):
           f"steps/epoch, epochs {history['epoch'] + 1}..{config['epochs']}")
     with _StopRequest() as stop:
         for epoch in range(history["epoch"] + 1, config["epochs"] + 1):
-            done = len(history["d_loss"]) - (epoch - 1) * steps_per_epoch  # steps of this epoch already done
+            done = run_state.steps_into_epoch(history)  # steps of this epoch already done
             start = time.perf_counter()
 
             def save_checkpoint():
@@ -417,12 +571,12 @@ def train(args):
             if not run_epoch(train_step, epoch_batches(epoch, done), epoch, done, config, history, stop, run_dir,
                              save_checkpoint):
                 return run_dir, EXIT_INTERRUPTED
-            means = run_state.record_epoch(history, epoch, steps_per_epoch, steps_per_epoch - done,
+            means = run_state.record_epoch(history, epoch, run_state.steps_into_epoch(history) - done,
                                            config["batch_size"], time.perf_counter() - start)
             run_state.save_history(out_dir, history)
             sync()
             grid = save_epoch_outputs(out_dir, config, epoch, nets, fixed_noise)
-            log_epoch(writer, history, means, grid, steps_per_epoch)
+            log_epoch(writer, history, means, grid)
             run_state.save_checkpoint(out_dir, variables, history, config["keep_checkpoints"])
     if not chief:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -446,8 +600,9 @@ def start_or_resume(run_dir, out_dir, config, variables, resume):
     checkpoint = run_state.load_latest_checkpoint(run_dir, variables) if resume else None
     if checkpoint:
         path, history = checkpoint
+        run_state.fill_legacy_history(history, config["steps_per_epoch"])  # the steps per epoch it ran with
         print(f"resuming {run_dir} from {os.path.basename(path)} (epoch {history['epoch']} done, "
-              f"{len(history['d_loss']) - history['epoch'] * config['steps_per_epoch']} steps into the next)")
+              f"{run_state.steps_into_epoch(history)} steps into the next)")
         return history, np.load(os.path.join(run_dir, "fixed_noise.npy"))
     if resume:
         print(f"{run_dir} has no checkpoint yet: starting it from epoch 1")
@@ -518,7 +673,7 @@ def save_epoch_outputs(run_dir, config, epoch, nets, fixed_noise):
     return grid
 
 
-def log_epoch(writer, history, means, grid, steps_per_epoch):
+def log_epoch(writer, history, means, grid):
     """The epoch's line on the console and, with --tensorboard, its scalars, steps and grid."""
     epoch = history["epoch"]
     print(f"epoch {epoch}: d_loss {means[0]:.4f}  g_loss {means[1]:.4f}  D(x) {means[2]:.3f}  "
@@ -534,7 +689,7 @@ def log_epoch(writer, history, means, grid, steps_per_epoch):
         tf.summary.scalar("epoch/images_per_second", history["images_per_second"][-1])
         if grid is not None:
             tf.summary.image("fixed_noise_samples", grid[None])
-        first = len(history["d_loss"]) - steps_per_epoch
+        first = len(history["d_loss"]) - history["epoch_steps"][-1]
         for name, key in zip(names, run_state.STEP_KEYS):
             for i, value in enumerate(history[key][first:], first + 1):
                 tf.summary.scalar(f"step/{name}", value, step=i)
@@ -564,6 +719,7 @@ def dry_run(args):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@cli.main_wrapper
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -571,17 +727,24 @@ def main(argv=None):
             return dry_run(args)
         _, code = train(args)
         return code
-    except data_io.DataError as error:
-        print(f"train.py: error: {error}", file=sys.stderr)
-        return 2
+    except NothingToDo as message:
+        print(message)
+        return 0
     except Diverged as error:
-        print(f"train.py: training diverged: {error}. The last good checkpoint is intact: resume with "
-              f"--resume {error.run_dir}, or start again with another --seed or a lower --lr.", file=sys.stderr)
+        print(f"train.py: training diverged: {error}; {checkpoint_state(error.run_dir)}. Start again with another "
+              "--seed or a lower --lr.", file=sys.stderr)
         return EXIT_DIVERGED
-    except OSError as error:  # disk full, unwritable output folder, ...
-        print(f"train.py: error: cannot write {getattr(error, 'filename', '') or 'output'}: "
-              f"{error.strerror or error}", file=sys.stderr)
-        return 2
+
+
+def checkpoint_state(run_dir):
+    """What a stopped run left to resume from, as said on disk."""
+    if not os.path.isdir(run_dir):
+        return "no checkpoint was saved, and the new run's folder was removed"
+    newest = run_state.latest_checkpoint(run_dir)
+    if newest is None:
+        return f"no checkpoint was saved in {run_dir}"
+    return (f"its newest checkpoint, {newest}, is from before the divergence (resuming from it would repeat the "
+            "same steps)")
 
 
 if __name__ == "__main__":

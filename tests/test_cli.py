@@ -90,7 +90,7 @@ def run(tmp_path_factory):
     models.build_discriminator(image_size=SIZE, width=8).save(run / "discriminator.keras")
     faces = np.random.default_rng(0).integers(0, 256, (40, SIZE, SIZE, 3), dtype=np.uint8)
     np.save(run / "train.npy", faces)
-    np.save(run / "holdout.npy", faces)
+    np.save(run / "holdout.npy", faces[::-1])
     np.save(run / "d_losses.npy", np.ones(1, np.float32))
     np.save(run / "g_losses.npy", np.ones(1, np.float32))
     (run / "config.json").write_text(json.dumps({"latent_dim": LATENT, "image_size": SIZE, "epochs": 1,
@@ -103,6 +103,26 @@ def test_evaluate_with_a_damaged_config_is_one_line(tmp_path, capsys):
     (tmp_path / "config.json").write_text('{"image_size": 32, "da')
     assert evaluate.main([str(tmp_path), "--no-quality"]) == 2
     assert "cannot read" in _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("real", ["train.npy", "copy.npy", None])
+def test_evaluate_refuses_real_faces_that_are_the_training_data(run, tmp_path, capsys, real):
+    np.save(tmp_path / "copy.npy", np.load(run / "train.npy"))
+    argv = [str(run), "--no-quality", "--out", str(tmp_path / "eval")]
+    if real is None:  # a run that recorded its training file as its holdout
+        config = json.loads((run / "config.json").read_text())
+        (tmp_path / "run").mkdir()
+        for name in os.listdir(run):
+            os.symlink(run / name, tmp_path / "run" / name)
+        os.remove(tmp_path / "run" / "config.json")
+        (tmp_path / "run" / "config.json").write_text(json.dumps({**config, "holdout": config["data"]}))
+        argv[0] = str(tmp_path / "run")
+    else:
+        argv += ["--real", str(run / real if real == "train.npy" else tmp_path / real)]
+    assert evaluate.main(argv) == 2
+    message = _one_line(capsys.readouterr().err)
+    assert "the training data" in message and "--real" in message
+    assert not (tmp_path / "eval").exists()
 
 
 def test_evaluate_refuses_a_discriminator_given_as_a_generator(run, tmp_path, capsys):

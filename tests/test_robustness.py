@@ -4,6 +4,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import data_io
 import evaluate
 import preprocess
 import gan_step
@@ -162,7 +164,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
         return lambda real: (float("nan"), *step(real)[1:])
     monkeypatch.setattr(gan_step, "build_train_step", exploding_step)
     assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "3"]) == train.EXIT_DIVERGED
-    assert "training diverged: non-finite loss at epoch 2 step 1" in capsys.readouterr().err
+    message = _last_line(capsys.readouterr().err)
+    assert "training diverged: non-finite loss at epoch 2 step 1" in message and good in message
     assert run_state.latest_checkpoint(str(tmp_path / "run")) == good
     assert len(np.load(tmp_path / "run" / "d_losses.npy")) == 1
 
@@ -244,4 +247,223 @@ def test_dry_run_checks_every_stage_and_leaves_nothing(tmp_path, tiny_dataset, c
     assert train.main(["--dry-run", "--data", tiny_dataset, "--g-width", "8", "--d-width", "8",
                        "--batch-size", "16", "--out", str(tmp_path / "outputs")]) == 0
     assert "dry run OK" in capsys.readouterr().out
+    assert not (tmp_path / "outputs").exists()
+
+
+# ----- train.py: the data it trains on, what --resume keeps, honours and refuses ------------------------------
+
+def _one_line(err):
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _last_line(err):
+    """The message a run ends with on stderr, after its progress bars."""
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_faces):
+    """A tiny run that finished its 2 epochs (2 steps each), trained with --lr 1e-3 on a preprocess.py-style
+    dataset (arrays and the JSON that describes them)."""
+    folder = tmp_path_factory.mktemp("finished")
+    data_io.save_dataset(str(folder / "faces"), tiny_faces[:64], tiny_faces[64:], {})
+    assert train.main(["--data", str(folder / "faces_train.npy"), "--out", str(folder), "--name", "run",
+                       "--epochs", "2", "--lr", "1e-3", *TINY_TRAIN_FLAGS]) == 0
+    return folder / "run"
+
+
+def _copy_run(finished_run, tmp_path):
+    """A copy of finished_run with its own copy of the dataset; returns (run, dataset prefix)."""
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    for name in ("faces_train.npy", "faces_holdout.npy", "faces.json"):
+        shutil.copy(finished_run.parent / name, tmp_path / name)
+    config = json.loads((run / "config.json").read_text())
+    config.update(data=str(tmp_path / "faces_train.npy"), holdout=str(tmp_path / "faces_holdout.npy"))
+    (run / "config.json").write_text(json.dumps(config))
+    return run, str(tmp_path / "faces")
+
+
+def test_resume_refuses_changed_data_and_continues_honestly_when_allowed(finished_run, tmp_path, tiny_faces,
+                                                                          capsys):
+    run, prefix = _copy_run(finished_run, tmp_path)
+    data_io.save_dataset(prefix, tiny_faces[:16], tiny_faces[64:], {})  # preprocess.py again, a smaller --limit
+    config_before = (run / "config.json").read_text()
+    assert train.main(["--resume", str(run), "--epochs", "3"]) == 2
+    message = _one_line(capsys.readouterr().err)
+    assert "16 images" in message and "64" in message and "--allow-data-change" in message
+    assert (run / "config.json").read_text() == config_before
+    assert train.main(["--resume", str(run), "--epochs", "3", "--allow-data-change"]) == 0
+    history = json.loads((run / "history.json").read_text())
+    steps = np.load(run / "steps.npz")["d_loss"]
+    assert len(steps) == 5 and history["epoch_steps"] == [2, 2, 1]  # the new data gives one step per epoch
+    assert np.load(run / "d_losses.npy")[2] == pytest.approx(steps[4])  # epoch 3's mean is its own step
+    assert all(speed > 0 for speed in history["images_per_second"])
+    config = json.loads((run / "config.json").read_text())
+    assert config["train_count"] == 16 and config["steps_per_epoch"] == 1 and config["epochs"] == 3
+    assert config["data_fingerprint"] == data_io.array_fingerprint(tiny_faces[:16])
+
+
+def test_resume_of_a_run_without_a_data_fingerprint_warns_once_and_continues(finished_run, tmp_path, capsys):
+    run, _ = _copy_run(finished_run, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    del config["data_fingerprint"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert train.main(["--resume", str(run), "--epochs", "3"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "could not be verified" in warnings[0]
+    assert len(np.load(run / "d_losses.npy")) == 3
+    assert "data_fingerprint" in json.loads((run / "config.json").read_text())  # checked from now on
+
+
+def test_resume_refuses_data_smaller_than_one_batch_even_when_changes_are_allowed(finished_run, tmp_path,
+                                                                                 tiny_faces, capsys):
+    run, prefix = _copy_run(finished_run, tmp_path)
+    data_io.save_dataset(prefix, tiny_faces[:8], tiny_faces[64:], {})
+    assert train.main(["--resume", str(run), "--epochs", "3", "--allow-data-change"]) == 2
+    assert "fewer than one batch of 16" in _one_line(capsys.readouterr().err)
+
+
+def test_a_dataset_that_is_not_the_one_its_json_describes_is_refused(tmp_path, tiny_faces, capsys, monkeypatch):
+    data_io.save_dataset(str(tmp_path / "faces"), tiny_faces[:64], tiny_faces[64:], {})
+    np.save(tmp_path / "faces_train.npy", tiny_faces[:48])  # replaced behind preprocess.py's back
+    monkeypatch.setattr(gan_step, "build_models", lambda *a, **k: pytest.fail("built models for bad data"))
+    assert train.main(["--data", str(tmp_path / "faces_train.npy"), "--out", str(tmp_path / "outputs"),
+                       *TINY_TRAIN_FLAGS]) == 2
+    assert "is not the array" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_the_training_file_is_never_recorded_as_its_own_holdout(tmp_path, tiny_faces, capsys):
+    np.save(tmp_path / "faces.npy", tiny_faces[:64])
+    flags = ["--out", str(tmp_path / "outputs"), "--batch-size", "16"]
+    _, config, _ = train.prepare_run(train.parse_args(["--data", str(tmp_path / "faces.npy"), *flags]))
+    assert config["holdout"] is None and "--real" in capsys.readouterr().out
+    np.save(tmp_path / "same_train.npy", tiny_faces[:64])  # a _holdout.npy beside it, identical to the training set
+    np.save(tmp_path / "same_holdout.npy", tiny_faces[:64])
+    _, config, _ = train.prepare_run(train.parse_args(["--data", str(tmp_path / "same_train.npy"), *flags]))
+    assert config["holdout"] is None and "--real" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("holdout, message", [("faces.npy", "is the training data"),
+                                              ("missing.npy", "no held-out images at")])
+def test_a_wrong_holdout_flag_is_refused(tmp_path, tiny_faces, capsys, holdout, message):
+    np.save(tmp_path / "faces.npy", tiny_faces[:64])
+    assert train.main(["--data", str(tmp_path / "faces.npy"), "--holdout", str(tmp_path / holdout),
+                       "--out", str(tmp_path / "outputs"), *TINY_TRAIN_FLAGS]) == 2
+    assert message in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_divergence_names_the_checkpoint_that_exists(tmp_path, tiny_dataset, capsys, monkeypatch):
+    real_build = gan_step.build_train_step
+
+    def exploding_step(*args, **kwargs):
+        step = real_build(*args, **kwargs)
+        return lambda real: (float("nan"), *step(real)[1:])
+    monkeypatch.setattr(gan_step, "build_train_step", exploding_step)
+    # a new run that diverges before its first checkpoint: nothing to resume, nothing left behind
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), "--name", "run",
+                       *TINY_TRAIN_FLAGS]) == train.EXIT_DIVERGED
+    message = _last_line(capsys.readouterr().err)
+    assert "no checkpoint was saved" in message and "--resume" not in message
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "1"], "has already trained 2 epochs"),
+    (["--max-steps", "1"], "--max-steps 1 differs from the run's 2"),
+    (["--max-steps", "0"], "--max-steps 0 differs from the run's 2"),
+    (["--lr", "2e-4"], "--lr 0.0002 differs from the run's 0.001"),  # the default, given: not ignored
+    (["--n-samples", "8"], "--n-samples 8 differs from the run's 16"),
+    (["--demo"], "--demo True differs from the run's False"),
+    (["--out", "elsewhere"], "--out and --name name a new run"),
+    (["--name", "other"], "--out and --name name a new run"),
+])
+def test_resume_refuses_flags_it_cannot_honour_and_changes_nothing(finished_run, flags, message, capsys):
+    config_before = (finished_run / "config.json").read_text()
+    epochs = [] if flags[0] == "--epochs" else ["--epochs", "3"]
+    assert train.main(["--resume", str(finished_run), *epochs, *flags]) == 2
+    assert message in _one_line(capsys.readouterr().err)
+    assert (finished_run / "config.json").read_text() == config_before
+
+
+def test_resume_refuses_other_data_given_with_data(finished_run, tmp_path, tiny_faces, capsys):
+    np.save(tmp_path / "other.npy", tiny_faces[32:])
+    assert train.main(["--resume", str(finished_run), "--epochs", "3", "--data", str(tmp_path / "other.npy")]) == 2
+    assert "--allow-data-change" in _one_line(capsys.readouterr().err)
+
+
+def test_resume_of_a_finished_run_has_nothing_to_do(finished_run, capsys):
+    before = {name: os.path.getmtime(finished_run / name) for name in os.listdir(finished_run)}
+    assert train.main(["--resume", str(finished_run)]) == 0
+    assert "already trained all its 2 epochs" in capsys.readouterr().out
+    assert {name: os.path.getmtime(finished_run / name) for name in os.listdir(finished_run)} == before
+
+
+def test_resume_honours_and_records_more_epochs_and_checkpoint_flags(finished_run, tmp_path):
+    run, _ = _copy_run(finished_run, tmp_path)
+    assert train.main(["--resume", str(run), "--epochs", "3", "--checkpoint-every", "1",
+                       "--keep-checkpoints", "1", "--collapse-steps", "0"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["epochs"], config["checkpoint_every"], config["keep_checkpoints"], config["collapse_steps"]) == (
+        3, 1, 1, 0)
+    assert os.listdir(run / "checkpoints") == ["step_000000006.npz"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda run: (run / "config.json").write_text('{"epochs": 2, "da'), "cannot read"),
+    (lambda run: (run / "config.json").write_text("[1, 2]"), "not an object"),
+    (lambda run: shutil.rmtree(run), "no such run directory"),
+    (lambda run: os.remove(run / "fixed_noise.npy"), "fixed_noise.npy"),
+    (lambda run: (run / "fixed_noise.npy").write_bytes(b"not an array"), "fixed_noise.npy"),
+    (lambda run: (run / "config.json").write_text(json.dumps(
+        {**json.loads((run / "config.json").read_text()), "batch_size": "16"})), "'batch_size'"),
+    (lambda run: (run / "config.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((run / "config.json").read_text()).items() if k != "data"})), "'data'"),
+])
+def test_resume_of_a_damaged_run_is_one_line(finished_run, tmp_path, capsys, damage, message):
+    run, _ = _copy_run(finished_run, tmp_path)
+    damage(run)
+    assert train.main(["--resume", str(run), "--epochs", "3"]) == 2
+    assert message in _one_line(capsys.readouterr().err)
+
+
+def test_output_locations_are_checked_before_training_and_nothing_is_left(tmp_path, tiny_dataset, capsys,
+                                                                          monkeypatch):
+    monkeypatch.setattr(gan_step, "build_models", lambda *a, **k: pytest.fail("built models before the checks"))
+    (tmp_path / "file").write_text("in the way")
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "file" / "x"), *TINY_TRAIN_FLAGS]) == 2
+    assert "cannot write to" in _one_line(capsys.readouterr().err)
+    (tmp_path / "outputs" / "notes").mkdir(parents=True)  # a folder of something else, not a run
+    (tmp_path / "outputs" / "notes" / "todo.txt").write_text("keep me")
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), "--name", "notes",
+                       *TINY_TRAIN_FLAGS]) == 2
+    assert "is not empty" in _one_line(capsys.readouterr().err)
+    assert os.listdir(tmp_path / "outputs" / "notes") == ["todo.txt"]
+    assert sorted(os.listdir(tmp_path)) == sorted(["file", "outputs", "tiny_train.npy", "tiny_holdout.npy"])
+
+
+def test_an_existing_run_is_never_overwritten_by_a_new_one(finished_run, capsys):
+    config_before = (finished_run / "config.json").read_text()
+    data = json.loads(config_before)["data"]
+    assert train.main(["--data", data, "--out", str(finished_run.parent), "--name", "run", *TINY_TRAIN_FLAGS]) == 2
+    assert "already holds a run; use --resume" in _one_line(capsys.readouterr().err)
+    assert (finished_run / "config.json").read_text() == config_before
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda path: path.write_bytes(b""), "not a readable .npy array"),
+    (lambda path: np.save(path, np.zeros((0, 32, 32, 3), np.uint8)), "only 0 training images"),
+    (lambda path: np.save(path, np.zeros((8, 32, 32, 3), np.uint8)), "fewer than one batch of 16"),
+    (lambda path: np.save(path, np.zeros((20, 32, 32, 3), np.float32)), "expected uint8"),
+    (lambda path: np.save(path, np.zeros((20, 48, 48, 3), np.uint8)), "32, 64 or 128"),
+])
+def test_unusable_training_data_is_one_line(tmp_path, capsys, make, message):
+    make(tmp_path / "x.npy")
+    assert train.main(["--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "outputs"),
+                       *TINY_TRAIN_FLAGS]) == 2
+    assert message in _one_line(capsys.readouterr().err)
     assert not (tmp_path / "outputs").exists()
