@@ -159,7 +159,8 @@ def interpolate(run, rows=8, steps=10, out=None, seed=0, linear=False, duration=
         walks = np.stack([(1 - t[:, None]) * a + t[:, None] * b for a, b in ends])
     else:
         walks = np.stack([slerp(a, b, t) for a, b in ends])
-    faces = data_io.generate_images(generator, walks.reshape(rows * steps, -1)).reshape(rows, steps, *generator.output_shape[1:])
+    faces = data_io.generate_images(generator, walks.reshape(rows * steps, -1))
+    faces = faces.reshape(rows, steps, *generator.output_shape[1:])
     out = out_folder(run, out)
     name = f"interpolate{'_linear' if linear else ''}_seed{seed}"
     png, gif = os.path.join(out, name + ".png"), os.path.join(out, name + ".gif")
@@ -330,7 +331,8 @@ def arithmetic(run, a=None, b=None, c=None, pick_sheet=False, out=None, seed=0, 
     result = face_arithmetic(z, a, b, c)
     variations = result + np.random.default_rng(seed + 1).uniform(-noise, noise, (9, len(result)))
     variations[4] = result
-    figure = arithmetic_figure(concept_faces, data_io.generate_images(generator, means), data_io.generate_images(generator, variations),
+    figure = arithmetic_figure(concept_faces, data_io.generate_images(generator, means),
+                               data_io.generate_images(generator, variations),
                                names, scale)
     label = "_".join(f"{flag}{'-'.join(map(str, idx))}" for flag, idx in (("a", a), ("minus", b), ("plus", c)))
     path = os.path.join(out, f"arithmetic_seed{seed}_{label}.png")
@@ -438,7 +440,8 @@ def build_parser():
     p = command("interpolate", interpolate, "Walk between pairs of random z along great circles (slerp): "
                 "a PNG with one walk per row and a GIF with one frame per step.")
     p.add_argument("--rows", type=cli.positive_int, default=8, help="how many walks (default 8)")
-    p.add_argument("--steps", type=cli.int_in(2), default=10, help="faces per walk, both ends included (>= 2; default 10)")
+    p.add_argument("--steps", type=cli.int_in(2), default=10,
+                   help="faces per walk, both ends included (>= 2; default 10)")
     p.add_argument("--linear", action="store_true",
                    help="interpolate along straight lines instead, for comparison with slerp")
     p.add_argument("--duration", type=GIF_MS, default=120, help="milliseconds per GIF frame (default 120)")

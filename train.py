@@ -75,7 +75,8 @@ def add_data_flags(p):
                         "trained on (another size or other images); its steps per epoch follow the new data")
     p.add_argument("--epochs", type=cli.positive_int, default=None,
                    help="passes over the training set (default 25; 7 on the demo)")
-    p.add_argument("--batch-size", type=cli.positive_int, default=None, help="images per step (default 128, the paper; 64 on "
+    p.add_argument("--batch-size", type=cli.positive_int, default=None,
+                   help="images per step (default 128, the paper; 64 on "
                                                                "the demo)")
 
 
@@ -114,14 +115,18 @@ def add_recipe_flags(p):
     p.add_argument("--mode-seeking", type=NON_NEGATIVE, default=None, metavar="LAMBDA",
                    help="mode-seeking term in G's loss (Mao et al. 2019): LAMBDA / (|G(z1) - G(z2)| / |z1 - z2|) "
                         "over the batch's two halves, so that different noise must give different faces (0 = off)")
-    p.add_argument("--g-lr", type=cli.positive_float, default=None, help="G learning rate (default --lr); TTUR sets G and D apart")
+    p.add_argument("--g-lr", type=cli.positive_float, default=None,
+                   help="G learning rate (default --lr); TTUR sets G and D apart")
     p.add_argument("--d-lr", type=cli.positive_float, default=None, help="D learning rate (default --lr)")
     p.add_argument("--beta1", type=UNIT_INTERVAL, default=gan_step.PAPER["beta1"], help="Adam beta_1 (the paper: 0.5)")
     p.add_argument("--beta2", type=UNIT_INTERVAL, default=gan_step.PAPER["beta2"], help="Adam beta_2")
-    p.add_argument("--latent-dim", type=cli.positive_int, default=gan_step.PAPER["latent_dim"], help="size of the noise vector z ~ N(0, I)")
-    p.add_argument("--g-width", type=cli.positive_int, default=None, help="generator base channels, ngf (default 64, the "
+    p.add_argument("--latent-dim", type=cli.positive_int, default=gan_step.PAPER["latent_dim"],
+                   help="size of the noise vector z ~ N(0, I)")
+    p.add_argument("--g-width", type=cli.positive_int, default=None,
+                   help="generator base channels, ngf (default 64, the "
                                                              "paper; 32 on the demo)")
-    p.add_argument("--d-width", type=cli.positive_int, default=None, help="discriminator base channels, ndf (default 64, the "
+    p.add_argument("--d-width", type=cli.positive_int, default=None,
+                   help="discriminator base channels, ndf (default 64, the "
                                                              "paper; 32 on the demo)")
 
 
@@ -139,8 +144,10 @@ def add_run_flags(p):
                         "uses the global batch's statistics")
     p.add_argument("--logical-cpus", type=cli.non_negative_int, default=0, metavar="N",
                    help="split the CPU into N logical devices, to try --strategy mirrored without GPUs")
-    p.add_argument("--seed", type=cli.seed, default=gan_step.PAPER["seed"], help="seed for weights, noise and data order")
-    p.add_argument("--sample-every", type=cli.positive_int, default=1, help="save a fixed-noise sample grid every N epochs")
+    p.add_argument("--seed", type=cli.seed, default=gan_step.PAPER["seed"],
+                   help="seed for weights, noise and data order")
+    p.add_argument("--sample-every", type=cli.positive_int, default=1,
+                   help="save a fixed-noise sample grid every N epochs")
     p.add_argument("--n-samples", type=cli.positive_int, default=64, help="faces in each fixed-noise grid (8 per row)")
     p.add_argument("--snapshot-every", type=cli.non_negative_int, default=5, metavar="N",
                    help="keep the sampled generator of every Nth epoch as snapshots/generator_epoch_NNN.keras, "
@@ -159,7 +166,8 @@ def add_run_flags(p):
     p.add_argument("--tensorboard", action="store_true",
                    help="also log losses, D outputs, images/s and the sample grid to RUN/tensorboard "
                         "(view with: tensorboard --logdir outputs)")
-    p.add_argument("--max-steps", type=cli.non_negative_int, default=0, help="stop each epoch after this many steps (0 = all)")
+    p.add_argument("--max-steps", type=cli.non_negative_int, default=0,
+                   help="stop each epoch after this many steps (0 = all)")
     p.add_argument("--dry-run", action="store_true",
                    help="a real run of one step per epoch in a temporary folder, stopped after epoch 1 and "
                         "resumed for epoch 2 (data, D and G steps, grid, checkpoint, resume), then report and "
@@ -558,7 +566,8 @@ def train_in(run_dir, config, images, strategy, chief, args):
         import tensorflow as tf
         writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard"))
     print(f"run directory: {run_dir}\ntraining on {len(images):,} images of {config['image_size']}px "
-          f"({config['backend']} on {config['devices'][-1]}, {config['precision']}), batch {config['batch_size']}, {steps_per_epoch} "
+          f"({config['backend']} on {config['devices'][-1]}, {config['precision']}), batch {config['batch_size']}, "
+          f"{steps_per_epoch} "
           f"steps/epoch, epochs {history['epoch'] + 1}..{config['epochs']}")
     with _StopRequest() as stop:
         for epoch in range(history["epoch"] + 1, config["epochs"] + 1):
