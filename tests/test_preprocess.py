@@ -280,7 +280,9 @@ def test_ctrl_c_while_decoding_exits_130_with_no_traceback_and_no_files(tmp_path
         (folder / name).write_bytes(big)
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "preprocess.py"), "--source", str(folder),
                                 "--out", str(tmp_path / "out" / "x"), "--holdout", "10", "--workers", "2"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                               # a child inherits an ignored SIGINT; Ctrl-C in a terminal is never ignored
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = b""
     while b"train:" not in seen and process.poll() is None:
         seen += process.stderr.read1(100)
