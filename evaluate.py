@@ -474,7 +474,8 @@ def plot_curve(path, run_dir, points, floor):
     for ax, key in zip(axes[0], keys):
         ax.plot(seen, [p[key] for p in points], "o-", label=os.path.basename(os.path.normpath(run_dir)))
         ax.axhline(floor[key], color="grey", linestyle="--", label=f"real vs real (n={floor['n']})")
-        ax.set(xlabel="images seen", ylabel={"fid": "FID", "swd_avg": "SWD avg (x1e3)"}[key], ylim=(0, None))
+        ax.set(xlabel="images seen", ylabel={"fid": "FID", "swd_avg": "SWD avg (x1e3)"}[key], xlim=(0, None),
+               ylim=(0, None))
         ax.grid(alpha=0.3)
         ax.legend()
     figure.tight_layout()
