@@ -1,7 +1,8 @@
 """The training recipe: what one GAN step computes, and the compiled step that runs it.
 
 A recipe is one dict (a run's config: PAPER with a preset and flags applied). The recipe's math -- the
-losses, DiffAugment, the mode-seeking term, the R1 penalty, the EMA of G's weights -- is written in keras.ops,
+losses, DiffAugment, the mode-seeking term, the R1, LeCam and consistency penalties, the EMA of G's weights --
+is written in keras.ops,
 so it means the same on every Keras backend. The compiled step is written once per backend, both calling
 those functions: build_train_step (TensorFlow: gradient tapes, tf.function, tf.distribute replicas) and
 build_jax_train_step (JAX: Keras' stateless API under jax.jit).
@@ -18,13 +19,14 @@ import models
 # Training recipes. "dcgan" is the 2015 paper, unchanged; "best" adds the changes that won the ablation in
 # README.md. A flag given on the command line overrides its preset.
 PRESETS = {
-    "dcgan": {"ema": 0.0, "diffaug": "", "loss": "bce", "r1": 0.0, "spectral_norm": False, "minibatch_std": False,
-              "minibatch_std_group": 4, "label_smoothing": 0.0, "mode_seeking": 0.0, "g_lr": None, "d_lr": None},
+    "dcgan": {"ema": 0.0, "diffaug": "", "loss": "bce", "r1": 0.0, "r1_every": 1, "spectral_norm": False,
+              "minibatch_std": False, "minibatch_std_group": 4, "label_smoothing": 0.0, "mode_seeking": 0.0,
+              "lecam": 0.0, "bcr": 0.0, "g_lr": None, "d_lr": None},
     # EMA of G, translation-only DiffAugment, G's learning rate doubled, one-sided label smoothing and a
     # mode-seeking term for diversity.
-    "best": {"ema": 0.999, "diffaug": "translation", "loss": "bce", "r1": 0.0, "spectral_norm": False,
+    "best": {"ema": 0.999, "diffaug": "translation", "loss": "bce", "r1": 0.0, "r1_every": 1, "spectral_norm": False,
              "minibatch_std": False, "minibatch_std_group": 4, "label_smoothing": 0.1, "mode_seeking": 3.0,
-             "g_lr": 4e-4, "d_lr": None},
+             "lecam": 0.0, "bcr": 0.0, "g_lr": 4e-4, "d_lr": None},
 }
 RECIPE_KEYS = tuple(PRESETS["dcgan"])  # the settings a preset fills and a resumed run must keep
 # The paper's model and optimizer, with the dcgan recipe: every key build_models and build_train_step read.
@@ -128,6 +130,59 @@ def mode_seeking_penalty(fake, z, weight):
     return weight / (ratio + 1e-5)
 
 
+def r1_due(d_iterations, recipe):
+    """Whether the D update after `d_iterations` updates takes the R1 penalty: every update, or with lazy R1
+    (StyleGAN2, Karras et al. 2020) every r1_every-th, then with gamma scaled by r1_every (r1_gamma) so that
+    the penalty's average weight is unchanged."""
+    return bool(recipe["r1"]) and d_iterations % recipe["r1_every"] == 0
+
+
+def r1_gamma(recipe):
+    return recipe["r1"] * recipe["r1_every"]
+
+
+def lecam_penalty(real_logits, fake_logits, anchors, weight):
+    """LeCam regularisation (Tseng et al. 2021): D's real logits are pulled down towards the running mean of
+    its fake logits, and its fake logits up towards the running mean of its real ones, but only where they
+    have moved past them; this bounds how far D can separate the two on a small training set.
+    anchors: (running mean of real logits, running mean of fake logits)."""
+    anchors = ops.stop_gradient(anchors)
+    return weight * (ops.mean(ops.square(ops.relu(real_logits - anchors[1])))
+                     + ops.mean(ops.square(ops.relu(anchors[0] - fake_logits))))
+
+
+def update_lecam_anchors(anchors, real_logits, fake_logits, d_iterations):
+    """anchors <- the running means of D's real and fake logits (decay 0.99 with the EMA warm-up)."""
+    decay = ema_decay(d_iterations, 0.99)
+    means = ops.stop_gradient(ops.stack([ops.mean(real_logits), ops.mean(fake_logits)]))
+    anchors.assign(decay * anchors + (1.0 - decay) * means)
+
+
+def consistency_transform(x, seed):
+    """bCR's augmentation T (Zhao et al. 2020, Improved Consistency Regularization): a random horizontal flip
+    and a translation of up to 1/8 of the size, drawn per image."""
+    flip = keras.random.uniform((ops.shape(x)[0], 1, 1, 1), seed=seed) < 0.5
+    return diff_augment(ops.where(flip, ops.flip(x, axis=2), x), "translation", seed)
+
+
+def consistency_penalty(logits, transformed_logits, weight):
+    """bCR: weight * E (D(x) - D(T(x)))^2, for the real batch and the fake batch alike."""
+    return weight * ops.mean(ops.square(logits - transformed_logits))
+
+
+def d_regularisers(real_in, fake_in, real_logits, fake_logits, logits_of, recipe, nets):
+    """The LeCam and bCR terms of D's loss (0 when the recipe has neither). real_in / fake_in: the batches D
+    saw, with their logits; logits_of(images): D's float32 logits in training mode, for bCR's extra passes."""
+    penalty = 0.0
+    if recipe["lecam"]:
+        penalty += lecam_penalty(real_logits, fake_logits, nets["lecam_anchors"], recipe["lecam"])
+    if recipe["bcr"]:
+        for images, logits in ((real_in, real_logits), (fake_in, fake_logits)):
+            transformed = logits_of(consistency_transform(images, nets["aug_seed"]))
+            penalty += consistency_penalty(logits, transformed, recipe["bcr"])
+    return penalty
+
+
 def sample_noise(batch_size, recipe, nets):
     """The step's z ~ N(0, I), drawn from the run's noise seed."""
     return keras.random.normal((batch_size, recipe["latent_dim"]), seed=nets["noise_seed"])
@@ -185,8 +240,9 @@ def augment(images, recipe, nets):
 # ----- the networks a recipe trains ----------------------------------------------------------------------
 
 def build_models(recipe, distributed=False):
-    """{generator, discriminator, g_optimizer, d_optimizer, noise_seed, ema_generator, aug_seed} for a recipe
-    (ema_generator / aug_seed None when the recipe has no EMA / DiffAugment). `distributed`: under a
+    """{generator, discriminator, g_optimizer, d_optimizer, noise_seed, ema_generator, aug_seed, lecam_anchors}
+    for a recipe (ema_generator / aug_seed / lecam_anchors None when the recipe has no EMA / DiffAugment or
+    bCR / LeCam). `distributed`: under a
     multi-replica strategy (call inside its scope), with batch norm synchronized across replicas."""
     keras.mixed_precision.set_global_policy(POLICIES[recipe["precision"]])
     keras.utils.set_random_seed(recipe["seed"])
@@ -203,12 +259,16 @@ def build_models(recipe, distributed=False):
         optimizer.build(model.trainable_weights)
         nets[name] = optimizer
     nets["noise_seed"] = keras.random.SeedGenerator(recipe["seed"])
-    nets["ema_generator"] = nets["aug_seed"] = None
+    nets["ema_generator"] = nets["aug_seed"] = nets["lecam_anchors"] = None
     if recipe["ema"]:
         nets["ema_generator"] = keras.models.clone_model(generator)
         nets["ema_generator"].set_weights(generator.get_weights())
-    if recipe["diffaug"]:
+    if recipe["diffaug"] or recipe["bcr"]:
         nets["aug_seed"] = keras.random.SeedGenerator(recipe["seed"] + 1)
+    if recipe["lecam"]:
+        # replicas each assign their own batch's means; the mirrored variable keeps their average
+        nets["lecam_anchors"] = keras.Variable(ops.zeros((2,)), dtype="float32", trainable=False,
+                                               aggregation="mean", name="lecam_anchors")
     return nets
 
 
@@ -216,7 +276,7 @@ def build_models(recipe, distributed=False):
 
 def build_train_step(nets, recipe, strategy=None, mode="graph"):
     """The step for real uint8 batches: D update, then G update, then the EMA; returns
-    (d_loss, g_loss, D(x), D(G(z))). nets: from build_models. mode: "graph" (tf.function), "xla" (with
+    (d_loss, g_loss, D(x), D(G(z))); d_loss includes D's penalties (R1, LeCam, bCR). nets: from build_models. mode: "graph" (tf.function), "xla" (with
     jit_compile) or "eager". strategy: a tf.distribute strategy; each replica takes its slice of the global
     batch and of the noise."""
     import tensorflow as tf
@@ -228,10 +288,11 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
     def logits_of(images):
         return ops.cast(discriminator(images, training=True), "float32")  # the losses stay float32
 
-    def gan_update(real_uint8, z, replicas=1):
+    def gan_update(real_uint8, z, with_r1, replicas=1):
         # Each replica's losses are divided by the replica count: the optimizers sum gradients over
         # replicas, so the update is that of the global batch's mean loss.
         real = to_model_range(real_uint8, generator.compute_dtype)
+        d_iterations = d_optimizer.iterations + 0  # a value: the variable moves on with apply_gradients
         # One generator forward serves both updates, as in the PyTorch reference: the D step sees it
         # detached, the G step differentiates through it.
         with tf.GradientTape() as g_tape:
@@ -242,13 +303,17 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
                     r1_tape.watch(real_in)
                     real_logits = logits_of(real_in)  # real and fake in separate batch-norm passes
                     real_logit_sum = ops.sum(real_logits)  # taken inside the tape, for R1
-                fake_logits = logits_of(augment(tf.stop_gradient(fake), recipe, nets))
+                fake_in = augment(tf.stop_gradient(fake), recipe, nets)
+                fake_logits = logits_of(fake_in)
                 d_value = d_loss(real_logits, fake_logits, recipe)
-                if recipe["r1"]:
-                    d_value += r1_penalty(r1_tape.gradient(real_logit_sum, real_in), recipe["r1"])
+                if with_r1:
+                    d_value += r1_penalty(r1_tape.gradient(real_logit_sum, real_in), r1_gamma(recipe))
+                d_value += d_regularisers(real_in, fake_in, real_logits, fake_logits, logits_of, recipe, nets)
                 scaled_d_loss = scale[d_optimizer](d_value / replicas)
             d_grads = d_tape.gradient(scaled_d_loss, discriminator.trainable_weights)
             d_optimizer.apply_gradients(zip(d_grads, discriminator.trainable_weights))
+            if recipe["lecam"]:
+                update_lecam_anchors(nets["lecam_anchors"], real_logits, fake_logits, d_iterations)
             # G differentiates through the updated D (the combined model of models.build_gan, D's BN in
             # training mode). The logged g_loss is the adversarial loss alone, comparable across recipes.
             g_value = g_loss(logits_of(augment(fake, recipe, nets)), recipe)
@@ -261,28 +326,36 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
         return (d_value / replicas, g_value / replicas, ops.mean(ops.sigmoid(real_logits)) / replicas,
                 ops.mean(ops.sigmoid(fake_logits)) / replicas)
 
-    def replica_update(real_uint8, z):
+    def replica_update(real_uint8, z, with_r1):
         context = tf.distribute.get_replica_context()
         local = tf.shape(real_uint8)[0] // context.num_replicas_in_sync
         start = context.replica_id_in_sync_group * local
-        return gan_update(real_uint8[start:start + local], z[start:start + local], context.num_replicas_in_sync)
+        return gan_update(real_uint8[start:start + local], z[start:start + local], with_r1,
+                          context.num_replicas_in_sync)
 
-    def train_step(real_uint8):
+    def train_step(real_uint8, with_r1):
         # The noise is drawn for the whole global batch, so a distributed run sees the same z as one device.
         z = sample_noise(tf.shape(real_uint8)[0], recipe, nets)
         if strategy is None:
-            values = gan_update(real_uint8, z)
+            values = gan_update(real_uint8, z, with_r1)
         else:
             values = [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                      for v in strategy.run(replica_update, args=(real_uint8, z))]
+                      for v in strategy.run(replica_update, args=(real_uint8, z, with_r1))]
         if nets["ema_generator"] is not None:
             ema_update(nets["ema_generator"].trainable_weights, generator.trainable_weights,
                        ema_decay(g_optimizer.iterations, recipe["ema"]))
         return tuple(values)
 
-    if mode == "eager":
-        return train_step
-    return tf.function(train_step, jit_compile=(mode == "xla"))
+    # with_r1 is a Python bool: tf.function traces one graph with the R1 penalty and one without
+    compiled = train_step if mode == "eager" else tf.function(train_step, jit_compile=(mode == "xla"))
+
+    lazy_r1 = recipe["r1"] and recipe["r1_every"] > 1
+
+    def step(real_uint8):
+        if lazy_r1:  # .value.numpy(): the count also reads from a tf.distribute mirrored variable
+            return compiled(real_uint8, r1_due(int(d_optimizer.iterations.value.numpy()), recipe))
+        return compiled(real_uint8, bool(recipe["r1"]))
+    return step
 
 
 # ----- the JAX step --------------------------------------------------------------------------------------
@@ -293,6 +366,8 @@ def build_jax_train_step(nets, recipe, images):
     images: the uint8 training images, on the device. The state (weights, optimizers, batch-norm statistics,
     EMA, seeds) stays on the device between steps; step.sync() writes it into the Keras variables (before
     checkpointing or sampling), and the next step reads them back."""
+    import functools
+
     import jax
     import numpy as np
 
@@ -320,9 +395,10 @@ def build_jax_train_step(nets, recipe, images):
         logits, d_state = d_logits(d_weights, d_state, real_in)
         return ops.sum(logits), (logits, d_state)
 
-    def gan_update(real_uint8):
+    def gan_update(real_uint8, with_r1):
         real = to_model_range(real_uint8, generator.compute_dtype)
         z = sample_noise(real_uint8.shape[0], recipe, nets)
+        d_iterations = d_optimizer.iterations.value
         # One generator forward serves both updates: the D step takes it detached, the G step pulls its
         # gradient back through the saved VJP.
         fake, g_backward, g_state = jax.vjp(
@@ -336,16 +412,22 @@ def build_jax_train_step(nets, recipe, images):
         def d_objective(d_weights):
             d_state = current(discriminator.non_trainable_variables)
             # real and fake in separate batch-norm passes
-            if recipe["r1"]:
+            if with_r1:
                 (_, (real_logits, d_state)), real_grads = jax.value_and_grad(real_logit_sum, has_aux=True)(
                     real_in, d_weights, d_state)
             else:
                 real_logits, d_state = d_logits(d_weights, d_state, real_in)
             fake_logits, d_state = d_logits(d_weights, d_state, fake_in)
             value = d_loss(real_logits, fake_logits, recipe)
-            if recipe["r1"]:
-                value += r1_penalty(real_grads, recipe["r1"])
-            return scale[d_optimizer](value), (value, real_logits, fake_logits, d_state)
+            if with_r1:
+                value += r1_penalty(real_grads, r1_gamma(recipe))
+            held_state = [d_state]
+
+            def logits_of(images):  # bCR's extra passes, threading D's batch-norm state
+                logits, held_state[0] = d_logits(d_weights, held_state[0], images)
+                return logits
+            value += d_regularisers(real_in, fake_in, real_logits, fake_logits, logits_of, recipe, nets)
+            return scale[d_optimizer](value), (value, real_logits, fake_logits, held_state[0])
 
         (_, (d_value, real_logits, fake_logits, d_state)), d_grads = jax.value_and_grad(
             d_objective, has_aux=True)(current(discriminator.trainable_variables))
@@ -354,6 +436,8 @@ def build_jax_train_step(nets, recipe, images):
         assign(discriminator.trainable_variables, d_weights)
         assign(discriminator.non_trainable_variables, d_state)
         assign(d_optimizer.variables, d_optimizer_state)
+        if recipe["lecam"]:
+            update_lecam_anchors(nets["lecam_anchors"], real_logits, fake_logits, d_iterations)
 
         def g_objective(fake):
             # G through the updated D (D's batch norm in training mode); g_loss logs the adversarial loss alone
@@ -378,18 +462,24 @@ def build_jax_train_step(nets, recipe, images):
         return ops.stack([d_value, g_value, ops.mean(ops.sigmoid(real_logits)),
                           ops.mean(ops.sigmoid(fake_logits))])
 
-    @jax.jit
-    def compiled_step(state, images, batch_indices):
+    # with_r1 is static: one compiled step with the R1 penalty and one without
+    @functools.partial(jax.jit, static_argnums=3)
+    def compiled_step(state, images, batch_indices, with_r1):
         with keras.StatelessScope(state_mapping=list(zip(state_variables, state))) as scope:
-            values = gan_update(images[batch_indices])
+            values = gan_update(images[batch_indices], with_r1)
             return [scope.get_current_value(variable) for variable in state_variables], values
 
-    held = {"state": None}  # None: read the state from the Keras variables at the next step
+    # None: read the state from the Keras variables at the next step. d_iterations: D's update count, kept
+    # on the host so that choosing the lazy-R1 step needs no device read.
+    held = {"state": None, "d_iterations": 0}
 
     def step(batch_indices):
         if held["state"] is None:
             held["state"] = current(state_variables)
-        held["state"], values = compiled_step(held["state"], images, batch_indices)
+            held["d_iterations"] = int(d_optimizer.iterations.value)
+        with_r1 = r1_due(held["d_iterations"], recipe)
+        held["state"], values = compiled_step(held["state"], images, batch_indices, with_r1)
+        held["d_iterations"] += 1
         return np.asarray(values)
 
     def sync():

@@ -145,6 +145,8 @@ def state_variables(nets):
         groups["g_ema"] = nets["ema_generator"].variables
     if nets["aug_seed"] is not None:
         groups["aug"] = [nets["aug_seed"].state]
+    if nets.get("lecam_anchors") is not None:
+        groups["lecam"] = [nets["lecam_anchors"]]
     return {f"{group}/{i:04d}": v for group, variables in groups.items() for i, v in enumerate(variables)}
 
 

@@ -100,6 +100,17 @@ def add_recipe_flags(p):
                         "(Lim & Ye 2017; Miyato et al. 2018)")
     p.add_argument("--r1", type=NON_NEGATIVE, default=None, metavar="GAMMA",
                    help="R1 gradient penalty on reals, gamma/2 * E|grad D(x)|^2 (Mescheder et al. 2018; 0 = off)")
+    p.add_argument("--r1-every", type=cli.positive_int, default=None, metavar="N",
+                   help="lazy R1 (Karras et al. 2020): take the R1 penalty every N-th D update only, with gamma "
+                        "times N (default 1: every update)")
+    p.add_argument("--lecam", type=NON_NEGATIVE, default=None, metavar="LAMBDA",
+                   help="LeCam regularisation of D (Tseng et al. 2021): LAMBDA * (E relu(D(x) - mean_fake)^2 + "
+                        "E relu(mean_real - D(G(z)))^2), with running means of D's real and fake logits; keeps D "
+                        "from over-separating a small training set (0 = off)")
+    p.add_argument("--bcr", type=NON_NEGATIVE, default=None, metavar="LAMBDA",
+                   help="balanced consistency regularisation (Zhao et al. 2020): LAMBDA * E (D(x) - D(T(x)))^2 "
+                        "for real and fake batches, T a random flip and translation; two extra D passes per "
+                        "step (0 = off)")
     p.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="spectral normalisation of D's convolutions, with D's batch norm removed (Miyato et al. "
                         "2018)")

@@ -13,7 +13,9 @@ from conftest import ROOT, TINY_TRAIN_FLAGS
 
 def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, tiny_dataset):
     out = str(tmp_path / "outputs")
-    common = ["--data", tiny_dataset, "--out", out, *TINY_TRAIN_FLAGS, "--epochs", "2"]
+    # with lazy R1 (the step count read on the host) and LeCam (anchors averaged over the replicas)
+    common = ["--data", tiny_dataset, "--out", out, *TINY_TRAIN_FLAGS, "--epochs", "2", "--r1", "1", "--r1-every", "2",
+              "--lecam", "0.3"]
     assert train.main(common + ["--name", "single"]) == 0
     result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *common, "--name", "mirrored",
                              "--strategy", "mirrored", "--logical-cpus", "2"],
@@ -47,7 +49,9 @@ def _free_port():
 
 def test_multiworker_with_two_local_workers_matches_one_device(tmp_path, tiny_dataset):
     out = str(tmp_path / "outputs")
-    common = ["--data", tiny_dataset, "--out", out, *TINY_TRAIN_FLAGS, "--epochs", "2"]
+    # with lazy R1 (the step count read on the host) and LeCam (anchors averaged over the replicas)
+    common = ["--data", tiny_dataset, "--out", out, *TINY_TRAIN_FLAGS, "--epochs", "2", "--r1", "1", "--r1-every", "2",
+              "--lecam", "0.3"]
     assert train.main(common + ["--name", "single"]) == 0
     workers = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
     processes = []

@@ -5,6 +5,7 @@ import pytest
 
 import gan_step
 import models
+import run_state
 
 
 def tiny_recipe(**changes):
@@ -79,6 +80,69 @@ def test_ema_follows_the_warm_up_decay_of_a_numpy_reference():
     for expected, actual in zip(average, nets["ema_generator"].trainable_weights):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(actual), expected, rtol=1e-5, atol=1e-7)
     assert not np.allclose(average[0], weights[0])  # the average lags G
+
+
+def first_step_d_loss(recipe, z, monkeypatch):
+    """(d_loss of a fresh run's first step, D's real and fake logits on that step's batches, nets)."""
+    monkeypatch.setattr(gan_step, "sample_noise", lambda batch_size, recipe, nets: z)
+    nets = gan_step.build_models(recipe)
+    real = real_batch(16)
+    # D's logits before its update, in training mode (batch statistics), as the step computes them
+    real_logits = np.asarray(nets["discriminator"](real.astype("float32") / 127.5 - 1.0, training=True))
+    fake_logits = np.asarray(nets["discriminator"](nets["generator"](z, training=True), training=True))
+    d_value = float(gan_step.build_train_step(nets, recipe, mode="eager")(real)[0])
+    return d_value, real_logits, fake_logits, nets
+
+
+def test_lecam_adds_its_penalty_and_tracks_the_logit_means(monkeypatch):
+    z = np.random.default_rng(1).standard_normal((16, 16)).astype("float32")
+    plain, real_logits, fake_logits, _ = first_step_d_loss(tiny_recipe(), z, monkeypatch)
+    with_lecam, _, _, nets = first_step_d_loss(tiny_recipe(lecam=0.5), z, monkeypatch)
+    # the anchors start at 0: the penalty is 0.5 * (E relu(D(x))^2 + E relu(-D(G(z)))^2)
+    expected = 0.5 * (np.mean(np.maximum(real_logits, 0) ** 2) + np.mean(np.maximum(-fake_logits, 0) ** 2))
+    assert expected > 1e-4
+    assert with_lecam - plain == pytest.approx(expected, rel=1e-3, abs=1e-6)
+    # after one update the anchors hold (1 - 0.1) x the logit means (the warm-up decay is 1/10 at first)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(nets["lecam_anchors"]),
+                               0.9 * np.array([real_logits.mean(), fake_logits.mean()]), rtol=1e-4, atol=1e-6)
+
+
+def test_lecam_penalty_pulls_only_logits_past_the_other_sides_mean():
+    anchors = np.array([2.0, -1.0], "float32")  # running means: real 2, fake -1
+    penalty = gan_step.lecam_penalty(np.array([3.0, -2.0], "float32"), np.array([-2.0, 3.0], "float32"),
+                                     anchors, 0.5)
+    # reals above -1: (3 - -1)^2 and 0; fakes below 2: (2 - -2)^2 and 0
+    assert float(penalty) == pytest.approx(0.5 * (16 / 2 + 16 / 2))
+
+
+def test_bcr_transform_flips_and_shifts_and_its_penalty_raises_d_loss(monkeypatch):
+    images = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype("float32")
+    out = np.asarray(gan_step.consistency_transform(images, keras.random.SeedGenerator(3)))
+    # a flip and a shift only move pixels (or zero-fill the border): each image's values are a subset of its own
+    for before, after in zip(images, out):
+        assert np.isin(np.round(after, 5), np.append(np.round(before, 5), 0)).all()
+    assert not np.array_equal(out, images)
+    z = np.random.default_rng(1).standard_normal((16, 16)).astype("float32")
+    plain = first_step_d_loss(tiny_recipe(), z, monkeypatch)[0]
+    with_bcr = first_step_d_loss(tiny_recipe(bcr=10.0), z, monkeypatch)[0]
+    assert with_bcr > plain + 1e-5
+
+
+def test_lazy_r1_scales_gamma_on_its_steps_and_skips_the_others(monkeypatch):
+    z = np.random.default_rng(1).standard_normal((16, 16)).astype("float32")
+    plain = first_step_d_loss(tiny_recipe(), z, monkeypatch)[0]
+    every_step = first_step_d_loss(tiny_recipe(r1=1.0), z, monkeypatch)[0]
+    lazy, _, _, lazy_nets = first_step_d_loss(tiny_recipe(r1=1.0, r1_every=4), z, monkeypatch)
+    assert every_step - plain > 1e-5
+    assert lazy - plain == pytest.approx(4 * (every_step - plain), rel=1e-3)  # update 0: gamma x 4
+    # update 1 takes no penalty: it equals a plain step from the same state
+    plain_nets = gan_step.build_models(tiny_recipe())
+    for target, source in zip(run_state.state_variables(plain_nets).values(),
+                              run_state.state_variables(lazy_nets).values()):
+        target.assign(source)
+    second = [float(gan_step.build_train_step(nets, recipe, mode="eager")(real_batch(16, seed=5))[0])
+              for nets, recipe in ((lazy_nets, tiny_recipe(r1=1.0, r1_every=4)), (plain_nets, tiny_recipe()))]
+    assert second[0] == pytest.approx(second[1], rel=1e-5)
 
 
 @pytest.mark.parametrize("precision, compute_dtype", [("bf16", "bfloat16"), ("fp16", "float16")])

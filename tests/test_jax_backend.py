@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Both steps see this recipe with the same weights, batch and noise. No DiffAugment: its random draws differ
 # between the backends' generators.
 SAME_STEP_RECIPE = dict(latent_dim=16, image_size=32, g_width=8, d_width=8, label_smoothing=0.1, mode_seeking=3.0,
-                        r1=1.0, ema=0.9)
+                        r1=1.0, r1_every=2, lecam=0.3, ema=0.9)
 
 
 def run_on_jax(code, tmp_path):
@@ -33,7 +33,8 @@ def run_on_jax(code, tmp_path):
 
 
 def test_jax_run_resumes_bit_exactly_and_saves_a_generator_tensorflow_loads(tmp_path, tiny_dataset, capsys):
-    flags = ["--data", tiny_dataset, "--out", str(tmp_path), *TINY_TRAIN_FLAGS, "--preset", "best"]
+    flags = ["--data", tiny_dataset, "--out", str(tmp_path), *TINY_TRAIN_FLAGS, "--preset", "best", "--lecam", "0.3",
+             "--bcr", "1"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     # two epochs; then the same run stopped after epoch 1 (its newer checkpoint removed) and resumed
     run_on_jax(f"""
@@ -45,7 +46,7 @@ assert train.main(["--resume", {str(split)!r}, "--epochs", "2"]) == 0
 """, tmp_path)
     straight_steps, split_steps = np.load(straight / "steps.npz"), np.load(split / "steps.npz")
     assert len(split_steps["g_loss"]) == 4
-    for key in ("d_loss", "g_loss", "d_real", "d_fake"):  # EMA, DiffAugment and noise seeds all checkpointed
+    for key in ("d_loss", "g_loss", "d_real", "d_fake"):  # EMA, seeds and LeCam anchors all checkpointed
         np.testing.assert_array_equal(split_steps[key], straight_steps[key])
     config = json.loads((split / "config.json").read_text())
     assert config["backend"] == "jax" and config["ema"] == 0.999
@@ -87,5 +88,6 @@ np.savez({str(tmp_path / "jax.npz")!r}, losses=np.array(losses), **weights)
     monkeypatch.setattr(gan_step, "sample_noise", lambda batch_size, recipe, nets: z)
     step = gan_step.build_train_step(nets, recipe)
     losses = [[float(v) for v in step(real)] for _ in range(2)]
-    # step 1's g_loss goes through the updated D, step 2's losses through both updated networks
+    # step 1's g_loss goes through the updated D, step 2's losses through both updated networks; step 1 takes
+    # the (lazy) R1 penalty and the LeCam one from zero anchors, step 2 LeCam from the anchors step 1 left
     np.testing.assert_allclose(saved["losses"], losses, rtol=2e-4, atol=1e-5)

@@ -112,15 +112,21 @@ def test_preset_best_trains_saves_the_ema_generator_and_resumes_bit_exactly(tmp_
         np.testing.assert_array_equal(resumed[key], straight[key])
 
 
-def test_hinge_r1_ttur_and_every_diffaug_op_train_and_resume(tmp_path, tiny_dataset):
+def test_hinge_lazy_r1_lecam_bcr_ttur_and_every_diffaug_op_train_and_resume_exactly(tmp_path, tiny_dataset):
     flags = ["--ema", "0.9", "--diffaug", "color,translation,cutout", "--loss", "hinge", "--r1", "1",
-             "--d-lr", "4e-4", "--g-lr", "1e-4"]
+             "--r1-every", "3", "--lecam", "0.3", "--bcr", "1", "--d-lr", "4e-4", "--g-lr", "1e-4"]
     assert _train(tmp_path, tiny_dataset, "--epochs", "1", *flags) == 0
     run = tmp_path / "outputs" / "run"
     assert train.main(["--resume", str(run), "--epochs", "2"]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["ema"] == 0.9 and config["loss"] == "hinge" and config["d_lr"] == 4e-4 and config["g_lr"] == 1e-4
-    assert np.isfinite(np.load(run / "steps.npz")["d_loss"]).all() and len(np.load(run / "d_losses.npy")) == 2
+    assert config["loss"] == "hinge" and config["r1_every"] == 3 and config["lecam"] == 0.3 and config["bcr"] == 1
+    # the LeCam anchors and the lazy-R1 phase are part of the checkpoint: the resumed run equals a straight one
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), "--name", "straight",
+                       *TINY_TRAIN_FLAGS, "--epochs", "2", *flags]) == 0
+    resumed, straight = np.load(run / "steps.npz"), np.load(tmp_path / "outputs" / "straight" / "steps.npz")
+    assert np.isfinite(resumed["d_loss"]).all() and len(resumed["d_loss"]) == 4
+    for key in ("d_loss", "g_loss"):
+        np.testing.assert_array_equal(resumed[key], straight[key])
 
 
 def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_dataset):
@@ -211,7 +217,8 @@ def test_label_smoothing_is_refused_with_hinge(capsys):
     ("--d-width", "-8", "must be >= 1"), ("--latent-dim", "0", "must be >= 1"),
     ("--seed", "-1", "must be between 0 and 4294967295"), ("--logical-cpus", "-1", "must be >= 0"),
     ("--sample-every", "0", "must be >= 1"), ("--n-samples", "0", "must be >= 1"),
-    ("--minibatch-std-group", "-1", "must be >= 0"), ("--batch-size", "1e3", "'1e3' is not an integer"),
+    ("--minibatch-std-group", "-1", "must be >= 0"), ("--r1-every", "0", "must be >= 1"),
+    ("--lecam", "-0.1", "must be >= 0"), ("--bcr", "nan", "must be a finite number"), ("--batch-size", "1e3", "'1e3' is not an integer"),
 ])
 def test_every_numeric_flag_is_checked_when_parsed(flag, value, message, capsys):
     assert f"argument {flag}: {message}" in usage_error(train.parse_args, [flag, value], capsys)
