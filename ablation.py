@@ -4,9 +4,12 @@ generator against the same held-out reals.
     python ablation.py                                  # every row, seed 0, 10 epochs, batch 128, n 250
     python ablation.py --rows dcgan diffaug --seeds 1   # repeat two rows with another seed
     python ablation.py --table-only                     # re-score the finished runs, train nothing
+    python ablation.py --set long --n 1000              # the long-budget rows: 50 epochs each
 
 Each training run keeps an EMA copy of the generator (it changes no training step), so one run gives two
-rows: its trained generator (generator_raw.keras) and its averaged one (generator.keras). Runs land in
+rows: its trained generator (generator_raw.keras) and its averaged one (generator.keras). Rows are scored
+with SWD, MS-SSIM, face rate and a judge CNN, and with FID/KID when evaluate.py's Inception network is
+available. Runs land in
 outputs/abl_<row>_s<seed>/ and are resumed if interrupted; the table goes to outputs/ablation/ (markdown,
 JSON, a PNG with 12 samples per row, and presets.png: the paper vs --preset best from the same noise).
 """
@@ -49,6 +52,24 @@ ROWS = {
 }
 
 
+# The long-budget ablation (python ablation.py --set long: 50 epochs): one change each on top of --preset best,
+# with the paper beside it.
+BEST = ["--preset", "best"]
+LONG_ROWS = {
+    "long_dcgan": ("the paper (--preset dcgan)", ["--preset", "dcgan"]),
+    "long_best": ("--preset best", BEST),
+    "long_r1": ("--preset best + lazy R1 (gamma 1, every 16th D update)", [*BEST, "--r1", "1", "--r1-every", "16"]),
+    "long_sn_hinge": ("--preset best + spectral norm in D + hinge loss", [*BEST, "--spectral-norm", "--loss", "hinge"]),
+    "long_lecam": ("--preset best + LeCam 0.3", [*BEST, "--lecam", "0.3"]),
+    "long_bcr": ("--preset best + bCR 10", [*BEST, "--bcr", "10"]),
+    "long_diffaug3": ("--preset best with DiffAugment color, translation, cutout",
+                      [*BEST, "--diffaug", "color,translation,cutout"]),
+    "long_ms10": ("--preset best with mode seeking 10", [*BEST, "--mode-seeking", "10"]),
+}
+SETS = {"short": (list(ROWS), 10), "long": (list(LONG_ROWS), 50)}  # rows, epochs
+ROWS.update(LONG_ROWS)
+
+
 def run_dir(out, row, seed):
     return os.path.join(out, f"abl_{row}_s{seed}")
 
@@ -76,13 +97,21 @@ def train_row(out, row, seed, epochs, batch_size, data, extra=()):
                     *command], check=True)
 
 
-def score(out, rows, seeds, n, eval_seed=0):
-    """One table row per (recipe, seed, raw/EMA generator), all against the same reference reals."""
+def score(out, rows, seeds, n, eval_seed=0, fid=True):
+    """One table row per (recipe, seed, raw/EMA generator), all against the same reference reals; with FID/KID
+    of each row's n images when `fid` and an Inception network loads."""
     import evaluate
+    import metrics
     first = next(run_dir(out, r, s) for r in rows for s in seeds if epochs_done(run_dir(out, r, s)))
     config = run_state.load_config(first)
     holdout = data_io.load_image_array(config["holdout"], config["image_size"])
     reference, real_b = evaluate.split_holdout(holdout, eval_seed)
+    fid_network, reference_features = None, None
+    if fid:
+        engines, _ = evaluate.load_fid_engines()
+        if engines:
+            fid_network = engines[0][1]
+            reference_features = metrics.inception_features(reference, fid_network)
     results, pictures = [], [("real (held out)", real_b)]
     candidates = [("real", "held-out reals (floor)", None, None, real_b)]
     for row in rows:
@@ -103,7 +132,7 @@ def score(out, rows, seeds, n, eval_seed=0):
             cache_path = os.path.join(os.path.dirname(model_path), "ablation_scores.json")
             stat = os.stat(model_path)
             cache_key = (f"{os.path.basename(model_path)} {stat.st_size} {stat.st_mtime_ns} "
-                         f"{config['holdout']} n={n} eval_seed={eval_seed}")
+                         f"{config['holdout']} n={n} eval_seed={eval_seed}" + (" fid" if fid_network else ""))
         cache = {}
         if cache_path and os.path.exists(cache_path):
             with open(cache_path) as f:
@@ -113,7 +142,7 @@ def score(out, rows, seeds, n, eval_seed=0):
             result.update(cache[cache_key])
         else:
             print(f"scoring {label} (seed {seed}) ...", flush=True)
-            scores = evaluate.image_metrics(reference, images[:n], eval_seed)
+            scores = evaluate.image_metrics(reference, images[:n], eval_seed, fid_network, reference_features)
             scores["judge_accuracy"], scores["judge_test_n"] = evaluate.judge_accuracy(reference, images[:n],
                                                                                        eval_seed)
             result.update(scores)
@@ -134,11 +163,14 @@ def write_table(folder, reference, results, pictures, n, best="best_ms3"):
     columns = [("train_seed", "{}"), ("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"),
                ("swd_16", "{:.1f}"), ("ms_ssim_diversity", "{:.3f}"), ("face_rate", "{:.3f}"),
                ("judge_accuracy", "{:.3f}"), ("train_seconds", "{:.0f}")]
+    if any("fid" in row for row in results):
+        columns[-1:-1] = [("fid", "{:.2f}"), ("kid", "{:.4f}"), ("fid_n", "{}")]
     table = evaluate.markdown_table(results, columns)
     text = [f"# Ablation: {len(reference)} held-out reference faces, {n} samples per row", "", table, "",
             "SWD x1e3 (lower is better; the real row is the floor); MS-SSIM diversity should match the real row; "
-            "face_rate: OpenCV Haar detections; judge: 0.5 = indistinguishable; train_seconds: time in the epochs "
-            "(grids, checkpoints and the data pipeline included).", "", "![samples](ablation.png)", ""]
+            "face_rate: OpenCV Haar detections; judge: 0.5 = indistinguishable; fid / kid: against the same "
+            "reference faces, the held-out reals' row being the floor at the same n; train_seconds: time in the "
+            "epochs (grids, checkpoints and the data pipeline included).", "", "![samples](ablation.png)", ""]
     with open(os.path.join(folder, "ablation.md"), "w") as f:
         f.write("\n".join(text))
     data_io.save_json(os.path.join(folder, "ablation.json"), {"n": n, "reference_count": len(reference),
@@ -158,10 +190,15 @@ def write_table(folder, reference, results, pictures, n, best="best_ms3"):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS),
-                        help="recipe changes to train and score (each also scored with its EMA generator)")
+    parser.add_argument("--set", default="short", choices=sorted(SETS),
+                        help="short: the rows behind --preset best, 10 epochs each; long: one change each on top "
+                             "of --preset best (lazy R1, spectral norm + hinge, LeCam, bCR, more DiffAugment, "
+                             "more mode seeking) and the paper, 50 epochs each")
+    parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS),
+                        help="recipe changes to train and score (default: the --set's rows; each also scored with "
+                             "its EMA generator)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (one run per row and seed)")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs per run (the budget)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per run, the budget (default: the --set's)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per step")
     parser.add_argument("--data", default=os.path.join("data", "celeba64_train.npy"),
                         help="training array from preprocess.py (its _holdout.npy is the reference)")
@@ -172,14 +209,17 @@ def main(argv=None):
                         help="extra train.py flags for every run, e.g. \"--g-width 32 --d-width 32\" (the README's "
                              "table uses none)")
     parser.add_argument("--table-only", action="store_true", help="score finished runs only; train nothing")
+    parser.add_argument("--no-fid", action="store_true", help="leave FID/KID out of the table")
     args = parser.parse_args(argv)
+    args.rows = args.rows or SETS[args.set][0]
+    args.epochs = args.epochs or SETS[args.set][1]
     start = time.time()
     try:
         if not args.table_only:
             for seed in args.seeds:
                 for row in args.rows:
                     train_row(args.out, row, seed, args.epochs, args.batch_size, args.data, args.train_args.split())
-        reference, results, pictures = score(args.out, args.rows, args.seeds, args.n)
+        reference, results, pictures = score(args.out, args.rows, args.seeds, args.n, fid=not args.no_fid)
         write_table(os.path.join(args.out, "ablation"), reference, results, pictures, args.n)
     except (data_io.DataError, subprocess.CalledProcessError, StopIteration) as error:
         print(f"ablation.py: error: {error or 'no finished run to score'}", file=sys.stderr)
