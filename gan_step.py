@@ -275,10 +275,10 @@ def build_models(recipe, distributed=False):
 # ----- the TensorFlow step -------------------------------------------------------------------------------
 
 def build_train_step(nets, recipe, strategy=None, mode="graph"):
-    """The step for real uint8 batches: D update, then G update, then the EMA; returns
-    (d_loss, g_loss, D(x), D(G(z))); d_loss includes D's penalties (R1, LeCam, bCR). nets: from build_models. mode: "graph" (tf.function), "xla" (with
-    jit_compile) or "eager". strategy: a tf.distribute strategy; each replica takes its slice of the global
-    batch and of the noise."""
+    """The step for real uint8 batches: D update, then G update, then the EMA; returns (d_loss, g_loss, D(x),
+    D(G(z))), d_loss with D's penalties (R1, LeCam, bCR). nets: from build_models. mode: "graph"
+    (tf.function), "xla" (with jit_compile) or "eager". strategy: a tf.distribute strategy; each replica takes
+    its slice of the global batch and of the noise."""
     import tensorflow as tf
     generator, discriminator = nets["generator"], nets["discriminator"]
     g_optimizer, d_optimizer = nets["g_optimizer"], nets["d_optimizer"]

@@ -18,6 +18,15 @@ def float32_policy_after_each_test():
 
 
 @pytest.fixture
+def quick_judge(monkeypatch):
+    """The judge's 400 training steps make its accuracy meaningful; the tests of evaluate.py's and ablation.py's
+    outputs need 10."""
+    import evaluate
+    judge = evaluate.judge_accuracy
+    monkeypatch.setattr(evaluate, "judge_accuracy", lambda real, fake, seed=0, steps=400: judge(real, fake, seed, 10))
+
+
+@pytest.fixture
 def celeba_zip():
     if not os.path.exists(CELEBA_ZIP):
         pytest.skip("../shared/data/celeba-8k/img_align_celeba.zip is not here")

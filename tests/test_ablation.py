@@ -4,7 +4,8 @@ import os
 import ablation
 
 
-def test_ablation_trains_each_row_and_scores_raw_and_ema_generators(tmp_path, tiny_dataset, capsys):
+def test_ablation_trains_each_row_and_scores_raw_and_ema_generators(tmp_path, tiny_dataset, capsys,
+                                                                    quick_judge):
     out = str(tmp_path / "outputs")
     code = ablation.main(["--rows", "diffaug", "--epochs", "1", "--batch-size", "16", "--data", tiny_dataset,
                           "--out", out, "--n", "16", "--no-fid", "--train-args",

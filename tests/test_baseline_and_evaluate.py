@@ -41,13 +41,6 @@ def test_judge_catches_noise_but_not_real_faces():
 
 
 @pytest.fixture
-def quick_judge(monkeypatch):
-    """The judge's 400 training steps make its accuracy meaningful; the tests of evaluate.py's outputs need 10."""
-    judge = evaluate.judge_accuracy
-    monkeypatch.setattr(evaluate, "judge_accuracy", lambda real, fake, seed=0, steps=400: judge(real, fake, seed, 10))
-
-
-@pytest.fixture
 def tiny_run(tmp_path, tiny_dataset, quick_judge):
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "2",
                        "--snapshot-every", "1", *TINY_TRAIN_FLAGS]) == 0

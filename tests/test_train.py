@@ -218,7 +218,8 @@ def test_label_smoothing_is_refused_with_hinge(capsys):
     ("--seed", "-1", "must be between 0 and 4294967295"), ("--logical-cpus", "-1", "must be >= 0"),
     ("--sample-every", "0", "must be >= 1"), ("--n-samples", "0", "must be >= 1"),
     ("--minibatch-std-group", "-1", "must be >= 0"), ("--r1-every", "0", "must be >= 1"),
-    ("--lecam", "-0.1", "must be >= 0"), ("--bcr", "nan", "must be a finite number"), ("--batch-size", "1e3", "'1e3' is not an integer"),
+    ("--lecam", "-0.1", "must be >= 0"), ("--bcr", "nan", "must be a finite number"),
+    ("--batch-size", "1e3", "'1e3' is not an integer"),
 ])
 def test_every_numeric_flag_is_checked_when_parsed(flag, value, message, capsys):
     assert f"argument {flag}: {message}" in usage_error(train.parse_args, [flag, value], capsys)
