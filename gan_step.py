@@ -212,7 +212,9 @@ def diff_augment(x, ops_text, seed):
 
     if "color" in ops_text:
         x = x + uniform(-0.5, 0.5)
-        mean = ops.mean(x, axis=-1, keepdims=True)
+        # the channel mean as a sum of slices: XLA on CPU (JAX) computed NaN gradients from ops.mean over
+        # the 3-wide channel axis when the mode-seeking term also took G's gradient
+        mean = (x[..., 0:1] + x[..., 1:2] + x[..., 2:3]) / 3.0
         x = (x - mean) * uniform(0.0, 2.0) + mean
         mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
         x = (x - mean) * uniform(0.5, 1.5) + mean
