@@ -412,18 +412,23 @@ def snapshot_paths(run_dir):
     return [(int(match.group(1)), os.path.join(folder, name)) for match, name in matches if match]
 
 
-def curve(run_dir, n=1000, seed=0, out=None, real_path=None, inception_path=None):
-    """FID, KID, SWD and MS-SSIM diversity of every generator snapshot of a run, against images seen, with the
-    real-vs-real floor at the same n: curve.json, curve.md and curve.png in `out` (default RUN/eval)."""
+def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=None):
+    """FID, KID, SWD, MS-SSIM diversity and face rate of every generator snapshot of one or more runs, against
+    images seen, with the real-vs-real floor at the same n: curve.json, curve.md and curve.png in `out`
+    (default FIRST_RUN/eval). Every run is scored against the first run's held-out images (or `real_path`)."""
     import metrics
     start = time.time()
-    config = run_state.load_config(run_dir)
-    out = cli.check_output_folder(out or os.path.join(run_dir, "eval"))
-    snapshots = snapshot_paths(run_dir)
-    if not snapshots:
-        raise data_io.DataError(f"{run_dir} has no generator snapshots (snapshots/generator_epoch_NNN.keras); "
-                                "train with --snapshot-every N")
-    real_path, holdout = load_holdout(run_dir, config, real_path)
+    run_dirs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
+    configs = [run_state.load_config(run_dir) for run_dir in run_dirs]
+    out = cli.check_output_folder(out or os.path.join(run_dirs[0], "eval"))
+    snapshots = {run_dir: snapshot_paths(run_dir) for run_dir in run_dirs}
+    for run_dir, found in snapshots.items():
+        if not found:
+            raise data_io.DataError(f"{run_dir} has no generator snapshots (snapshots/generator_epoch_NNN.keras); "
+                                    "train with --snapshot-every N")
+    real_path, holdout = load_holdout(run_dirs[0], configs[0], real_path)
+    for run_dir, config in zip(run_dirs[1:], configs[1:]):
+        check_held_out(real_path, holdout, config, run_dir)
     reference, real_b = split_holdout(holdout, seed)
     n = min(n, len(real_b))  # the floor is measured at the same n as every point
     engines, fid_note = load_fid_engines(inception_path)
@@ -432,47 +437,54 @@ def curve(run_dir, n=1000, seed=0, out=None, real_path=None, inception_path=None
 
     def scores(images):
         row = {"n": int(len(images)), **metrics.sliced_wasserstein(reference, images, seed=seed),
-               "ms_ssim_diversity": float(metrics.ms_ssim_diversity(images, seed=seed))}
+               "ms_ssim_diversity": float(metrics.ms_ssim_diversity(images, seed=seed)),
+               "face_rate": float(metrics.face_detection_rate(images))}
         if network:
             row.update(metrics.fid_kid_from_features(reference_features, metrics.inception_features(images, network),
                                                      kid_subset_size=min(1000, len(images)), seed=seed))
         return row
 
-    images_per_epoch = config["steps_per_epoch"] * config["batch_size"]
     floor = scores(real_b[:n])
     print(f"real vs real at n={n}: SWD {floor['swd_avg']:.1f}" + (f", FID {floor['fid']:.2f}" if network else ""))
     points = []
-    for epoch, path in tqdm(snapshots, desc="snapshots", unit="generator"):
-        faces = data_io.sample_faces(data_io.load_generator_file(path), n, seed)
-        points.append({"system": f"epoch {epoch}", "epoch": epoch, "images_seen": epoch * images_per_epoch,
-                       **scores(faces)})
-    results = {"run": os.path.abspath(run_dir), "holdout": os.path.abspath(real_path), "n": n,
-               "reference_count": int(len(reference)), "floor": floor, "points": points,
+    for run_dir, config in zip(run_dirs, configs):
+        name = os.path.basename(os.path.normpath(run_dir))
+        images_per_epoch = config["steps_per_epoch"] * config["batch_size"]
+        for epoch, path in tqdm(snapshots[run_dir], desc=name, unit="generator"):
+            faces = data_io.sample_faces(data_io.load_generator_file(path), n, seed)
+            points.append({"system": f"{name} epoch {epoch}", "run": name, "epoch": epoch,
+                           "images_seen": epoch * images_per_epoch, **scores(faces)})
+    results = {"runs": [os.path.abspath(run_dir) for run_dir in run_dirs], "holdout": os.path.abspath(real_path),
+               "n": n, "reference_count": int(len(reference)), "floor": floor, "points": points,
                "fid_kid": f"computed with {engines[0][0]}" if network else f"skipped: {fid_note}",
                "seconds": round(time.time() - start, 1)}
     data_io.save_json(os.path.join(out, "curve.json"), results)
-    plot_curve(os.path.join(out, "curve.png"), run_dir, points, floor)
-    columns = [("images_seen", "{:,}"), ("swd_avg", "{:.1f}"), ("ms_ssim_diversity", "{:.3f}")]
+    plot_curve(os.path.join(out, "curve.png"), points, floor)
+    columns = [("images_seen", "{:,}"), ("swd_avg", "{:.1f}"), ("ms_ssim_diversity", "{:.3f}"),
+               ("face_rate", "{:.3f}")]
     columns += [("fid", "{:.2f}"), ("kid", "{:.4f}")] if network else []
     table = markdown_table([*points, {"system": "real (held out)", **floor}], columns)
     with open(os.path.join(out, "curve.md"), "w") as f:
-        f.write(f"# Quality against training length: `{run_dir}`\n\n{n} samples per snapshot against "
-                f"{len(reference)} held-out reals; the `real` row is {n} other held-out reals (the floor at this "
-                f"n).\n\n{table}\n\n![curve](curve.png)\n")
+        f.write(f"# Quality against training length: {', '.join(f'`{r}`' for r in run_dirs)}\n\n{n} samples per "
+                f"snapshot against {len(reference)} held-out reals; the `real` row is {n} other held-out reals (the "
+                f"floor at this n).\n\n{table}\n\n![curve](curve.png)\n")
     print("\n" + table + f"\n\nwrote {out}/curve.md, curve.json, curve.png ({results['seconds']} s)")
     return results
 
 
-def plot_curve(path, run_dir, points, floor):
-    """FID (when computed) and average SWD against images seen, each with the real-vs-real floor."""
+def plot_curve(path, points, floor):
+    """FID (when computed) and average SWD against images seen, one line per run, each panel with the
+    real-vs-real floor."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     keys = [key for key in ("fid", "swd_avg") if key in floor]
     figure, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
-    seen = [p["images_seen"] for p in points]
+    runs = list(dict.fromkeys(p["run"] for p in points))
     for ax, key in zip(axes[0], keys):
-        ax.plot(seen, [p[key] for p in points], "o-", label=os.path.basename(os.path.normpath(run_dir)))
+        for run in runs:
+            mine = [p for p in points if p["run"] == run]
+            ax.plot([p["images_seen"] for p in mine], [p[key] for p in mine], "o-", label=run)
         ax.axhline(floor[key], color="grey", linestyle="--", label=f"real vs real (n={floor['n']})")
         ax.set(xlabel="images seen", ylabel={"fid": "FID", "swd_avg": "SWD avg (x1e3)"}[key], xlim=(0, None),
                ylim=(0, None))
@@ -487,9 +499,10 @@ def plot_curve(path, run_dir, points, floor):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="run directory made by train.py (its D, holdout and loss files are used)")
-    parser.add_argument("systems", nargs="*", default=["random"],
+    parser.add_argument("systems", nargs="*", default=[],
                         help="more systems to compare: random, gaussian, a run directory, or NAME:PATH "
-                             "(.npy/folder/zip of samples, or a generator .keras file) (default: random)")
+                             "(.npy/folder/zip of samples, or a generator .keras file) (default: random); with "
+                             "--curve: more run directories, drawn beside RUN")
     parser.add_argument("--n", type=cli.int_in(20), default=2000, help="samples per system")
     parser.add_argument("--real", default=None, help="held-out real images (default: the run's holdout)")
     parser.add_argument("--seed", type=cli.seed, default=0, help="seed for sampling, splits and the judge")
@@ -502,16 +515,17 @@ def main(argv=None):
                              "once; without them the TF graph, cached or downloaded; FID/KID skipped, with a "
                              "note, when neither is available)")
     parser.add_argument("--curve", action="store_true",
-                        help="instead: score each generator snapshot of the run (snapshots/, kept by train.py "
-                             "--snapshot-every) with FID, KID, SWD and MS-SSIM against images seen, with the "
-                             "real-vs-real floor at the same n -> curve.md, curve.json, curve.png")
-    args = parser.parse_args(argv)
+                        help="instead: score each generator snapshot of the run, and of the other runs given "
+                             "(snapshots/, kept by train.py --snapshot-every), with FID, KID, SWD, MS-SSIM and face "
+                             "rate against images seen, with the real-vs-real floor at the same n -> curve.md, "
+                             "curve.json, curve.png")
+    args = parser.parse_intermixed_args(argv)  # runs may follow --curve
     if args.curve:
-        if args.systems != ["random"] or args.no_quality:
-            parser.error("--curve scores the run's own snapshots: give no systems and no --no-quality")
-        curve(args.run, args.n, args.seed, args.out, args.real, args.inception)
+        if args.no_quality:
+            parser.error("--curve computes the quality metrics: drop --no-quality")
+        curve([args.run, *args.systems], args.n, args.seed, args.out, args.real, args.inception)
         return 0
-    evaluate(args.run, args.systems, args.n, args.seed, args.out, args.real,
+    evaluate(args.run, args.systems or ["random"], args.n, args.seed, args.out, args.real,
              quality=not args.no_quality, inception_path=args.inception)
     return 0
 

@@ -110,17 +110,22 @@ def test_evaluate_reports_fid_at_one_n_with_the_real_floor_and_the_resize(tiny_r
     assert "half_pixel_centers=False" in report and "| fid_n | fid | kid |" in report
 
 
-def test_curve_scores_every_snapshot_against_images_seen(tiny_run, monkeypatch):
+def test_curve_scores_every_snapshot_of_each_run_against_images_seen(tiny_run, monkeypatch, tmp_path):
     monkeypatch.setattr(evaluate, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
-    assert evaluate.main([str(tiny_run), "--curve", "--n", "20"]) == 0
+    other = shutil.copytree(tiny_run, tmp_path / "other")  # a second run, drawn beside the first
+    shutil.rmtree(other / "eval", ignore_errors=True)
+    (other / "snapshots" / "generator_epoch_001.keras").unlink()
+    assert evaluate.main([str(tiny_run), "--curve", str(other), "--n", "20"]) == 0
     results = json.loads((tiny_run / "eval" / "curve.json").read_text())
     config = json.loads((tiny_run / "config.json").read_text())
     per_epoch = config["steps_per_epoch"] * config["batch_size"]
-    assert [(p["epoch"], p["images_seen"]) for p in results["points"]] == [(1, per_epoch), (2, 2 * per_epoch)]
+    assert [(p["run"], p["epoch"], p["images_seen"]) for p in results["points"]] == [
+        ("run", 1, per_epoch), ("run", 2, 2 * per_epoch), ("other", 2, 2 * per_epoch)]
     assert results["n"] == 16 and results["floor"]["n"] == 16  # the floor at the same n as each point
     assert all(p["n"] == 16 and p["fid"] > results["floor"]["fid"] for p in results["points"])
+    assert all(0 <= p["face_rate"] <= 1 for p in results["points"])
     assert (tiny_run / "eval" / "curve.png").stat().st_size > 10_000
-    assert "| epoch 2 |" in (tiny_run / "eval" / "curve.md").read_text()
+    assert "| run epoch 2 |" in (tiny_run / "eval" / "curve.md").read_text()
 
 
 def test_curve_without_snapshots_says_how_to_get_them(tiny_run, capsys):
