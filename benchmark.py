@@ -10,7 +10,8 @@ here). With --epoch-images the JAX path also times one whole epoch of that many 
 device, each batch gathered in a shuffled order inside the compiled step, with a host read of the losses
 every step as train.py's progress bar does.
 Cost model: 2.48 GFLOP per trained image at 64 px (G forward, D forward and backward on real and fake,
-G backward through D).
+G backward through D). --measure-peak times a large matrix multiply per precision first, so that each row
+says what share of the machine's measured ceiling the step reaches.
 """
 import argparse
 import os
@@ -115,6 +116,23 @@ def jax_row(precision, batch, warmup, steps, images, order):
     return row
 
 
+def gemm_gflops(precision, size=2048, repeats=5):
+    """The machine's measured matrix-multiply ceiling in one precision: GFLOP/s of a size x size x size GEMM
+    on the Keras backend (the best of `repeats`, after one untimed run)."""
+    import keras
+    from keras import ops
+    dtype = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
+    a, b = (ops.cast(keras.random.normal((size, size), seed=seed), dtype) for seed in (1, 2))
+    best = float("inf")
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        product = ops.matmul(a, b)
+        ops.convert_to_numpy(product[:1, :1])  # waits for the device
+        if i:
+            best = min(best, time.perf_counter() - start)
+    return round(2 * size ** 3 / best / 1e9, 1)
+
+
 def format_row(row, peak=None):
     images_per_second = row["batch"] / row["seconds_per_step"]
     row["images_per_second"] = round(images_per_second, 1)
@@ -144,6 +162,10 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=10, help="timed steps per setting")
     parser.add_argument("--peak-gflops", type=float, default=None,
                         help="the machine's peak GFLOP/s for the precision timed: adds a %% of peak column")
+    parser.add_argument("--measure-peak", action="store_true",
+                        help="first time a 2048^3 matrix multiply in each precision and use it as that precision's "
+                             "peak: the %% of peak column then says how much of what this machine's matrix units "
+                             "can do the step uses")
     parser.add_argument("--epoch-images", type=int, default=0, help="jax only: also time one epoch of this many")
     parser.add_argument("--out", default=os.path.join("outputs", "benchmark.json"), help="JSON output file")
     args = parser.parse_args(argv)
@@ -151,20 +173,29 @@ def main(argv=None):
         parser.error("--precisions tf32 is for --backend jax (TensorFlow's GPU default already uses TF32)")
     if args.backend == "jax":
         os.environ["KERAS_BACKEND"] = "jax"
+    if args.peak_gflops and args.measure_peak:
+        parser.error("give --peak-gflops or --measure-peak, not both")
+    peaks = {precision: args.peak_gflops for precision in args.precisions}
+    if args.measure_peak:
+        peaks = {precision: gemm_gflops(precision) for precision in args.precisions}
+        for precision, gflops in peaks.items():
+            print(f"measured peak, {precision} 2048^3 matrix multiply: {gflops:.1f} GFLOP/s", flush=True)
+    if args.backend == "jax":
         rows = jax_rows(args.precisions, args.batches, args.warmup, args.steps, args.epoch_images)
     else:
         rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps)
     for row in rows:
-        format_row(row, args.peak_gflops)
-    print("\n| backend | mode | precision | batch | images/s | GFLOP/s |" + (" % of peak |" if args.peak_gflops
-                                                                                 else ""))
-    print("|---|---|---|---|---|---|" + ("---|" if args.peak_gflops else ""))
+        format_row(row, peaks[row["precision"]])
+    with_peak = any(peaks.values())
+    print("\n| backend | mode | precision | batch | images/s | GFLOP/s |" + (" % of peak |" if with_peak else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if with_peak else ""))
     for row in rows:
         print(f"| {row['backend']} | {row['mode']} | {row['precision']} | {row['batch']} | "
               f"{row['images_per_second']} | {row['gflops']} |" + (f" {row['percent_of_peak']} |"
                                                                    if "percent_of_peak" in row else ""))
     import data_io
-    data_io.save_json(args.out, {"argv": sys.argv[1:], "rows": rows})
+    data_io.save_json(args.out, {"argv": sys.argv[1:], "peak_gflops": peaks, "measured_peak": args.measure_peak,
+                                 "rows": rows})
     print(f"wrote {args.out}")
     return 0
 

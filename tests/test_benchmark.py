@@ -33,6 +33,18 @@ def test_percent_of_peak_appears_only_with_a_given_peak():
     assert row["percent_of_peak"] == 24.8 and "24.8% of 1000" in text
 
 
+def test_measured_peak_is_a_gemm_rate_and_fills_the_percent_column(tmp_path, monkeypatch):
+    gflops = benchmark.gemm_gflops("fp32", size=256, repeats=2)
+    assert 0.1 < gflops < 1e6
+    monkeypatch.setattr(benchmark, "gemm_gflops", lambda precision: 1000.0)
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["--modes", "graph", "--precisions", "fp32", "--batches", "8", "--warmup", "1",
+                           "--steps", "1", "--measure-peak", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["peak_gflops"] == {"fp32": 1000.0} and result["measured_peak"]
+    assert result["rows"][0]["percent_of_peak"] == pytest.approx(result["rows"][0]["gflops"] / 10, abs=0.1)
+
+
 def test_tf32_is_refused_for_tensorflow(capsys):
     with pytest.raises(SystemExit) as error:
         benchmark.main(["--precisions", "tf32"])
