@@ -13,6 +13,7 @@ metrics.json, losses.png, comparison.png. With --curve: the generator snapshots 
 (--snapshot-every) scored one by one against images seen, in curve.md, curve.json and curve.png.
 """
 import argparse
+import json
 import os
 import re
 import sys
@@ -415,7 +416,8 @@ def snapshot_paths(run_dir):
 def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=None):
     """FID, KID, SWD, MS-SSIM diversity and face rate of every generator snapshot of one or more runs, against
     images seen, with the real-vs-real floor at the same n: curve.json, curve.md and curve.png in `out`
-    (default FIRST_RUN/eval). Every run is scored against the first run's held-out images (or `real_path`)."""
+    (default FIRST_RUN/eval). Every run is scored against the first run's held-out images (or `real_path`).
+    Each snapshot's scores are cached in out/curve_cache.json."""
     import metrics
     start = time.time()
     run_dirs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
@@ -433,27 +435,46 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
     n = min(n, len(real_b))  # the floor is measured at the same n as every point
     engines, fid_note = load_fid_engines(inception_path)
     network = engines[0][1] if engines else None
-    reference_features = metrics.inception_features(reference, network) if network else None
+    reference_features = []  # computed once, when the first score needs them
+    # Scores are cached in the output folder, keyed by what they depend on: a --curve after more training
+    # scores only the new snapshots.
+    cache_path = os.path.join(out, "curve_cache.json")
+    cache = {}
+    if os.path.isfile(cache_path):
+        with open(cache_path) as f:
+            cache = json.load(f)
+    common_key = (f"holdout={os.path.abspath(real_path)} {os.path.getsize(real_path)} n={n} seed={seed} "
+                  f"fid={engines[0][0] if network else None}")
 
-    def scores(images):
-        row = {"n": int(len(images)), **metrics.sliced_wasserstein(reference, images, seed=seed),
-               "ms_ssim_diversity": float(metrics.ms_ssim_diversity(images, seed=seed)),
-               "face_rate": float(metrics.face_detection_rate(images))}
-        if network:
-            row.update(metrics.fid_kid_from_features(reference_features, metrics.inception_features(images, network),
-                                                     kid_subset_size=min(1000, len(images)), seed=seed))
-        return row
+    def scores(key, make_images):
+        key = f"{key} {common_key}"
+        if key not in cache:
+            images = make_images()
+            row = {"n": int(len(images)), **metrics.sliced_wasserstein(reference, images, seed=seed),
+                   "ms_ssim_diversity": float(metrics.ms_ssim_diversity(images, seed=seed)),
+                   "face_rate": float(metrics.face_detection_rate(images))}
+            if network:
+                if not reference_features:
+                    reference_features.append(metrics.inception_features(reference, network))
+                row.update(metrics.fid_kid_from_features(reference_features[0],
+                                                         metrics.inception_features(images, network),
+                                                         kid_subset_size=min(1000, len(images)), seed=seed))
+            cache[key] = row
+            data_io.save_json(cache_path, cache)
+        return cache[key]
 
-    floor = scores(real_b[:n])
+    floor = scores("real", lambda: real_b[:n])
     print(f"real vs real at n={n}: SWD {floor['swd_avg']:.1f}" + (f", FID {floor['fid']:.2f}" if network else ""))
     points = []
     for run_dir, config in zip(run_dirs, configs):
         name = os.path.basename(os.path.normpath(run_dir))
         images_per_epoch = config["steps_per_epoch"] * config["batch_size"]
         for epoch, path in tqdm(snapshots[run_dir], desc=name, unit="generator"):
-            faces = data_io.sample_faces(data_io.load_generator_file(path), n, seed)
+            stat = os.stat(path)
+            row = scores(f"{os.path.abspath(path)} {stat.st_size} {stat.st_mtime_ns}",
+                         lambda: data_io.sample_faces(data_io.load_generator_file(path), n, seed))
             points.append({"system": f"{name} epoch {epoch}", "run": name, "epoch": epoch,
-                           "images_seen": epoch * images_per_epoch, **scores(faces)})
+                           "images_seen": epoch * images_per_epoch, **row})
     results = {"runs": [os.path.abspath(run_dir) for run_dir in run_dirs], "holdout": os.path.abspath(real_path),
                "n": n, "reference_count": int(len(reference)), "floor": floor, "points": points,
                "fid_kid": f"computed with {engines[0][0]}" if network else f"skipped: {fid_note}",

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import demo_faces
+import data_io
 import evaluate
 import random_baseline
 import train
@@ -126,6 +127,14 @@ def test_curve_scores_every_snapshot_of_each_run_against_images_seen(tiny_run, m
     assert all(0 <= p["face_rate"] <= 1 for p in results["points"])
     assert (tiny_run / "eval" / "curve.png").stat().st_size > 10_000
     assert "| run epoch 2 |" in (tiny_run / "eval" / "curve.md").read_text()
+    # again after one more snapshot: only that one is sampled and scored, the rest come from the cache
+    shutil.copy(other / "snapshots" / "generator_epoch_002.keras", other / "snapshots" / "generator_epoch_003.keras")
+    sampled = []
+    sample_faces = data_io.sample_faces
+    monkeypatch.setattr(data_io, "sample_faces", lambda *a, **k: sampled.append(1) or sample_faces(*a, **k))
+    assert evaluate.main([str(tiny_run), str(other), "--curve", "--n", "20"]) == 0
+    again = json.loads((tiny_run / "eval" / "curve.json").read_text())
+    assert len(sampled) == 1 and again["points"][:3] == results["points"] and again["points"][3]["epoch"] == 3
 
 
 def test_curve_without_snapshots_says_how_to_get_them(tiny_run, capsys):
