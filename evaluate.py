@@ -455,7 +455,8 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
                    "face_rate": float(metrics.face_detection_rate(images))}
             if network:
                 if not reference_features:
-                    reference_features.append(metrics.inception_features(reference, network))
+                    reference_features.append(cached_features(os.path.join(out, "curve_reference_features.npz"),
+                                                              common_key, reference, network))
                 row.update(metrics.fid_kid_from_features(reference_features[0],
                                                          metrics.inception_features(images, network),
                                                          kid_subset_size=min(1000, len(images)), seed=seed))
@@ -491,6 +492,18 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
                 f"floor at this n).\n\n{table}\n\n![curve](curve.png)\n")
     print("\n" + table + f"\n\nwrote {out}/curve.md, curve.json, curve.png ({results['seconds']} s)")
     return results
+
+
+def cached_features(path, key, images, network):
+    """Inception features of `images`, kept in `path` under `key` for the next --curve."""
+    import metrics
+    if os.path.isfile(path):
+        saved = np.load(path)
+        if str(saved["key"]) == key:
+            return saved["features"]
+    features = metrics.inception_features(images, network)
+    data_io.save_npz(path, {"key": np.array(key), "features": features})
+    return features
 
 
 def plot_curve(path, points, floor):

@@ -135,6 +135,7 @@ def test_curve_scores_every_snapshot_of_each_run_against_images_seen(tiny_run, m
     assert evaluate.main([str(tiny_run), str(other), "--curve", "--n", "20"]) == 0
     again = json.loads((tiny_run / "eval" / "curve.json").read_text())
     assert len(sampled) == 1 and again["points"][:3] == results["points"] and again["points"][3]["epoch"] == 3
+    assert (tiny_run / "eval" / "curve_reference_features.npz").exists()  # the reference set's, kept too
 
 
 def test_curve_without_snapshots_says_how_to_get_them(tiny_run, capsys):
