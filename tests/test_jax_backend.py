@@ -23,7 +23,7 @@ SAME_STEP_RECIPE = dict(latent_dim=16, image_size=32, g_width=8, d_width=8, labe
 
 
 def run_on_jax(code, tmp_path):
-    """Run Python `code` in a JAX-backend process (compilations cached in tmp_path across its runs)."""
+    """Run Python `code` in a JAX-backend process (compilations cached in tmp_path)."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -32,19 +32,55 @@ def run_on_jax(code, tmp_path):
     return result
 
 
-def test_jax_run_resumes_bit_exactly_and_saves_a_generator_tensorflow_loads(tmp_path, tiny_dataset, capsys):
-    # colour DiffAugment with the mode-seeking term: XLA on CPU once gave NaN gradients for the pair
-    flags = ["--data", tiny_dataset, "--out", str(tmp_path), *TINY_TRAIN_FLAGS, "--preset", "best", "--lecam", "0.3",
-             "--bcr", "1", "--diffaug", "color,translation"]
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    # two epochs; then the same run stopped after epoch 1 (its newer checkpoint removed) and resumed
+# colour DiffAugment with the mode-seeking term: XLA on CPU once gave NaN gradients for the pair
+RESUME_FLAGS = [*TINY_TRAIN_FLAGS, "--preset", "best", "--lecam", "0.3", "--bcr", "1", "--diffaug", "color,translation"]
+
+
+@pytest.fixture(scope="module")
+def jax_process(tmp_path_factory, tiny_faces):
+    """One JAX-backend process does the work of every test below (its start-up and compilations are most of
+    their time): a training run, the same run stopped and resumed, two steps of the shared recipe from saved
+    inputs, and benchmark.py's JAX path in fp16."""
+    tmp = tmp_path_factory.mktemp("jax")
+    np.save(tmp / "tiny_train.npy", tiny_faces[:64])
+    np.save(tmp / "tiny_holdout.npy", tiny_faces[64:])
+    rng = np.random.default_rng(0)
+    np.savez(tmp / "inputs.npz", real=rng.integers(0, 256, (16, 32, 32, 3), np.uint8),
+             z=rng.standard_normal((16, 16)).astype(np.float32))
+    flags = ["--data", str(tmp / "tiny_train.npy"), "--out", str(tmp), *RESUME_FLAGS]
+    straight, split = tmp / "straight", tmp / "split"
     run_on_jax(f"""
-import os, shutil, train
+import os, shutil
+import numpy as np
+import benchmark, gan_step, train
+
+# two epochs; then the same run stopped after epoch 1 (its newer checkpoint removed) and resumed
 assert train.main([*{flags!r}, "--name", "straight", "--epochs", "2"]) == 0
 shutil.copytree({str(straight)!r}, {str(split)!r})
 os.remove(os.path.join({str(split)!r}, "checkpoints", "step_000000004.npz"))
 assert train.main(["--resume", {str(split)!r}, "--epochs", "2"]) == 0
-""", tmp_path)
+
+# two steps of the shared recipe, with the initial weights saved for the TensorFlow side
+inputs = np.load({str(tmp / "inputs.npz")!r})
+recipe = gan_step.recipe(**{SAME_STEP_RECIPE!r})
+nets = gan_step.build_models(recipe)
+weights = {{f"{{name}}/{{i}}": v.numpy() for name in ("generator", "discriminator")
+            for i, v in enumerate(nets[name].variables)}}
+sample_noise, gan_step.sample_noise = gan_step.sample_noise, lambda batch_size, recipe, nets: inputs["z"]
+step = gan_step.build_jax_train_step(nets, recipe, inputs["real"])
+losses = [step(np.arange(16)) for _ in range(2)]
+gan_step.sample_noise = sample_noise
+np.savez({str(tmp / "jax_step.npz")!r}, losses=np.array(losses), **weights)
+
+# last, since it sets the global fp16 policy
+assert benchmark.main(["--backend", "jax", "--precisions", "fp16", "--batches", "4", "--warmup", "1", "--steps",
+                       "1", "--epoch-images", "10", "--out", {str(tmp / "bench.json")!r}]) == 0
+""", tmp)
+    return tmp
+
+
+def test_jax_run_resumes_bit_exactly_and_saves_a_generator_tensorflow_loads(jax_process, capsys):
+    straight, split = jax_process / "straight", jax_process / "split"
     straight_steps, split_steps = np.load(straight / "steps.npz"), np.load(split / "steps.npz")
     assert len(split_steps["g_loss"]) == 4
     for key in ("d_loss", "g_loss", "d_real", "d_fake"):  # EMA, seeds and LeCam anchors all checkpointed
@@ -62,33 +98,29 @@ assert train.main(["--resume", {str(split)!r}, "--epochs", "2"]) == 0
     assert "trained with KERAS_BACKEND=jax" in capsys.readouterr().err
 
 
-
-def test_jax_and_tensorflow_steps_compute_the_same_losses(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
-    real = rng.integers(0, 256, (16, 32, 32, 3), np.uint8)
-    z = rng.standard_normal((16, 16)).astype(np.float32)
-    np.savez(tmp_path / "inputs.npz", real=real, z=z)
-    run_on_jax(f"""
-import numpy as np, gan_step
-inputs = np.load({str(tmp_path / "inputs.npz")!r})
-recipe = gan_step.recipe(**{SAME_STEP_RECIPE!r})
-nets = gan_step.build_models(recipe)
-weights = {{f"{{name}}/{{i}}": v.numpy() for name in ("generator", "discriminator")
-            for i, v in enumerate(nets[name].variables)}}
-gan_step.sample_noise = lambda batch_size, recipe, nets: inputs["z"]
-step = gan_step.build_jax_train_step(nets, recipe, inputs["real"])
-losses = [step(np.arange(16)) for _ in range(2)]
-np.savez({str(tmp_path / "jax.npz")!r}, losses=np.array(losses), **weights)
-""", tmp_path)
-    saved = np.load(tmp_path / "jax.npz")
+def test_jax_and_tensorflow_steps_compute_the_same_losses(jax_process, monkeypatch):
+    inputs, saved = np.load(jax_process / "inputs.npz"), np.load(jax_process / "jax_step.npz")
     recipe = gan_step.recipe(**SAME_STEP_RECIPE)
     nets = gan_step.build_models(recipe)
     for name in ("generator", "discriminator"):  # the JAX run's initial weights
         for i, variable in enumerate(nets[name].variables):
             variable.assign(saved[f"{name}/{i}"])
-    monkeypatch.setattr(gan_step, "sample_noise", lambda batch_size, recipe, nets: z)
+    monkeypatch.setattr(gan_step, "sample_noise", lambda batch_size, recipe, nets: inputs["z"])
     step = gan_step.build_train_step(nets, recipe)
-    losses = [[float(v) for v in step(real)] for _ in range(2)]
+    losses = [[float(v) for v in step(inputs["real"])] for _ in range(2)]
     # step 1's g_loss goes through the updated D, step 2's losses through both updated networks; step 1 takes
     # the (lazy) R1 penalty and the LeCam one from zero anchors, step 2 LeCam from the anchors step 1 left
     np.testing.assert_allclose(saved["losses"], losses, rtol=2e-4, atol=1e-5)
+
+
+def test_jax_benchmark_trains_an_epoch_in_fp16_with_loss_scaling(jax_process):
+    # the GPU benchmark path; fp16 only, the training tests above cover the fp32 step
+    rows = {row["precision"]: row for row in json.loads((jax_process / "bench.json").read_text())["rows"]}
+    assert set(rows) == {"fp16"}
+    row = rows["fp16"]
+    assert row["backend"] == "jax" and row["images_per_second"] > 0
+    assert row["epoch_images"] == 8  # the last partial batch is dropped, as in train.py
+    assert np.all(np.isfinite(row["epoch_final_losses"]))
+    # dynamic loss scaling: a power of two, halved from 2**15 only on overflow, never zero
+    scale = row["final_loss_scale"]
+    assert 1 <= scale <= 2 ** 15 and np.log2(scale) == int(np.log2(scale))
