@@ -9,7 +9,7 @@ import data_io
 import evaluate
 import random_baseline
 import train
-from conftest import TINY_TRAIN_FLAGS
+from conftest import TINY_TRAIN_FLAGS, colour_layout_features  # a stand-in FID network
 
 
 def test_uniform_baseline_spans_all_pixel_values():
@@ -90,12 +90,6 @@ def test_evaluate_quality_metrics_and_offline_fid_note(tiny_run, monkeypatch, tm
     assert results["fid_kid"].startswith("skipped: FID Inception weights not found")
     report = (tiny_run / "eval" / "report.md").read_text()
     assert "FID/KID skipped" in report and "`python inception.py`" in report and "--inception" in report
-
-
-def colour_layout_features(images):  # a stand-in FID network: 4x4 mean colours, 48-d
-    images = np.asarray(images)
-    n, size = len(images), images.shape[1]
-    return images.reshape(n, 4, size // 4, 4, size // 4, 3).mean(axis=(2, 4)).reshape(n, -1) / 255
 
 
 def test_evaluate_reports_fid_at_one_n_with_the_real_floor_and_the_resize(tiny_run, monkeypatch):

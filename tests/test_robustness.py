@@ -220,15 +220,21 @@ def test_ctrl_c_and_sigterm_checkpoint_and_exit_cleanly(tmp_path, tiny_dataset):
     # both signals at once, one process each (their start-ups overlap on two cores)
     processes = {sig: _start(["--data", tiny_dataset, *TINY_TRAIN_FLAGS, "--max-steps", "4", "--out", str(tmp_path),
                               "--name", sig.name, "--epochs", "1000"]) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig, process in processes.items():
-        run_dir = tmp_path / sig.name
-        _wait_for_checkpoint(run_dir, 4, process)
-        process.send_signal(sig)
-        output, _ = process.communicate(timeout=60)
-        assert process.returncode == train.EXIT_INTERRUPTED, sig.name
-        assert "Traceback" not in output and f"python train.py --resume {run_dir}" in output
-        newest = run_state.latest_checkpoint(str(run_dir))
-        assert int(os.path.basename(newest)[5:14]) > 4  # the checkpoint taken at the signal, mid-epoch
+    try:
+        for sig, process in processes.items():
+            run_dir = tmp_path / sig.name
+            _wait_for_checkpoint(run_dir, 4, process)
+            process.send_signal(sig)
+            output, _ = process.communicate(timeout=60)
+            assert process.returncode == train.EXIT_INTERRUPTED, sig.name
+            assert "Traceback" not in output and f"python train.py --resume {run_dir}" in output
+            newest = run_state.latest_checkpoint(str(run_dir))
+            assert int(os.path.basename(newest)[5:14]) > 4  # the checkpoint taken at the signal, mid-epoch
+    finally:  # a failure above must not leave the other 1000-epoch run going
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def test_corrupt_zip_member_is_skipped_and_reported(tmp_path, capsys):
