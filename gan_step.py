@@ -21,18 +21,21 @@ import models
 PRESETS = {
     "dcgan": {"ema": 0.0, "diffaug": "", "loss": "bce", "r1": 0.0, "r1_every": 1, "spectral_norm": False,
               "minibatch_std": False, "minibatch_std_group": 4, "label_smoothing": 0.0, "mode_seeking": 0.0,
-              "lecam": 0.0, "bcr": 0.0, "g_lr": None, "d_lr": None},
+              "lecam": 0.0, "bcr": 0.0, "g_lr": None, "d_lr": None, "ada_target": 0.0, "ada_kimg": 100,
+              "upsample": "transposed"},
     # EMA of G, translation-only DiffAugment, G's learning rate doubled, one-sided label smoothing and a
     # mode-seeking term for diversity.
     "best": {"ema": 0.999, "diffaug": "translation", "loss": "bce", "r1": 0.0, "r1_every": 1, "spectral_norm": False,
              "minibatch_std": False, "minibatch_std_group": 4, "label_smoothing": 0.1, "mode_seeking": 3.0,
-             "lecam": 0.0, "bcr": 0.0, "g_lr": 4e-4, "d_lr": None},
+             "lecam": 0.0, "bcr": 0.0, "g_lr": 4e-4, "d_lr": None, "ada_target": 0.0, "ada_kimg": 100,
+             "upsample": "transposed"},
 }
 RECIPE_KEYS = tuple(PRESETS["dcgan"])  # the settings a preset fills and a resumed run must keep
 # The paper's model and optimizer, with the dcgan recipe: every key build_models and build_train_step read.
 PAPER = {"latent_dim": 100, "image_size": 64, "g_width": 64, "d_width": 64, "lr": 2e-4, "beta1": 0.5,
          "beta2": 0.999, "seed": 0, "precision": "fp32", **PRESETS["dcgan"]}
-DIFFAUG_OPS = ("color", "translation", "cutout")
+DIFFAUG_OPS = ("color", "translation", "cutout", "flip")
+ADA_INTERVAL = 4  # D updates between adjustments of the adaptive augmentation probability (Karras et al. 2020)
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -183,6 +186,11 @@ def d_regularisers(real_in, fake_in, real_logits, fake_logits, logits_of, recipe
     return penalty
 
 
+def ada_probability(nets):
+    """The augmentation probability p after this step (0 without ADA), a float32 scalar."""
+    return nets["ada_state"][0] if nets["ada_state"] is not None else ops.zeros((), "float32")
+
+
 def sample_noise(batch_size, recipe, nets):
     """The step's z ~ N(0, I), drawn from the run's noise seed."""
     return keras.random.normal((batch_size, recipe["latent_dim"]), seed=nets["noise_seed"])
@@ -201,42 +209,67 @@ def ema_update(averages, weights, decay):
         average.assign(decay * average + (1.0 - decay) * weight)
 
 
-def diff_augment(x, ops_text, seed):
+def diff_augment(x, ops_text, seed, p=None):
     """DiffAugment (Zhao et al. 2020) on images in [-1, 1]: random colour (brightness, saturation, contrast),
-    translation by up to 1/8 of the size (zero-filled) and cutout of a half-size square, each drawn per
-    image. Differentiable, so G learns through it; D never sees an unaugmented image."""
+    translation by up to 1/8 of the size (zero-filled), cutout of a half-size square and a horizontal flip
+    (of half the images), each drawn per image. Differentiable, so G learns through it. p: None, every op on
+    every image; else a scalar tensor, each op applied to each image with probability p (ADA)."""
     batch, size = ops.shape(x)[0], x.shape[1]
 
     def uniform(low, high):
         return ops.cast(keras.random.uniform((batch, 1, 1, 1), low, high, seed=seed), x.dtype)
 
+    def maybe(augmented, original):  # ADA: keep each image's original with probability 1 - p
+        if p is None:
+            return augmented
+        return ops.where(keras.random.uniform((batch, 1, 1, 1), seed=seed) < p, augmented, original)
+
     if "color" in ops_text:
-        x = x + uniform(-0.5, 0.5)
+        y = x + uniform(-0.5, 0.5)
         # the channel mean as a sum of slices: XLA on CPU (JAX) computed NaN gradients from ops.mean over
         # the 3-wide channel axis when the mode-seeking term also took G's gradient
-        mean = (x[..., 0:1] + x[..., 1:2] + x[..., 2:3]) / 3.0
-        x = (x - mean) * uniform(0.0, 2.0) + mean
-        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
-        x = (x - mean) * uniform(0.5, 1.5) + mean
+        mean = (y[..., 0:1] + y[..., 1:2] + y[..., 2:3]) / 3.0
+        y = (y - mean) * uniform(0.0, 2.0) + mean
+        mean = ops.mean(y, axis=(1, 2, 3), keepdims=True)
+        x = maybe((y - mean) * uniform(0.5, 1.5) + mean, x)
     positions = ops.arange(size)[None, :]
     if "translation" in ops_text:
         shift = size // 8
         offsets = keras.random.randint((2, batch, 1), -shift, shift + 1, seed=seed)
         padded = ops.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
         rows = positions + shift + offsets[0]  # (batch, size): the source row of each output row
-        x = ops.take_along_axis(padded, rows[:, :, None, None], axis=1)
+        y = ops.take_along_axis(padded, rows[:, :, None, None], axis=1)
         columns = positions + shift + offsets[1]
-        x = ops.take_along_axis(x, columns[:, None, :, None], axis=2)
+        x = maybe(ops.take_along_axis(y, columns[:, None, :, None], axis=2), x)
     if "cutout" in ops_text:
         centres = keras.random.randint((2, batch, 1), 0, size, seed=seed)
         inside = [ops.abs(positions - centres[i]) < size // 4 for i in range(2)]
         keep = ops.logical_not(ops.logical_and(inside[0][:, :, None], inside[1][:, None, :]))
-        x = x * ops.cast(keep, x.dtype)[..., None]
+        x = maybe(x * ops.cast(keep, x.dtype)[..., None], x)
+    if "flip" in ops_text:
+        x = maybe(ops.where(uniform(0.0, 1.0) < 0.5, ops.flip(x, axis=2), x), x)
     return x
 
 
 def augment(images, recipe, nets):
-    return diff_augment(images, recipe["diffaug"], nets["aug_seed"]) if recipe["diffaug"] else images
+    if not recipe["diffaug"]:
+        return images
+    p = nets["ada_state"][0] if recipe["ada_target"] else None
+    return diff_augment(images, recipe["diffaug"], nets["aug_seed"], p)
+
+
+def update_ada(state, real_logits, d_iterations, recipe):
+    """Adaptive augmentation (ADA, Karras et al. 2020). state: [p, sum of sign(D(x)), reals counted]. Every
+    ADA_INTERVAL D updates, r = E[sign(D(x))] over the reals D saw since the last adjustment (augmented as
+    D sees them) moves p towards keeping r at ada_target: up when D is too sure of the training reals (it is
+    memorising them), down when it is not, by the images counted / (ada_kimg * 1000), within [0, 1]. On data
+    D does not overfit, p stays near 0."""
+    signs = ops.sum(ops.sign(real_logits))
+    p, total, seen = state[0], state[1] + signs, state[2] + ops.cast(ops.shape(real_logits)[0], "float32")
+    adjusted = ops.clip(p + ops.sign(total / seen - recipe["ada_target"]) * seen / (recipe["ada_kimg"] * 1000.0),
+                        0.0, 1.0)
+    due = (d_iterations + 1) % ADA_INTERVAL == 0
+    state.assign(ops.where(due, ops.stack([adjusted, 0.0, 0.0]), ops.stack([p, total, seen])))
 
 
 # ----- the networks a recipe trains ----------------------------------------------------------------------
@@ -248,7 +281,8 @@ def build_models(recipe, distributed=False):
     multi-replica strategy (call inside its scope), with batch norm synchronized across replicas."""
     keras.mixed_precision.set_global_policy(POLICIES[recipe["precision"]])
     keras.utils.set_random_seed(recipe["seed"])
-    generator = models.build_generator(recipe["latent_dim"], recipe["image_size"], recipe["g_width"], distributed)
+    generator = models.build_generator(recipe["latent_dim"], recipe["image_size"], recipe["g_width"], distributed,
+                                       recipe["upsample"])
     discriminator = models.build_discriminator(recipe["image_size"], recipe["d_width"], distributed,
                                                recipe["spectral_norm"], recipe["minibatch_std"],
                                                recipe["minibatch_std_group"])
@@ -261,7 +295,7 @@ def build_models(recipe, distributed=False):
         optimizer.build(model.trainable_weights)
         nets[name] = optimizer
     nets["noise_seed"] = keras.random.SeedGenerator(recipe["seed"])
-    nets["ema_generator"] = nets["aug_seed"] = nets["lecam_anchors"] = None
+    nets["ema_generator"] = nets["aug_seed"] = nets["lecam_anchors"] = nets["ada_state"] = None
     if recipe["ema"]:
         nets["ema_generator"] = keras.models.clone_model(generator)
         nets["ema_generator"].set_weights(generator.get_weights())
@@ -271,6 +305,8 @@ def build_models(recipe, distributed=False):
         # replicas each assign their own batch's means; the mirrored variable keeps their average
         nets["lecam_anchors"] = keras.Variable(ops.zeros((2,)), dtype="float32", trainable=False,
                                                aggregation="mean", name="lecam_anchors")
+    if recipe["ada_target"]:  # [p, sum of sign(D(x)), reals counted]: p starts at 0, no augmentation
+        nets["ada_state"] = keras.Variable(ops.zeros((3,)), dtype="float32", trainable=False, name="ada_state")
     return nets
 
 
@@ -278,7 +314,7 @@ def build_models(recipe, distributed=False):
 
 def build_train_step(nets, recipe, strategy=None, mode="graph"):
     """The step for real uint8 batches: D update, then G update, then the EMA; returns (d_loss, g_loss, D(x),
-    D(G(z))), d_loss with D's penalties (R1, LeCam, bCR). nets: from build_models. mode: "graph"
+    D(G(z)), ADA's p), d_loss with D's penalties (R1, LeCam, bCR). nets: from build_models. mode: "graph"
     (tf.function), "xla" (with jit_compile) or "eager". strategy: a tf.distribute strategy; each replica takes
     its slice of the global batch and of the noise."""
     import tensorflow as tf
@@ -316,6 +352,8 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
             d_optimizer.apply_gradients(zip(d_grads, discriminator.trainable_weights))
             if recipe["lecam"]:
                 update_lecam_anchors(nets["lecam_anchors"], real_logits, fake_logits, d_iterations)
+            if recipe["ada_target"]:
+                update_ada(nets["ada_state"], real_logits, d_iterations, recipe)
             # G differentiates through the updated D (the combined model of models.build_gan, D's BN in
             # training mode). The logged g_loss is the adversarial loss alone, comparable across recipes.
             g_value = g_loss(logits_of(augment(fake, recipe, nets)), recipe)
@@ -326,7 +364,7 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
         g_grads = g_tape.gradient(scaled_g_loss, generator.trainable_weights)
         g_optimizer.apply_gradients(zip(g_grads, generator.trainable_weights))
         return (d_value / replicas, g_value / replicas, ops.mean(ops.sigmoid(real_logits)) / replicas,
-                ops.mean(ops.sigmoid(fake_logits)) / replicas)
+                ops.mean(ops.sigmoid(fake_logits)) / replicas, ada_probability(nets) / replicas)
 
     def replica_update(real_uint8, z, with_r1):
         context = tf.distribute.get_replica_context()
@@ -364,7 +402,7 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
 
 def build_jax_train_step(nets, recipe, images):
     """The step of build_train_step on JAX: step(batch_indices) trains on images[batch_indices], gathered on
-    the device inside the compiled step, and returns (d_loss, g_loss, D(x), D(G(z))) as a numpy array.
+    the device inside the compiled step, and returns (d_loss, g_loss, D(x), D(G(z)), ADA's p) as a numpy array.
     images: the uint8 training images, on the device. The state (weights, optimizers, batch-norm statistics,
     EMA, seeds) stays on the device between steps; step.sync() writes it into the Keras variables (before
     checkpointing or sampling), and the next step reads them back."""
@@ -440,6 +478,8 @@ def build_jax_train_step(nets, recipe, images):
         assign(d_optimizer.variables, d_optimizer_state)
         if recipe["lecam"]:
             update_lecam_anchors(nets["lecam_anchors"], real_logits, fake_logits, d_iterations)
+        if recipe["ada_target"]:
+            update_ada(nets["ada_state"], real_logits, d_iterations, recipe)
 
         def g_objective(fake):
             # G through the updated D (D's batch norm in training mode); g_loss logs the adversarial loss alone
@@ -462,7 +502,7 @@ def build_jax_train_step(nets, recipe, images):
             ema_update(nets["ema_generator"].trainable_weights, generator.trainable_weights,
                        ema_decay(g_optimizer.iterations, recipe["ema"]))
         return ops.stack([d_value, g_value, ops.mean(ops.sigmoid(real_logits)),
-                          ops.mean(ops.sigmoid(fake_logits))])
+                          ops.mean(ops.sigmoid(fake_logits)), ada_probability(nets)])
 
     # with_r1 is static: one compiled step with the R1 penalty and one without
     @functools.partial(jax.jit, static_argnums=3)

@@ -41,8 +41,22 @@ def _batch_norm(name, synchronized=False):
     )
 
 
-def build_generator(latent_dim=100, image_size=64, width=64, synchronized_bn=False):
-    """z of shape (latent_dim,) -> image (image_size, image_size, 3) in [-1, 1]."""
+def _upsample(x, channels, name, upsample):
+    """A 2x upsampling convolution: the paper's transposed convolution (k4 s2), or "resize": nearest-neighbour
+    resize then a k3 convolution, whose kernel overlaps evenly and so draws no checkerboard (Odena et al. 2016)."""
+    if upsample == "resize":
+        x = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize")(x)
+        return layers.Conv2D(channels, 3, padding="same", use_bias=False, kernel_initializer=_conv_init(),
+                             name=name)(x)
+    return layers.Conv2DTranspose(channels, 4, strides=2, padding="same", use_bias=False,
+                                  kernel_initializer=_conv_init(), name=name)(x)
+
+
+def build_generator(latent_dim=100, image_size=64, width=64, synchronized_bn=False, upsample="transposed"):
+    """z of shape (latent_dim,) -> image (image_size, image_size, 3) in [-1, 1]. upsample: "transposed" (the
+    paper) or "resize" (see _upsample)."""
+    if upsample not in ("transposed", "resize"):
+        raise ValueError(f"upsample must be 'transposed' or 'resize', got {upsample!r}")
     n = _n_doublings(image_size)
     channels = width * 2 ** (n - 1)  # 512 at 64 px / width 64
     z = keras.Input(shape=(latent_dim,), name="z")
@@ -54,12 +68,10 @@ def build_generator(latent_dim=100, image_size=64, width=64, synchronized_bn=Fal
     x = layers.ReLU()(x)
     for i in range(n - 1):
         channels //= 2
-        x = layers.Conv2DTranspose(channels, 4, strides=2, padding="same", use_bias=False,
-                                   kernel_initializer=_conv_init(), name=f"up{i + 1}")(x)
+        x = _upsample(x, channels, f"up{i + 1}", upsample)
         x = _batch_norm(f"up{i + 1}_bn", synchronized_bn)(x)
         x = layers.ReLU()(x)
-    x = layers.Conv2DTranspose(3, 4, strides=2, padding="same", use_bias=False,
-                               kernel_initializer=_conv_init(), name="to_rgb")(x)
+    x = _upsample(x, 3, "to_rgb", upsample)
     # tanh in float32 even under a mixed-precision policy.
     image = layers.Activation("tanh", dtype="float32", name="tanh")(x)
     return keras.Model(z, image, name="generator")

@@ -13,8 +13,9 @@ import numpy as np
 
 import data_io
 
-STEP_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")  # per step: losses, mean D(x), mean D(G(z))
-EPOCH_KEYS = ("d_losses", "g_losses", "d_real_epoch", "d_fake_epoch")  # their per-epoch means
+# per step: losses, mean D(x), mean D(G(z)), the adaptive augmentation probability (0 without ADA)
+STEP_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "ada_p")
+EPOCH_KEYS = ("d_losses", "g_losses", "d_real_epoch", "d_fake_epoch", "ada_p_epoch")  # their per-epoch means
 # Settings whose default changed after runs were saved without them: such a run keeps what it ran with.
 # (Minibatch std took the whole batch before --minibatch-std-group existed; runs ran in fp32 before
 # --precision auto.)
@@ -99,8 +100,11 @@ def new_history():
 
 
 def fill_legacy_history(history, steps_per_epoch):
-    """A history saved before epochs recorded their step counts: every epoch had the run's steps_per_epoch."""
+    """A history saved before epochs recorded their step counts (every epoch had the run's steps_per_epoch),
+    or before ADA's p was recorded (it was 0: there was no ADA)."""
     history.setdefault("epoch_steps", [steps_per_epoch] * history["epoch"])
+    history.setdefault("ada_p", [0.0] * len(history["d_loss"]))
+    history.setdefault("ada_p_epoch", [0.0] * len(history["d_losses"]))
     return history
 
 
@@ -147,6 +151,8 @@ def state_variables(nets):
         groups["aug"] = [nets["aug_seed"].state]
     if nets.get("lecam_anchors") is not None:
         groups["lecam"] = [nets["lecam_anchors"]]
+    if nets.get("ada_state") is not None:
+        groups["ada"] = [nets["ada_state"]]
     return {f"{group}/{i:04d}": v for group, variables in groups.items() for i, v in enumerate(variables)}
 
 

@@ -126,6 +126,19 @@ def add_recipe_flags(p):
     p.add_argument("--mode-seeking", type=NON_NEGATIVE, default=None, metavar="LAMBDA",
                    help="mode-seeking term in G's loss (Mao et al. 2019): LAMBDA / (|G(z1) - G(z2)| / |z1 - z2|) "
                         "over the batch's two halves, so that different noise must give different faces (0 = off)")
+    p.add_argument("--ada", dest="ada_target", type=cli.float_in(0, 1, high_inclusive=False), default=None,
+                   metavar="TARGET",
+                   help="adaptive augmentation (ADA, Karras et al. 2020): apply each --diffaug op to each image "
+                        "with a probability p that starts at 0 and is raised while D is too sure of the training "
+                        "reals (E[sign D(x)] above TARGET, e.g. 0.6: D is memorising them) and lowered otherwise, "
+                        "every 4 steps; p is shown in the progress bar and saved in steps.npz (0 = off: every op "
+                        "on every image)")
+    p.add_argument("--ada-kimg", type=cli.positive_int, default=None, metavar="K",
+                   help="ADA's speed: p can move from 0 to 1 in K thousand real images (default 100)")
+    p.add_argument("--upsample", default=None, choices=("transposed", "resize"),
+                   help="G's upsampling: transposed = the paper's k4 s2 transposed convolutions; resize = "
+                        "nearest-neighbour resize + k3 convolution, against checkerboard artefacts (Odena et "
+                        "al. 2016)")
     p.add_argument("--g-lr", type=cli.positive_float, default=None,
                    help="G learning rate (default --lr); TTUR sets G and D apart")
     p.add_argument("--d-lr", type=cli.positive_float, default=None, help="D learning rate (default --lr)")
@@ -239,6 +252,8 @@ def check_args(p, args):
         p.error("--label-smoothing applies to the bce loss only")
     if args.minibatch_std_group == 1:
         p.error("--minibatch-std-group must be 0 (whole batch) or >= 2")
+    if args.ada_target and args.strategy != "none":
+        p.error("--ada is single-device only (its probability is adjusted from one device's D outputs)")
     if args.spectral_norm and args.strategy != "none":
         p.error("--spectral-norm is single-device only (its power-iteration state is not synchronised across "
                 "replicas)")
@@ -377,6 +392,8 @@ def prepare_run(args, new_run_check=True):
         images, data_config = load_data(args)
         config = {**settings(args, data_config["demo"]), **data_config}
         config["g_lr"], config["d_lr"] = config["g_lr"] or config["lr"], config["d_lr"] or config["lr"]
+        if config["ada_target"] and not config["diffaug"]:
+            raise data_io.DataError("--ada adapts how often the --diffaug ops are applied: give --diffaug OPS")
         config["precision"], config["precision_reason"] = (gan_step.auto_precision() if args.precision == "auto"
                                                            else (args.precision, "chosen with --precision"))
         dataset_name = "demo" if config["demo"] else os.path.basename(config["data"]).replace("_train.npy", "")
@@ -590,6 +607,7 @@ def train_in(run_dir, config, images, strategy, chief, args):
                 run_state.save_checkpoint(out_dir, variables, history, config["keep_checkpoints"])
             if not run_epoch(train_step, epoch_batches(epoch, done), epoch, done, config, history, stop, run_dir,
                              save_checkpoint):
+                save_evaluated_models(out_dir, nets, epoch)  # D as checkpointed, for evaluate.py
                 return run_dir, EXIT_INTERRUPTED
             means = run_state.record_epoch(history, epoch, run_state.steps_into_epoch(history) - done,
                                            config["batch_size"], time.perf_counter() - start)
@@ -645,8 +663,9 @@ def run_epoch(train_step, dataset, epoch, done, config, history, stop, run_dir, 
             history[key].append(value)
         check_health(values, history, config["collapse_steps"], f"epoch {epoch} step {step}", run_dir)
         if step % 5 == 0 or step == steps:
+            ada = {"p": f"{values[4]:.3f}"} if config["ada_target"] else {}
             bar.set_postfix(d_loss=f"{values[0]:.3f}", g_loss=f"{values[1]:.3f}", D_x=f"{values[2]:.2f}",
-                            D_Gz=f"{values[3]:.2f}", refresh=False,
+                            D_Gz=f"{values[3]:.2f}", **ada, refresh=False,
                             img_s=f"{(step - done) * config['batch_size'] / (time.perf_counter() - start):.0f}")
         every = config["checkpoint_every"]
         if stop.signal is not None or (every and len(history["d_loss"]) % every == 0):
@@ -672,37 +691,46 @@ def check_health(values, history, collapse_steps, where, run_dir):
 
 
 def save_epoch_outputs(run_dir, config, epoch, nets, fixed_noise):
-    """The models and, every --sample-every epochs, the fixed-noise grid (returned, else None). With EMA
-    the averaged G is the one sampled and saved as generator.keras (the trained one as generator_raw.keras)."""
+    """The sampled generator and, every --sample-every epochs, the fixed-noise grid (returned, else None). With
+    EMA the averaged G is the one sampled and saved as generator.keras. The models only evaluate.py reads (the
+    trained G, generator_raw.keras, and D) are saved with each snapshot and at the end."""
     import models
-    generator = nets["generator"]
-    models.recalibrate_batchnorm(generator, seed=epoch)
-    sampler = nets["ema_generator"] or generator
-    if sampler is not generator:
-        models.recalibrate_batchnorm(sampler, seed=epoch)
-        run_state.save_model(os.path.join(run_dir, "generator_raw.keras"), generator)
+    sampler = nets["ema_generator"] or nets["generator"]
+    models.recalibrate_batchnorm(sampler, seed=epoch)
     grid = None
     if epoch % config["sample_every"] == 0 or epoch == config["epochs"]:
         grid = data_io.make_grid(data_io.to_uint8(sampler(fixed_noise, training=False)))
         data_io.save_png(os.path.join(run_dir, "samples", f"epoch_{epoch:03d}.png"), grid, scale=2)
     run_state.save_model(os.path.join(run_dir, "generator.keras"), sampler)
-    run_state.save_model(os.path.join(run_dir, "discriminator.keras"), nets["discriminator"])
-    if config["snapshot_every"] and epoch % config["snapshot_every"] == 0:
+    snapshot = config["snapshot_every"] and epoch % config["snapshot_every"] == 0
+    if snapshot:
         os.makedirs(os.path.join(run_dir, "snapshots"), exist_ok=True)
         run_state.save_model(os.path.join(run_dir, "snapshots", f"generator_epoch_{epoch:03d}.keras"), sampler)
+    if snapshot or epoch == config["epochs"]:
+        save_evaluated_models(run_dir, nets, epoch)
     return grid
+
+
+def save_evaluated_models(run_dir, nets, seed):
+    """discriminator.keras and, with EMA, the trained G as generator_raw.keras (its batch norm recalibrated)."""
+    import models
+    if nets["ema_generator"] is not None:
+        models.recalibrate_batchnorm(nets["generator"], seed=seed)
+        run_state.save_model(os.path.join(run_dir, "generator_raw.keras"), nets["generator"])
+    run_state.save_model(os.path.join(run_dir, "discriminator.keras"), nets["discriminator"])
 
 
 def log_epoch(writer, history, means, grid):
     """The epoch's line on the console and, with --tensorboard, its scalars, steps and grid."""
     epoch = history["epoch"]
+    ada = f"ADA p {history['ada_p'][-1]:.3f}  " if history["ada_p"][-1] else ""
     print(f"epoch {epoch}: d_loss {means[0]:.4f}  g_loss {means[1]:.4f}  D(x) {means[2]:.3f}  "
-          f"D(G(z)) {means[3]:.3f}  {history['epoch_seconds'][-1]:.1f} s  "
+          f"D(G(z)) {means[3]:.3f}  {ada}{history['epoch_seconds'][-1]:.1f} s  "
           f"{history['images_per_second'][-1]:.0f} images/s")
     if writer is None:
         return
     import tensorflow as tf
-    names = ("d_loss", "g_loss", "D(x)", "D(G(z))")
+    names = ("d_loss", "g_loss", "D(x)", "D(G(z))", "ADA p")
     with writer.as_default(step=epoch):
         for name, value in zip(names, means):
             tf.summary.scalar(f"epoch/{name}", value)

@@ -9,6 +9,29 @@ sys.path.insert(0, ROOT)
 CELEBA_ZIP = os.path.join(ROOT, "..", "shared", "data", "celeba-8k", "img_align_celeba.zip")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--auto-precision", choices=("bf16", "fp32"), default=os.environ.get("FACEGAN_AUTO_PRECISION"),
+                     help="run every test as if --precision auto had found hardware with (bf16) or without (fp32) "
+                          "native bf16, whatever this machine has (also: FACEGAN_AUTO_PRECISION=bf16|fp32)")
+
+
+@pytest.fixture(autouse=True)
+def forced_auto_precision(request, monkeypatch):
+    """With --auto-precision, gan_step.auto_precision() answers as on the other kind of machine (asked about
+    given hardware, it still reads what it is given), so one machine checks both kinds' paths."""
+    forced = request.config.getoption("--auto-precision")
+    if forced and "keras" in sys.modules:  # the HyperGAN tests run in a virtualenv without Keras
+        import gan_step
+        real = gan_step.auto_precision
+
+        def auto_precision(cpuinfo=None, accelerators=None):
+            if cpuinfo is None and accelerators is None:
+                return forced, f"forced by the tests' --auto-precision {forced}"
+            return real(cpuinfo, accelerators)
+        monkeypatch.setattr(gan_step, "auto_precision", auto_precision)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def float32_policy_after_each_test():
     """train.build_models sets Keras' global dtype policy (bf16/fp16 runs): don't let it leak into later tests."""

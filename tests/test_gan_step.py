@@ -30,6 +30,36 @@ def test_diff_augment_keeps_shape_and_range_and_differs_per_image():
     again = np.asarray(gan_step.diff_augment(images, "translation,cutout", seed))
     assert not np.array_equal(out, again)  # fresh draws each call
 
+def test_diff_augment_with_ada_probability_p_augments_a_share_p_of_the_images():
+    import tensorflow as tf
+    images = tf.random.uniform((64, 32, 32, 3), 0.1, 1, seed=2)  # no zero pixels: cutout's zeros show
+    seed = keras.random.SeedGenerator(0)
+    cut = {p: (np.asarray(gan_step.diff_augment(images, "cutout", seed, tf.constant(p))) == 0).all(-1).any((1, 2))
+           for p in (0.0, 0.5, 1.0)}
+    assert not cut[0.0].any() and cut[1.0].all() and 16 < cut[0.5].sum() < 48
+    untouched = gan_step.diff_augment(images, "color,translation,cutout,flip", seed, tf.constant(0.0))
+    np.testing.assert_array_equal(np.asarray(untouched), np.asarray(images))
+    # flip mirrors about half the images, each exactly
+    flipped = np.asarray(gan_step.diff_augment(images, "flip", seed))
+    mirrored = np.array([np.array_equal(f, i[:, ::-1]) for f, i in zip(flipped, np.asarray(images))])
+    same = np.array([np.array_equal(f, i) for f, i in zip(flipped, np.asarray(images))])
+    assert (mirrored | same).all() and 16 < mirrored.sum() < 48
+
+
+def test_ada_raises_p_while_d_is_sure_of_the_reals_and_lowers_it_otherwise():
+    recipe = tiny_recipe(ada_target=0.6, ada_kimg=1)  # p moves by (images counted) / 1000 per adjustment
+    state = keras.Variable(np.zeros(3, np.float32), trainable=False)
+    sure, unsure = np.full(16, 3.0, np.float32), np.array([1.0] * 8 + [-1.0] * 8, np.float32)  # r = 1, r = 0
+    ps = []
+    for d_iterations, logits in enumerate([sure] * 8 + [unsure] * 12):
+        gan_step.update_ada(state, keras.ops.convert_to_tensor(logits), d_iterations, recipe)
+        ps.append(float(state[0]))
+    step = 4 * 16 / 1000  # every ADA_INTERVAL = 4 updates, by the 64 reals counted
+    assert gan_step.ADA_INTERVAL == 4
+    np.testing.assert_allclose(ps[:8], [0, 0, 0, step, step, step, step, 2 * step], atol=1e-6)
+    np.testing.assert_allclose(ps[8:], [2 * step] * 3 + [step] * 4 + [0.0] * 5, atol=1e-6)  # down, never below 0
+
+
 def test_label_smoothing_lowers_only_the_real_target():
     def first_step(label_smoothing):
         recipe = gan_step.recipe(latent_dim=16, image_size=32, g_width=8, d_width=8,

@@ -103,3 +103,11 @@ def test_grouped_minibatch_std_gives_each_image_its_groups_std_for_any_batch_siz
     discriminator = models.build_discriminator(32, 8, minibatch_std=True, minibatch_std_group=4)
     discriminator.save(tmp_path / "d.keras")
     assert keras.models.load_model(tmp_path / "d.keras").get_layer("minibatch_std").group_size == 4
+
+
+def test_resize_upsampling_generator_has_no_transposed_convolution_after_the_projection():
+    generator = models.build_generator(latent_dim=16, image_size=32, width=8, upsample="resize")
+    transposed = [layer.name for layer in generator.layers if isinstance(layer, keras.layers.Conv2DTranspose)]
+    assert transposed == ["project"]
+    images = np.asarray(generator(np.random.default_rng(0).standard_normal((2, 16)).astype("float32")))
+    assert images.shape == (2, 32, 32, 3) and np.abs(images).max() <= 1

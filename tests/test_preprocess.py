@@ -275,19 +275,34 @@ def test_out_that_is_no_prefix_is_refused(tmp_path, rng, capsys, out, message):
 def test_ctrl_c_while_decoding_exits_130_with_no_traceback_and_no_files(tmp_path):
     folder = tmp_path / "faces"
     folder.mkdir()
-    big = _smooth_jpeg(1200, 1500)
-    for name in _names(1000):  # seconds of decoding: the interrupt lands while it runs
-        (folder / name).write_bytes(big)
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "preprocess.py"), "--source", str(folder),
-                                "--out", str(tmp_path / "out" / "x"), "--holdout", "10", "--workers", "2"],
+    names = _names(600)  # three chunks of 256: decoded by the worker pool
+    for name in names:
+        (folder / name).write_bytes(jpeg_bytes())
+    # The worker that reaches the last image reports it and blocks there, so Ctrl-C always lands mid-decoding,
+    # however fast the machine.
+    code = f"""
+import sys, threading
+import data_io, preprocess
+real_read_bytes = data_io.read_bytes
+def read_bytes(zip_or_none, folder, name, *args, **kwargs):
+    if name == {names[-1]!r}:
+        print("blocked on the last image", file=sys.stderr, flush=True)
+        threading.Event().wait()
+    return real_read_bytes(zip_or_none, folder, name, *args, **kwargs)
+data_io.read_bytes = read_bytes
+sys.exit(preprocess.main(["--source", {str(folder)!r}, "--out", {str(tmp_path / "out" / "x")!r}, "--holdout", "10",
+                          "--workers", "2"]))
+"""
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                                # a child inherits an ignored SIGINT; Ctrl-C in a terminal is never ignored
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = b""
-    while b"train:" not in seen and process.poll() is None:
+    while b"blocked on the last image" not in seen and process.poll() is None:
         seen += process.stderr.read1(100)
+    assert process.poll() is None, seen.decode()
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group, workers too
-    _, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=120)
     err = (seen + err).decode()
     assert process.returncode == 130 and "Traceback" not in err and "interrupted" in err
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []

@@ -175,7 +175,7 @@ def test_collapse_guard_stops_when_d_wins_for_too_long(tmp_path, tiny_dataset, c
 
     def collapsed_step(*args, **kwargs):
         step = real_build(*args, **kwargs)
-        return lambda real: (*step(real)[:2], 0.999, 0.001)  # D(x) = 0.999, D(G(z)) = 0.001
+        return lambda real: (*step(real)[:2], 0.999, 0.001, 0.0)  # D(x) = 0.999, D(G(z)) = 0.001
     monkeypatch.setattr(gan_step, "build_train_step", collapsed_step)
     code = train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "3",
                        "--collapse-steps", "3", *TINY_TRAIN_FLAGS])
@@ -189,8 +189,8 @@ def _start(args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for_checkpoint(run_dir, at_least, process, timeout=120):
-    deadline = time.time() + timeout
+def _wait_for_checkpoint(run_dir, at_least, process, timeout=600):
+    deadline = time.time() + timeout  # a guard against a hung child, far above any machine's start-up
     while time.time() < deadline:
         names = run_state.checkpoint_names(str(run_dir))
         if names and int(names[-1][5:14]) >= at_least:
@@ -202,10 +202,30 @@ def _wait_for_checkpoint(run_dir, at_least, process, timeout=120):
 
 
 def test_kill_9_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path, tiny_dataset):
-    flags = ["--data", tiny_dataset, *TINY_TRAIN_FLAGS, "--max-steps", "4", "--checkpoint-every", "1"]
+    flags = ["--data", tiny_dataset, *TINY_TRAIN_FLAGS, "--max-steps", "4", "--checkpoint-every", "1",
+             "--precision", "fp32"]
     assert train.main([*flags, "--out", str(tmp_path), "--name", "straight", "--epochs", "3"]) == 0
-    process = _start([*flags, "--out", str(tmp_path), "--name", "killed", "--epochs", "3"])
-    _wait_for_checkpoint(tmp_path / "killed", 5, process)
+    # The child reports the checkpoint after step 5 and then hangs in step 6, so kill -9 always lands
+    # mid-run (mid-epoch 2), however fast the machine.
+    code = f"""
+import sys, threading
+import run_state, train
+real_save_checkpoint = run_state.save_checkpoint
+def save_checkpoint(run_dir, variables, history, keep):
+    path = real_save_checkpoint(run_dir, variables, history, keep)
+    if len(history["d_loss"]) == 5:
+        print("checkpoint 5 saved", flush=True)
+        threading.Event().wait()
+    return path
+run_state.save_checkpoint = save_checkpoint
+sys.exit(train.main({[*flags, "--out", str(tmp_path), "--name", "killed", "--epochs", "3"]!r}))
+"""
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if "checkpoint 5 saved" in line:  # after the progress bar's \r-separated updates
+            break
+    assert process.poll() is None, "training ended before step 5"
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert train.main(["--resume", str(tmp_path / "killed")]) == 0
@@ -219,7 +239,8 @@ def test_kill_9_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path, tiny
 def test_ctrl_c_and_sigterm_checkpoint_and_exit_cleanly(tmp_path, tiny_dataset):
     # both signals at once, one process each (their start-ups overlap on two cores)
     processes = {sig: _start(["--data", tiny_dataset, *TINY_TRAIN_FLAGS, "--max-steps", "4", "--out", str(tmp_path),
-                              "--name", sig.name, "--epochs", "1000"]) for sig in (signal.SIGINT, signal.SIGTERM)}
+                              "--name", sig.name, "--epochs", "1000", "--precision", "fp32"])
+                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for sig, process in processes.items():
             run_dir = tmp_path / sig.name

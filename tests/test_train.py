@@ -45,19 +45,25 @@ def test_resume_continues_the_epoch_count_without_gaps_and_keeps_the_newest_chec
     assert sorted(os.listdir(run / "checkpoints")) == [f"step_{step:09d}.npz" for step in (4, 5, 6)]
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_dataset):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_dataset, precision):
+    flags = [*TINY_TRAIN_FLAGS, "--precision", precision]
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "straight", "--epochs", "2",
-                       *TINY_TRAIN_FLAGS]) == 0
+                       *flags]) == 0
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "split", "--epochs", "1",
-                       *TINY_TRAIN_FLAGS]) == 0
-    # a run saved before the recipe settings existed: its config.json lacks them, and resuming fills the paper's
-    config_path = tmp_path / "split" / "config.json"
-    config = json.loads(config_path.read_text())
-    config_path.write_text(json.dumps({k: v for k, v in config.items()
-                                       if k not in (*gan_step.RECIPE_KEYS, "preset", "precision", "strategy")}))
+                       *flags]) == 0
+    if precision == "fp32":
+        # a run saved before the recipe settings existed (it trained in fp32): its config.json lacks them, and
+        # resuming fills the paper's and fp32, whatever --precision auto would pick on this machine
+        config_path = tmp_path / "split" / "config.json"
+        config = json.loads(config_path.read_text())
+        config_path.write_text(json.dumps({k: v for k, v in config.items()
+                                           if k not in (*gan_step.RECIPE_KEYS, "preset", "precision", "strategy")}))
     assert train.main(["--resume", str(tmp_path / "split"), "--epochs", "2"]) == 0
-    straight, split = np.load(tmp_path / "straight" / "g_losses.npy"), np.load(tmp_path / "split" / "g_losses.npy")
-    np.testing.assert_array_equal(split, straight)  # bitwise: same data order, noise RNG, optimizer state
+    straight, split = np.load(tmp_path / "straight" / "steps.npz"), np.load(tmp_path / "split" / "steps.npz")
+    for key in ("d_loss", "g_loss"):  # bitwise: same data order, noise RNG, optimizer state, precision
+        np.testing.assert_array_equal(split[key], straight[key])
+    assert json.loads((tmp_path / "split" / "config.json").read_text())["precision"] == precision
 
 
 def test_demo_mode_without_celeba(tmp_path, monkeypatch, capsys):
@@ -112,21 +118,33 @@ def test_preset_best_trains_saves_the_ema_generator_and_resumes_bit_exactly(tmp_
         np.testing.assert_array_equal(resumed[key], straight[key])
 
 
-def test_hinge_lazy_r1_lecam_bcr_ttur_and_every_diffaug_op_train_and_resume_exactly(tmp_path, tiny_dataset):
-    flags = ["--ema", "0.9", "--diffaug", "color,translation,cutout", "--loss", "hinge", "--r1", "1",
-             "--r1-every", "3", "--lecam", "0.3", "--bcr", "1", "--d-lr", "4e-4", "--g-lr", "1e-4"]
+def test_hinge_lazy_r1_lecam_bcr_ttur_ada_resize_and_every_diffaug_op_train_and_resume_exactly(tmp_path,
+                                                                                             tiny_dataset):
+    flags = ["--ema", "0.9", "--diffaug", "color,translation,cutout,flip", "--loss", "hinge", "--r1", "1",
+             "--r1-every", "3", "--lecam", "0.3", "--bcr", "1", "--d-lr", "4e-4", "--g-lr", "1e-4",
+             "--ada", "0.05", "--ada-kimg", "1", "--upsample", "resize", "--precision", "fp32"]
     assert _train(tmp_path, tiny_dataset, "--epochs", "1", *flags) == 0
     run = tmp_path / "outputs" / "run"
     assert train.main(["--resume", str(run), "--epochs", "2"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["loss"] == "hinge" and config["r1_every"] == 3 and config["lecam"] == 0.3 and config["bcr"] == 1
-    # the LeCam anchors and the lazy-R1 phase are part of the checkpoint: the resumed run equals a straight one
+    assert (config["ada_target"], config["ada_kimg"], config["upsample"]) == (0.05, 1, "resize")
+    # the LeCam anchors, ADA's state and the lazy-R1 phase are part of the checkpoint: the resumed run equals a
+    # straight one
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), "--name", "straight",
                        *TINY_TRAIN_FLAGS, "--epochs", "2", *flags]) == 0
     resumed, straight = np.load(run / "steps.npz"), np.load(tmp_path / "outputs" / "straight" / "steps.npz")
     assert np.isfinite(resumed["d_loss"]).all() and len(resumed["d_loss"]) == 4
-    for key in ("d_loss", "g_loss"):
+    for key in ("d_loss", "g_loss", "ada_p"):
         np.testing.assert_array_equal(resumed[key], straight[key])
+    assert ((resumed["ada_p"] >= 0) & (resumed["ada_p"] <= 1)).all()
+
+
+def test_ada_needs_diffaug_ops_and_a_single_device(tmp_path, tiny_dataset, capsys):
+    assert _train(tmp_path, tiny_dataset, "--ada", "0.6") == 2  # the paper's recipe has no DiffAugment
+    assert "--ada adapts how often the --diffaug ops are applied" in capsys.readouterr().err
+    assert "--ada is single-device only" in usage_error(train.parse_args, ["--ada", "0.6", "--diffaug", "flip",
+                                                                           "--strategy", "mirrored"], capsys)
 
 
 def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_dataset):
