@@ -238,8 +238,8 @@ def web_runtime(install=True):
 
     if not installed():
         if not install or shutil.which("npm") is None:
-            raise DataError(f"the web page needs {ORT_WEB} {ORT_WEB_VERSION}: install npm (Node.js) and run "
-                            f"`{' '.join(command)}`, or export with --no-web")
+            raise DataError(f"the web page needs {ORT_WEB} {ORT_WEB_VERSION} in {package}: run "
+                            f"`{' '.join(command)}` (npm comes with Node.js), or export with --no-web")
         print(f"fetching {ORT_WEB} {ORT_WEB_VERSION} with npm into {prefix} ...", flush=True)
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not installed():

@@ -6,6 +6,7 @@ The browser test skips where Playwright, Chromium (Debian: apt-get install chrom
 cache; `python -c "import export; export.web_runtime()"` fetches it with npm) is absent. FACEGAN_WEB_RUN=RUN
 runs it on a trained run instead, and FACEGAN_WEB_SCREENSHOT=PATH keeps its screenshot of the page.
 """
+import importlib.util
 import io
 import json
 import os
@@ -136,9 +137,7 @@ def test_serving_needs_a_page_and_serves_it_on_localhost_with_the_headers_for_th
 # ----- the page in headless Chromium ---------------------------------------------------------------------------
 
 def chromium_or_skip():
-    try:
-        from playwright.sync_api import sync_playwright  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         pytest.skip("Playwright is not installed (pip install -r requirements.txt)")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:

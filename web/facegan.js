@@ -280,11 +280,10 @@
     await showKept();
 
     $("new-faces").onclick = () => showGrid(nextSeeds()).catch(fail);
-    $("show-seed").onclick = async () => {
+    $("show-seed").onclick = () => {
       const seed = Number($("seed-input").value) >>> 0;
       const z = seedZ(seed, info.latent_dim);
-      const [pixels] = await render([z]);
-      pick({ label: `seed ${seed}`, seed, z, pixels }, null);
+      render([z]).then(([pixels]) => pick({ label: `seed ${seed}`, seed, z, pixels }, null)).catch(fail);
     };
     $("keep").onclick = () => keep().catch(fail);
     $("save").onclick = savePng;
