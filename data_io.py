@@ -193,6 +193,23 @@ def atomic_write(path, write, suffix=".tmp"):
         raise
 
 
+def replace_folder(new, path):
+    """Put the finished folder `new` (on the same filesystem) in place of the folder `path`: the old one is moved
+    aside first and removed after, so `path` is always either the old folder whole or the new one."""
+    aside = None
+    if os.path.lexists(path):
+        aside = f"{path}.old-{os.getpid()}"
+        os.rename(path, aside)
+    try:
+        os.rename(new, path)
+    except BaseException:
+        if aside:
+            os.rename(aside, path)
+        raise
+    if aside:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def array_fingerprint(images, chunk_bytes=64 << 20):
     """"sha1:<hex>" of an array's dtype, shape and bytes, read in chunks so that a memory-mapped .npy is hashed
     without loading it whole. Equal for equal arrays, different after any change to a pixel."""

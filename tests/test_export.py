@@ -1,0 +1,258 @@
+"""export.py on tiny hand-made runs (32 px, 8-d noise, untrained generators with enlarged weights so that the
+images are not flat grey): the exported files agree with Keras in their own runtimes, a disagreement writes
+nothing, and the web page runs the generator in headless Chromium.
+
+The browser test skips where Playwright, Chromium (Debian: apt-get install chromium) or onnxruntime-web (in the
+cache; `python -c "import export; export.web_runtime()"` fetches it with npm) is absent. FACEGAN_WEB_RUN=RUN
+runs it on a trained run instead, and FACEGAN_WEB_SCREENSHOT=PATH keeps its screenshot of the page.
+"""
+import importlib.util
+import io
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import data_io
+import export
+import generate
+import models
+
+LATENT, SIZE = 8, 32
+PIXEL_TOLERANCE = 2  # browser vs Keras, in 8-bit levels: WebAssembly sums in another order than TensorFlow
+
+
+def make_run(path, precision):
+    """What train.py leaves behind, as far as export.py reads it: config.json, generator.keras, d_losses.npy."""
+    import keras
+    os.makedirs(path)
+    if precision == "bf16":
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    generator = models.build_generator(latent_dim=LATENT, image_size=SIZE, width=8)
+    keras.mixed_precision.set_global_policy("float32")
+    for layer in generator.layers:
+        if hasattr(layer, "kernel"):
+            layer.kernel.assign(layer.kernel * 5)
+    generator.save(os.path.join(path, "generator.keras"))
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump({"latent_dim": LATENT, "image_size": SIZE, "epochs": 3, "precision": precision,
+                   "preset": "best", "ema": 0.999, "g_width": 8}, f)
+    np.save(os.path.join(path, "d_losses.npy"), np.zeros(2, np.float32))
+    return str(path)
+
+
+def test_a_bf16_run_exports_float32_onnx_savedmodel_and_litert_that_match_keras_at_any_batch(tmp_path, capsys):
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+    run = make_run(tmp_path / "bf16_run", "bf16")
+    assert export.main([run, "--no-web"]) == 0
+    assert "ONNX Runtime vs Keras" in capsys.readouterr().out
+    out = os.path.join(run, "export")
+    info = json.load(open(os.path.join(out, "generator.json")))
+    assert (info["latent_dim"], info["image_size"], info["epoch"]) == (LATENT, SIZE, 2)
+    assert info["recipe"]["preset"] == "best" and info["recipe"]["ema"] == 0.999
+    assert (info["precision_trained"], info["precision_exported"], info["fid"]) == ("bf16", "fp32", None)
+    assert all(d <= export.TOLERANCE for d in info["check"]["max_abs_difference"].values())
+    assert not os.path.exists(os.path.join(run, "web"))
+
+    # every file maps float32 z of any batch size to what Keras makes of it
+    z = data_io.sample_z(3, LATENT, seed=7)
+    keras_float32 = export.float32_copy(data_io.load_generator_file(os.path.join(run, "generator.keras")))
+    expected = keras_float32.predict_on_batch(z)
+    graph = onnx.load(os.path.join(out, "generator.onnx")).graph
+    casts = [a.i for node in graph.node if node.op_type == "Cast" for a in node.attribute if a.name == "to"]
+    assert onnx.TensorProto.BFLOAT16 not in {t.data_type for t in graph.initializer} | set(casts)
+    session = onnxruntime.InferenceSession(os.path.join(out, "generator.onnx"))
+    (z_input,), (image_output,) = session.get_inputs(), session.get_outputs()
+    assert (z_input.name, z_input.type, z_input.shape) == ("z", "tensor(float)", ["batch", LATENT])
+    assert (image_output.name, image_output.shape) == ("image", ["batch", SIZE, SIZE, 3])
+    from_onnx = session.run(None, {"z": z})[0]
+    savedmodel = tf.saved_model.load(os.path.join(out, "generator_savedmodel"))
+    from_savedmodel = savedmodel.serve(z).numpy()
+    from_litert = next(iter(Interpreter(os.path.join(out, "generator.tflite")).get_signature_runner()(z=z).values()))
+    for images in (from_onnx, from_savedmodel, from_litert):
+        assert images.dtype == np.float32 and images.shape == (3, SIZE, SIZE, 3)
+        assert np.abs(images - expected).max() < export.TOLERANCE
+    assert np.abs(expected).max() > 0.1  # not a flat image
+
+
+def test_an_export_that_disagrees_with_keras_exits_3_in_one_line_and_leaves_the_last_export(tmp_path, capsys,
+                                                                                            monkeypatch):
+    run = make_run(tmp_path / "run", "fp32")
+    os.makedirs(os.path.join(run, "export"))
+    with open(os.path.join(run, "export", "generator.json"), "w") as f:
+        f.write('{"epoch": 1}')  # an earlier export
+    write_onnx = export.WRITERS["onnx"]
+
+    def write_another_generator(model, path):
+        import keras
+        other = keras.models.clone_model(model)
+        other.set_weights([w * 1.05 for w in model.get_weights()])
+        other.predict_on_batch(np.zeros((1, LATENT), np.float32))  # Keras exports only models that have run
+        write_onnx(other, path)
+    monkeypatch.setitem(export.WRITERS, "onnx", write_another_generator)
+    assert export.main([run, "--formats", "onnx", "--no-web"]) == export.EXIT_MISMATCH
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "generator.onnx disagrees with Keras" in err[0] and "nothing written" in err[0]
+    assert os.listdir(os.path.join(run, "export")) == ["generator.json"]
+    assert open(os.path.join(run, "export", "generator.json")).read() == '{"epoch": 1}'
+    assert sorted(os.listdir(run)) == ["config.json", "d_losses.npy", "export", "generator.keras"]  # no temporaries
+
+
+def test_page_seeds_name_standard_normal_noise_the_same_at_every_latent_size():
+    z = export.seed_z(range(1000), 100)
+    assert z.dtype == np.float32 and z.shape == (1000, 100)
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    assert np.array_equal(export.seed_z([5, 5], 100)[1], z[5]) and np.array_equal(export.seed_z([5], 7)[0], z[5, :7])
+    assert len(np.unique(z[:, 0])) == 1000
+
+
+def test_serving_needs_a_page_and_serves_it_on_localhost_with_the_headers_for_threads(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    assert export.main([str(tmp_path), "--serve"]) == 2
+    assert "no web page" in capsys.readouterr().err.strip()
+    (tmp_path / "page.wasm").write_bytes(b"\0asm")
+    server = export.make_server(str(tmp_path), 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/page.wasm") as response:
+            assert response.headers["Content-Type"] == "application/wasm"
+            assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+            assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ----- the page in headless Chromium ---------------------------------------------------------------------------
+
+def chromium_or_skip():
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("Playwright is not installed (pip install -r requirements.txt)")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
+    try:
+        export.web_runtime(install=False)
+    except data_io.DataError as error:
+        pytest.skip(str(error))
+    return chromium
+
+
+def canvas_rgb(page, selector, index=0):
+    rgba = page.evaluate("([selector, index]) => { const c = document.querySelectorAll(selector)[index]; "
+                         "return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data); }",
+                         [selector, index])
+    size = int(round((len(rgba) // 4) ** 0.5))
+    return np.array(rgba, np.uint8).reshape(size, size, 4)[..., :3]
+
+
+def differs(a, b):
+    return np.abs(a.astype(int) - b.astype(int)).mean() > 1
+
+
+def close(a, b):
+    return np.abs(a.astype(int) - b.astype(int)).max() <= PIXEL_TOLERANCE
+
+
+def test_the_web_page_draws_keras_faces_and_its_walk_and_arithmetic_change_the_picture(tmp_path):
+    from playwright.sync_api import sync_playwright
+    chromium = chromium_or_skip()
+    run = os.environ.get("FACEGAN_WEB_RUN") or make_run(tmp_path / "run", "fp32")
+    export.export(run, formats=("onnx",))
+    generator = data_io.load_generator_file(os.path.join(run, "generator.keras"))
+    latent = generator.input_shape[-1]
+    server = export.make_server(os.path.join(run, "web"), 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    started = time.time()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+            page = browser.new_page(viewport={"width": 1280, "height": 760}, accept_downloads=True)
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/?start=1234")
+            page.wait_for_function("facegan.stats.firstGridMs !== null || facegan.error !== null", timeout=60000)
+            assert page.evaluate("facegan.error") is None
+            first_grid = page.evaluate("facegan.stats")
+
+            # the page's z of a seed is export.seed_z's, and its faces are Keras' faces of that z
+            seeds = [1234, 1235, 1236]
+            z = export.seed_z(seeds, latent)
+            page_z = np.array(page.evaluate(f"{seeds}.map((s) => Array.from(facegan.seedZ(s, {latent})))"))
+            assert np.abs(page_z - z).max() < 1e-6
+            keras_faces = data_io.generate_images(generator, z)
+            for i in range(len(seeds)):
+                assert close(canvas_rgb(page, "#grid canvas", i), keras_faces[i])
+            assert differs(keras_faces[0], keras_faces[1])
+
+            page.click("#new-faces")  # the next 32 seeds, on a warm runtime
+            page.wait_for_function("facegan.stats.grids === 2")
+            warm = page.evaluate("facegan.stats")
+            seeds = [1234 + 32 + i for i in range(4)]
+            z = export.seed_z(seeds, latent)
+            faces = [canvas_rgb(page, "#grid canvas", i) for i in range(4)]
+            assert close(faces[0], data_io.generate_images(generator, z[:1])[0])
+
+            # pick a face: its seed shows; keep it; save it as PNG
+            page.locator("#grid canvas").nth(0).click()
+            assert page.text_content("#picked-label") == f"seed {seeds[0]}"
+            page.click("#keep")
+            page.wait_for_function("document.querySelectorAll('#kept canvas').length === 1")
+            with page.expect_download() as download:
+                page.click("#save")
+            saved = cv2.imread(download.value.path())[..., ::-1]
+            assert download.value.suggested_filename == f"facegan_seed_{seeds[0]}.png"
+            assert np.array_equal(saved, faces[0])
+
+            # the walk: generate.py's slerp; the slider moves along it
+            page.click("#walk-from")
+            page.locator("#grid canvas").nth(1).click()
+            page.click("#walk-to")
+            page.wait_for_function("document.getElementById('walk').dataset.t === '0.5'")
+            middle = canvas_rgb(page, "#walk")
+            assert close(middle, data_io.generate_images(generator, generate.slerp(z[0], z[1], [0.5]))[0])
+            page.fill("#walk-t", "0")
+            page.wait_for_function("document.getElementById('walk').dataset.t === '0'")
+            assert close(canvas_rgb(page, "#walk"), faces[0]) and differs(canvas_rgb(page, "#walk"), middle)
+
+            # arithmetic: A - B + C, then another C changes the result
+            for i, slot in ((0, "a"), (1, "b"), (2, "c")):
+                page.locator("#grid canvas").nth(i).click()
+                page.click(f"#add-{slot}")
+            label = f"{seeds[0]} - {seeds[1]} + {seeds[2]}"
+            page.wait_for_function(f"document.getElementById('arithmetic').dataset.label === '{label}'")
+            result = canvas_rgb(page, "#arithmetic")
+            assert close(result, data_io.generate_images(
+                generator, generate.face_arithmetic(z, [0], [1], [2])[None])[0])
+            page.click("#clear-c")
+            page.locator("#grid canvas").nth(3).click()
+            page.click("#add-c")
+            page.wait_for_function("document.getElementById('arithmetic').dataset.label === "
+                                   f"'{seeds[0]} - {seeds[1]} + {seeds[3]}'")
+            other = canvas_rgb(page, "#arithmetic")
+            assert differs(other, result)
+            assert close(other, data_io.generate_images(generator, generate.face_arithmetic(z, [0], [1], [3])[None])[0])
+
+            page.fill("#walk-t", "50")
+            page.wait_for_function("document.getElementById('walk').dataset.t === '0.5'")
+            page.locator("#grid canvas").nth(5).click()
+            screenshot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")  # 256 colours: a small PNG
+            screenshot.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+                os.environ.get("FACEGAN_WEB_SCREENSHOT") or tmp_path / "web_page.png", optimize=True)
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    print(f"\nweb page: first grid of {first_grid['firstGridFaces']} faces {first_grid['firstGridMs']:.0f} ms after "
+          f"opening (model ready at {first_grid['modelMs']:.0f} ms), {first_grid['facesPerSecond']:.0f} faces/s "
+          f"cold, {warm['facesPerSecond']:.0f} faces/s warm, {warm['threads']} thread(s); "
+          f"browser part {time.time() - started:.1f} s")
