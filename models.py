@@ -103,7 +103,7 @@ class SpectralNormConv2D(layers.Conv2D):
 
     def call(self, inputs, training=False):
         w = ops.reshape(ops.cast(self.kernel, "float32"), (-1, self.filters))
-        u = self.u.value
+        u = ops.cast(self.u.value, "float32")  # a mixed-precision policy reads it in the compute dtype
         v = _l2_normalize(ops.matmul(u, ops.transpose(w)))
         if training:
             u = ops.stop_gradient(_l2_normalize(ops.matmul(v, w)))

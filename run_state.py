@@ -95,16 +95,19 @@ def check_resume_data(run_dir, config, data_path, count, fingerprint, allow_chan
 
 def new_history():
     history = {key: [] for key in STEP_KEYS + EPOCH_KEYS}
-    history.update(epoch=0, epoch_steps=[], epoch_seconds=[], images_per_second=[])
+    history.update(epoch=0, epoch_steps=[], epoch_seconds=[], images_per_second=[], d_holdout_accuracy=[],
+                   d_train_accuracy=[])
     return history
 
 
 def fill_legacy_history(history, steps_per_epoch):
     """A history saved before epochs recorded their step counts (every epoch had the run's steps_per_epoch),
-    or before ADA's p was recorded (it was 0: there was no ADA)."""
+    before ADA's p was recorded (it was 0: there was no ADA), or before D's accuracy on real images was."""
     history.setdefault("epoch_steps", [steps_per_epoch] * history["epoch"])
     history.setdefault("ada_p", [0.0] * len(history["d_loss"]))
     history.setdefault("ada_p_epoch", [0.0] * len(history["d_losses"]))
+    for key in ("d_holdout_accuracy", "d_train_accuracy"):  # not measured then
+        history.setdefault(key, [None] * history["epoch"])
     return history
 
 

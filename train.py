@@ -589,6 +589,7 @@ def train_in(run_dir, config, images, strategy, chief, args):
     config.update(steps_per_epoch=steps_per_epoch, replicas=replicas, **versions())
     data_io.save_json(os.path.join(out_dir, "config.json"), config)
     train_step, epoch_batches, sync = make_step(nets, config, strategy, images)
+    probe = memorisation_probe(config, images)
     writer = None
     if config["tensorboard"]:
         import tensorflow as tf
@@ -611,8 +612,9 @@ def train_in(run_dir, config, images, strategy, chief, args):
                 return run_dir, EXIT_INTERRUPTED
             means = run_state.record_epoch(history, epoch, run_state.steps_into_epoch(history) - done,
                                            config["batch_size"], time.perf_counter() - start)
-            run_state.save_history(out_dir, history)
             sync()
+            record_memorisation(history, nets["discriminator"], probe)
+            run_state.save_history(out_dir, history)
             grid = save_epoch_outputs(out_dir, config, epoch, nets, fixed_noise)
             log_epoch(writer, history, means, grid)
             run_state.save_checkpoint(out_dir, variables, history, config["keep_checkpoints"])
@@ -648,6 +650,33 @@ def start_or_resume(run_dir, out_dir, config, variables, resume):
         (config["n_samples"], config["latent_dim"])).astype(np.float32)
     data_io.save_npy(os.path.join(out_dir, "fixed_noise.npy"), fixed_noise)
     return run_state.new_history(), fixed_noise
+
+
+def memorisation_probe(config, images, count=512):
+    """(held-out reals, training reals): `count` of each, for D's accuracy on both after every epoch; None when
+    the run has no held-out .npy of its image size."""
+    path = config.get("holdout")
+    if not path or not path.endswith(".npy"):
+        return None
+    holdout = data_io.load_npy_images(path, "held-out images", mmap=True)
+    if holdout.shape[1:] != images.shape[1:]:
+        return None
+    count = min(count, len(holdout), len(images))
+    return np.asarray(holdout[:count]), np.asarray(images[:count])
+
+
+def record_memorisation(history, discriminator, probe, batch_size=256):
+    """D's accuracy on held-out and on training reals (the share it calls real, inference mode) in the history:
+    a D that calls its training faces real but not unseen ones is memorising them (Karras et al. 2020)."""
+    accuracies = [None, None]
+    if probe is not None:
+        for i, reals in enumerate(probe):
+            logits = [np.asarray(discriminator(reals[j:j + batch_size].astype(np.float32) / 127.5 - 1.0,
+                                               training=False), np.float32)
+                      for j in range(0, len(reals), batch_size)]
+            accuracies[i] = round(float(np.mean(np.concatenate(logits) > 0)), 4)
+    history["d_holdout_accuracy"].append(accuracies[0])
+    history["d_train_accuracy"].append(accuracies[1])
 
 
 def run_epoch(train_step, dataset, epoch, done, config, history, stop, run_dir, save_checkpoint):
@@ -723,9 +752,12 @@ def save_evaluated_models(run_dir, nets, seed):
 def log_epoch(writer, history, means, grid):
     """The epoch's line on the console and, with --tensorboard, its scalars, steps and grid."""
     epoch = history["epoch"]
-    ada = f"ADA p {history['ada_p'][-1]:.3f}  " if history["ada_p"][-1] else ""
+    extra = f"ADA p {history['ada_p'][-1]:.3f}  " if history["ada_p"][-1] else ""
+    if history["d_holdout_accuracy"][-1] is not None:
+        extra += (f"D calls real: {history['d_holdout_accuracy'][-1]:.2f} held-out, "
+                  f"{history['d_train_accuracy'][-1]:.2f} training  ")
     print(f"epoch {epoch}: d_loss {means[0]:.4f}  g_loss {means[1]:.4f}  D(x) {means[2]:.3f}  "
-          f"D(G(z)) {means[3]:.3f}  {ada}{history['epoch_seconds'][-1]:.1f} s  "
+          f"D(G(z)) {means[3]:.3f}  {extra}{history['epoch_seconds'][-1]:.1f} s  "
           f"{history['images_per_second'][-1]:.0f} images/s")
     if writer is None:
         return

@@ -32,12 +32,15 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, tiny_dataset)
     assert (tmp_path / "outputs" / "mirrored" / "generator.keras").exists()
 
 
-def test_batch_that_does_not_split_over_the_replicas_is_a_clear_error(tmp_path, tiny_dataset):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--data", tiny_dataset, "--out",
-                             str(tmp_path), *TINY_TRAIN_FLAGS, "--batch-size", "15", "--strategy", "mirrored",
-                             "--logical-cpus", "2"], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert result.returncode == 2
-    assert "does not split evenly over 2 replicas" in result.stderr
+def test_batch_that_does_not_split_over_the_replicas_is_a_clear_error(tmp_path, tiny_dataset, monkeypatch, capsys):
+    class TwoReplicas:  # what make_strategy gives on two devices, as far as the check looks
+        num_replicas_in_sync = 2
+        cluster_resolver = None
+    monkeypatch.setattr(train, "make_strategy", lambda name, logical_cpus: TwoReplicas())
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), *TINY_TRAIN_FLAGS,
+                       "--batch-size", "15", "--strategy", "mirrored"]) == 2
+    assert "does not split evenly over 2 replicas" in capsys.readouterr().err
+    assert not (tmp_path / "outputs").exists()  # refused before the run directory is made
 
 
 def _free_port():

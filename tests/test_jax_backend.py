@@ -14,7 +14,9 @@ import gan_step
 import train
 from conftest import TINY_TRAIN_FLAGS
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+# one test process (pytest -n) runs them all, so the shared JAX process below runs once
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed"),
+              pytest.mark.xdist_group("jax")]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Both steps see this recipe with the same weights, batch and noise. No DiffAugment: its random draws differ
 # between the backends' generators.

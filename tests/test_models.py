@@ -111,3 +111,11 @@ def test_resize_upsampling_generator_has_no_transposed_convolution_after_the_pro
     assert transposed == ["project"]
     images = np.asarray(generator(np.random.default_rng(0).standard_normal((2, 16)).astype("float32")))
     assert images.shape == (2, 32, 32, 3) and np.abs(images).max() <= 1
+
+
+def test_spectral_norm_discriminator_runs_in_inference_mode_under_bf16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # conftest restores float32
+    discriminator = models.build_discriminator(32, 8, spectral_norm=True)
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    logits = np.asarray(discriminator(images, training=False), np.float32)
+    assert logits.shape == (2, 1) and np.isfinite(logits).all()

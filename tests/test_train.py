@@ -30,7 +30,11 @@ def test_tiny_run_writes_one_loss_entry_per_epoch_grids_and_a_loadable_generator
     generator = keras.models.load_model(run / "generator.keras")
     assert generator.output_shape == (None, 32, 32, 3)
     steps = np.load(run / "steps.npz")
-    assert len(steps["d_loss"]) == 4 and {"g_loss", "d_real", "d_fake"} <= set(steps.files)
+    assert len(steps["d_loss"]) == 4 and {"g_loss", "d_real", "d_fake", "ada_p"} <= set(steps.files)
+    # the memorisation signal: the share of held-out and of training reals D calls real, after each epoch
+    history = json.loads((run / "history.json").read_text())
+    for key in ("d_holdout_accuracy", "d_train_accuracy"):
+        assert len(history[key]) == 2 and all(0 <= value <= 1 for value in history[key])
 
 
 def test_resume_continues_the_epoch_count_without_gaps_and_keeps_the_newest_checkpoints(tmp_path, tiny_dataset):
