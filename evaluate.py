@@ -175,7 +175,13 @@ def plot_losses(run_dir, path):
         axes[1].set(title=f"per-step loss (moving average of {window})", xlabel="epoch")
         axes[2].plot(x_smooth, smooth(steps["d_real"]), label="D(x)  real")
         axes[2].plot(x_smooth, smooth(steps["d_fake"]), label="D(G(z))  fake")
-        axes[2].set(title="discriminator outputs", xlabel="epoch", ylim=(0, 1))
+        if "ada_p" in steps.files and steps["ada_p"].any():
+            axes[2].plot(x, steps["ada_p"], color="C3", label="ADA's augmentation probability p")
+    accuracies = memorisation_history(run_dir)
+    if accuracies:
+        for (label, values), marker, colour in zip(accuracies.items(), ("s-", "^-"), ("C2", "C4")):
+            axes[2].plot(epochs[:len(values)], values, marker, color=colour, markersize=4, label=label)
+    axes[2].set(title="discriminator outputs and memorisation", xlabel="epoch", ylim=(0, 1))
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -183,6 +189,23 @@ def plot_losses(run_dir, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def memorisation_history(run_dir):
+    """{label: per-epoch share of held-out / training reals D called real} from history.json ({} when the run
+    did not record it); a D that calls its training reals real but not held-out ones is memorising them."""
+    try:
+        with open(os.path.join(run_dir, "history.json")) as f:
+            history = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for key, label in (("d_holdout_accuracy", "D calls held-out reals real"),
+                       ("d_train_accuracy", "D calls training reals real")):
+        values = history.get(key) if isinstance(history, dict) else None
+        if isinstance(values, list) and any(isinstance(v, (int, float)) for v in values):
+            found[label] = [v if isinstance(v, (int, float)) else np.nan for v in values]
+    return found
 
 
 def plot_step_losses(losses_path, path, name):

@@ -136,3 +136,22 @@ def test_curve_without_snapshots_says_how_to_get_them(tiny_run, capsys):
     shutil.rmtree(tiny_run / "snapshots")
     assert evaluate.main([str(tiny_run), "--curve"]) == 2
     assert "--snapshot-every" in capsys.readouterr().err
+
+
+def test_loss_plot_shows_adas_p_and_ds_accuracy_on_held_out_and_training_reals(tmp_path):
+    import evaluate
+    run = tmp_path / "run"
+    run.mkdir()
+    np.save(run / "d_losses.npy", np.array([1.2, 1.0, 0.9], np.float32))
+    np.save(run / "g_losses.npy", np.array([0.8, 1.1, 1.3], np.float32))
+    steps = {key: np.linspace(0.2, 0.8, 30).astype(np.float32) for key in ("d_loss", "g_loss", "d_real", "d_fake")}
+    np.savez(run / "steps.npz", ada_p=np.linspace(0, 0.3, 30).astype(np.float32), **steps)
+    # the first epoch ran before the accuracies were recorded
+    (run / "history.json").write_text(json.dumps({"epoch": 3, "d_holdout_accuracy": [None, 0.5, 0.3],
+                                                  "d_train_accuracy": [None, 0.6, 0.8]}))
+    accuracies = evaluate.memorisation_history(str(run))
+    assert list(accuracies) == ["D calls held-out reals real", "D calls training reals real"]
+    np.testing.assert_array_equal(accuracies["D calls training reals real"], [np.nan, 0.6, 0.8])
+    evaluate.plot_losses(str(run), str(tmp_path / "losses.png"))
+    assert (tmp_path / "losses.png").stat().st_size > 10_000
+    assert evaluate.memorisation_history(str(tmp_path)) == {}  # no history.json: nothing to plot
