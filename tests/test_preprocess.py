@@ -298,11 +298,16 @@ sys.exit(preprocess.main(["--source", {str(folder)!r}, "--out", {str(tmp_path / 
                                # a child inherits an ignored SIGINT; Ctrl-C in a terminal is never ignored
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = b""
-    while b"blocked on the last image" not in seen and process.poll() is None:
-        seen += process.stderr.read1(100)
-    assert process.poll() is None, seen.decode()
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group, workers too
-    _, err = process.communicate(timeout=120)
+    try:
+        while b"blocked on the last image" not in seen and process.poll() is None:
+            seen += process.stderr.read1(100)
+        assert process.poll() is None, seen.decode()
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group, workers too
+        _, err = process.communicate(timeout=120)
+    finally:  # never leave a blocked worker behind
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     err = (seen + err).decode()
     assert process.returncode == 130 and "Traceback" not in err and "interrupted" in err
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []

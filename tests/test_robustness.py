@@ -222,12 +222,14 @@ sys.exit(train.main({[*flags, "--out", str(tmp_path), "--name", "killed", "--epo
 """
     process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    for line in process.stdout:
-        if "checkpoint 5 saved" in line:  # after the progress bar's \r-separated updates
-            break
-    assert process.poll() is None, "training ended before step 5"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    try:
+        for line in process.stdout:
+            if "checkpoint 5 saved" in line:  # after the progress bar's \r-separated updates
+                break
+        assert process.poll() is None, "training ended before step 5"
+    finally:  # never leave the blocked child behind
+        process.send_signal(signal.SIGKILL)
+        process.wait()
     assert train.main(["--resume", str(tmp_path / "killed")]) == 0
     killed, straight = np.load(tmp_path / "killed" / "steps.npz"), np.load(tmp_path / "straight" / "steps.npz")
     assert len(killed["d_loss"]) == len(straight["d_loss"]) == 12  # no gap, no duplicate
