@@ -3,6 +3,7 @@ import json
 import pytest
 
 import benchmark
+from conftest import usage_error
 
 
 def test_tensorflow_benchmark_times_train_step_and_writes_json(tmp_path, capsys):
@@ -43,3 +44,33 @@ def test_tf32_is_refused_for_tensorflow(capsys):
         benchmark.main(["--precisions", "tf32"])
     assert error.value.code == 2
     assert "tf32 is for --backend jax" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--peak-gflops", "-5"], "--peak-gflops: must be > 0, got -5"),
+    (["--peak-gflops", "0"], "--peak-gflops: must be > 0, got 0"),
+    (["--peak-gflops", "nan"], "--peak-gflops: must be a finite number"),
+    (["--peak-gflops", "100"], "--peak-gflops is one precision's peak"),  # the default times fp32 and bf16
+    (["--batches", "0"], "--batches: must be >= 1, got 0"),
+    (["--steps", "0"], "--steps: must be >= 1, got 0"),
+    (["--warmup", "-1"], "--warmup: must be >= 0, got -1"),
+    (["--epoch-images", "1000"], "--epoch-images is for --backend jax"),
+    (["--backend", "jax", "--modes", "xla"], "--modes are TensorFlow's"),
+    (["--backend", "jax", "--batches", "64", "--epoch-images", "10"], "less than one batch of 64"),
+])
+def test_settings_that_cannot_be_timed_or_reported_are_refused(argv, message, capsys):
+    assert message in usage_error(benchmark.main, argv, capsys)
+
+
+@pytest.mark.parametrize("out, message", [("file/bench.json", "cannot write to"), (".", "is a folder")])
+def test_an_unusable_out_is_refused_before_any_timing(tmp_path, capsys, monkeypatch, out, message):
+    (tmp_path / "file").write_text("in the way")
+    monkeypatch.setattr(benchmark, "tf_rows", lambda *a: pytest.fail("timed before checking --out"))
+    assert benchmark.main(["--modes", "graph", "--precisions", "fp32", "--out", str(tmp_path / out)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_backend_asked_for_is_the_one_timed(capsys, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "jax")  # this process runs Keras on TensorFlow: the rows would be mislabelled
+    assert benchmark.main(["--backend", "jax", "--precisions", "fp32", "--out", "x.json"]) == 2
+    assert "--backend jax: Keras already runs on tensorflow in this process" in capsys.readouterr().err
