@@ -115,7 +115,8 @@ def grid_columns(n):
 def sample(run, n=64, out=None, seed=0, format="all", columns=None, scale=None):
     """n faces as samples.npy (uint8 (n, S, S, 3), what `evaluate.py NAME:PATH` reads), a grid PNG and/or one
     PNG per face at native size. The faces are made and written SAMPLE_CHUNK at a time, so any n that fits
-    on the disk (checked first) takes the same memory. Returns the paths it reports."""
+    on the disk (checked first) takes the same memory. Returns the paths written (of the PNGs, the first and
+    the last)."""
     if format in ("npy", "png") and (columns is not None or scale is not None):
         raise DataError(f"--columns and --scale lay out the grid; --format {format} writes no grid")
     columns, scale = columns or 8, 2.0 if scale is None else scale
@@ -154,14 +155,16 @@ def sample(run, n=64, out=None, seed=0, format="all", columns=None, scale=None):
         data_io.atomic_write(npy_path, write_npy, suffix=".npy")
     else:
         write_faces()
-    shown = [f"{npy_path} (uint8 {(n, size, size, 3)})"] if format in ("npy", "all") else []
+    paths, shown = ([npy_path], [f"{npy_path} (uint8 {(n, size, size, 3)})"]) if format in ("npy", "all") else ([], [])
     if format in ("grid", "all"):
-        shown.append(os.path.join(out, "samples_grid.png"))
-        data_io.save_grid(shown[-1], np.concatenate(grid_faces), columns=columns, scale=scale)
+        paths.append(os.path.join(out, "samples_grid.png"))
+        data_io.save_grid(paths[-1], np.concatenate(grid_faces), columns=columns, scale=scale)
+        shown.append(paths[-1])
     if format in ("png", "all"):
+        paths += [png_path(0), png_path(n - 1)]
         shown.append(f"{png_path(0)} .. {os.path.basename(png_path(n - 1))}")
     print(f"{n} faces from seed {seed}:\n  " + "\n  ".join(shown))
-    return shown
+    return paths
 
 
 def grid_shape(n, size, columns, padding=2):

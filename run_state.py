@@ -265,6 +265,8 @@ def read_checkpoint(path, variables=None):
                 with archive.open(info) as member:
                     arrays[info.filename[:-4] if info.filename.endswith(".npy") else info.filename] = (
                         np.lib.format.read_array(io.BytesIO(member.read()), allow_pickle=False))
+        if "history" not in arrays:
+            raise ValueError("it holds no history")
         history = json.loads(arrays.pop("history").tobytes().decode())
     except (ValueError, OSError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile, zlib.error) as error:
         raise data_io.DataError(f"cannot read checkpoint {path}: {error}") from None
@@ -316,8 +318,7 @@ def load_latest_checkpoint(run_dir, variables=None):
                   flush=True)
         return path, history
     if damaged:
-        raise data_io.DataError(damaged[0] if len(damaged) == 1 else
-                                f"no intact checkpoint in {os.path.join(run_dir, 'checkpoints')}: "
+        raise data_io.DataError(f"no intact checkpoint in {os.path.join(run_dir, 'checkpoints')}: "
                                 + "; ".join(damaged))
     return None
 

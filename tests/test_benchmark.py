@@ -46,20 +46,25 @@ def test_tf32_is_refused_for_tensorflow(capsys):
     assert "tf32 is for --backend jax" in capsys.readouterr().err
 
 
+TF_QUICK = ["--modes", "graph"]  # with the quick flags below: what a wrongly accepted setting then times
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["--peak-gflops", "-5"], "--peak-gflops: must be > 0, got -5"),
-    (["--peak-gflops", "0"], "--peak-gflops: must be > 0, got 0"),
-    (["--peak-gflops", "nan"], "--peak-gflops: must be a finite number"),
-    (["--peak-gflops", "100"], "--peak-gflops is one precision's peak"),  # the default times fp32 and bf16
-    (["--batches", "0"], "--batches: must be >= 1, got 0"),
-    (["--steps", "0"], "--steps: must be >= 1, got 0"),
-    (["--warmup", "-1"], "--warmup: must be >= 0, got -1"),
-    (["--epoch-images", "1000"], "--epoch-images is for --backend jax"),
+    ([*TF_QUICK, "--peak-gflops", "-5"], "--peak-gflops: must be > 0, got -5"),
+    ([*TF_QUICK, "--peak-gflops", "0"], "--peak-gflops: must be > 0, got 0"),
+    ([*TF_QUICK, "--peak-gflops", "nan"], "--peak-gflops: must be a finite number"),
+    ([*TF_QUICK, "--precisions", "fp32", "bf16", "--peak-gflops", "100"], "--peak-gflops is one precision's peak"),
+    ([*TF_QUICK, "--batches", "0"], "--batches: must be >= 1, got 0"),
+    ([*TF_QUICK, "--steps", "0"], "--steps: must be >= 1, got 0"),
+    ([*TF_QUICK, "--warmup", "-1"], "--warmup: must be >= 0, got -1"),
+    ([*TF_QUICK, "--epoch-images", "1000"], "--epoch-images is for --backend jax"),
     (["--backend", "jax", "--modes", "xla"], "--modes are TensorFlow's"),
     (["--backend", "jax", "--batches", "64", "--epoch-images", "10"], "less than one batch of 64"),
 ])
-def test_settings_that_cannot_be_timed_or_reported_are_refused(argv, message, capsys):
-    assert message in usage_error(benchmark.main, argv, capsys)
+def test_settings_that_cannot_be_timed_or_reported_are_refused(argv, message, capsys, tmp_path):
+    quick = ["--precisions", "fp32", "--batches", "4", "--warmup", "0", "--steps", "1",
+             "--out", str(tmp_path / "b.json")]
+    assert message in usage_error(benchmark.main, [*quick, *argv], capsys)
 
 
 @pytest.mark.parametrize("out, message", [("file/bench.json", "cannot write to"), (".", "is a folder")])

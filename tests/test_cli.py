@@ -29,6 +29,7 @@ def _one_line(err):
     (random_baseline.main, ["--n", "0"], "--n: must be >= 1, got 0"),
     (random_baseline.main, ["--size", "0"], "--size: must be between 8 and 1024, got 0"),
     (random_baseline.main, ["--seed", "-3"], "--seed: must be between 0 and 4294967295, got -3"),
+    (random_baseline.main, ["--data", "x.npy"], "--data is the reference of --kind gaussian"),
     (preprocess.main, ["--source", "x", "--workers", "-1"], "--workers: must be between 0 and 256, got -1"),
     (preprocess.main, ["--source", "x", "--limit", "ten"], "--limit: 'ten' is not an integer"),
     (evaluate.main, ["run", "--n", "0"], "--n: must be >= 20, got 0"),

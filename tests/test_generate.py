@@ -268,7 +268,8 @@ def test_sample_streams_any_number_of_faces_in_bounded_memory(run, tmp_path, mon
 
 
 def test_sample_refuses_what_does_not_fit_on_the_disk_before_writing(run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 10 ** 6, 10 ** 6))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 10 ** 6,
+                                                                                   10 ** 6))  # 1 MB free
     monkeypatch.setattr(data_io, "generate_images", lambda *a: pytest.fail("made faces"))
     assert generate.main(["sample", run, "--n", "3000000", "--format", "npy", "--out", str(tmp_path)]) == 2
     assert "3,000,000 faces as --format npy needs about 9.22 GB" in _error_line(capsys)
