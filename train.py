@@ -461,6 +461,7 @@ def resume_run(args):
                                 "would undo them (give more epochs to train further)")
     config.update({key: getattr(args, key) for key in HONOURED_ON_RESUME if key in given},
                   strategy=args.strategy, logical_cpus=args.logical_cpus)  # how this process runs
+    check_backend(config, resume=True)
     if epochs_done >= config["epochs"]:
         raise NothingToDo(f"{run_dir} has already trained all its {epochs_done} epochs: nothing to do (pass "
                           f"--epochs N, N > {epochs_done}, to train further)")
@@ -554,7 +555,8 @@ def keras_backend():
 
 
 def check_backend(config, resume):
-    """Record the Keras backend in the config; refuse a resume on another backend, and tf.distribute on JAX."""
+    """Record the Keras backend in the config; refuse a resume on another backend, and tf.distribute on JAX
+    (both before any data is read)."""
     backend = keras_backend()
     if resume and config.get("backend", "tensorflow") != backend:
         raise data_io.DataError(f"the run was trained with KERAS_BACKEND={config.get('backend', 'tensorflow')}; "
@@ -624,6 +626,7 @@ class _StopRequest:
 def train(args):
     """Train per args (from parse_args), after checking every input and the output folder; a new run that
     fails before its first checkpoint leaves nothing behind. Returns (run_dir, exit code)."""
+    check_backend({"strategy": args.strategy, "logical_cpus": args.logical_cpus}, resume=False)
     strategy = make_strategy(args.strategy, args.logical_cpus) if keras_backend() == "tensorflow" else None
     chief = is_chief(strategy)
     run_dir, config, images = prepare_run(args, new_run_check=chief)
