@@ -14,12 +14,15 @@ outputs/abl_<row>_s<seed>/ and are resumed if interrupted; the table goes to out
 JSON, a PNG with 12 samples per row, and presets.png: the paper vs --preset best from the same noise).
 """
 import argparse
+import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 
+import cli
 import data_io
 import run_state
 
@@ -75,11 +78,8 @@ def run_dir(out, row, seed):
 
 
 def epochs_done(path):
-    try:
-        with open(os.path.join(path, "history.json")) as f:
-            return json.load(f)["epoch"]
-    except (OSError, ValueError, KeyError):
-        return 0
+    history = run_state.read_history(path) if os.path.isdir(path) else None
+    return history["epoch"] if history else 0
 
 
 def train_row(out, row, seed, epochs, batch_size, data, extra=()):
@@ -93,8 +93,67 @@ def train_row(out, row, seed, epochs, batch_size, data, extra=()):
         command = ["--data", data, "--epochs", str(epochs), "--batch-size", str(batch_size), "--seed", str(seed),
                    "--out", out, "--name", os.path.basename(path), *EMA, *ROWS[row][1], *extra]
     print(f"training {row} seed {seed}: python train.py {' '.join(command)}", flush=True)
-    subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
-                    *command], check=True)
+    code = run_train([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
+                      *command])
+    if code == cli.EXIT_INTERRUPTED or _passed_on:
+        print(f"train.py stopped {path} with a checkpoint; the same ablation.py command continues it", flush=True)
+        raise KeyboardInterrupt
+    if code:
+        raise data_io.DataError(f"train.py exited with code {code} training {row} seed {seed} (its message is above)")
+
+
+_child = None  # the train.py process running now: the SIGINT and SIGTERM ablation.py gets are passed on to it
+_STARTING, _pending = "starting", []  # _child while it starts, and the signals that came meanwhile
+_passed_on = []  # the signals passed on: ablation.py stops once the run they stopped has ended
+
+
+def run_train(argv):
+    """Run train.py to its end; returns its exit code. It runs in a process group of its own, so that a
+    Ctrl-C at the terminal reaches it once, passed on by ablation.py (a second one would stop it before its
+    checkpoint), and ablation.py waits for it whatever it is sent."""
+    global _child
+    _child = _STARTING
+    try:
+        _child = subprocess.Popen(argv, process_group=0)
+    except BaseException:
+        _child = None
+        raise
+    try:
+        while _pending:
+            _child.send_signal(_pending.pop())
+        return _child.wait()
+    finally:
+        if _child.poll() is None:  # ablation.py itself failed: stop the run the way a signal does
+            _child.terminate()
+            _child.wait()
+        _child = None
+
+
+def _pass_on_signal(signum, frame):
+    if _child is None or (_child is not _STARTING and _child.poll() is not None):
+        raise KeyboardInterrupt
+    if _child is _STARTING:
+        _pending.append(signum)
+    else:
+        _child.send_signal(signum)
+    _passed_on.append(signum)
+    print(f"\nablation.py: {signal.Signals(signum).name} passed on to train.py; waiting for its checkpoint ...",
+          flush=True)
+
+
+def passing_signals_to_train(main):
+    """Decorate main: while it runs, SIGINT and SIGTERM go to the train.py run in progress (or, between runs,
+    stop ablation.py as Ctrl-C does)."""
+    @functools.wraps(main)
+    def wrapped(argv=None):
+        _passed_on.clear()
+        previous = {sig: signal.signal(sig, _pass_on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return main(argv)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return wrapped
 
 
 def score(out, rows, seeds, n, eval_seed=0, fid=True):
@@ -103,7 +162,7 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True):
     import evaluate
     import metrics
     first = next(run_dir(out, r, s) for r in rows for s in seeds if epochs_done(run_dir(out, r, s)))
-    config = run_state.load_config(first)
+    config = run_state.load_config(first, required=("image_size", "holdout"))
     holdout = data_io.load_image_array(config["holdout"], config["image_size"])
     reference, real_b = evaluate.split_holdout(holdout, eval_seed)
     fid_network, reference_features = None, None
@@ -188,6 +247,8 @@ def write_table(folder, reference, results, pictures, n, best="best_ms3"):
           "were scored)")
 
 
+@cli.main_wrapper
+@passing_signals_to_train
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", default="short", choices=sorted(SETS),

@@ -20,7 +20,13 @@ import time
 
 import numpy as np
 
+import cli
+import data_io
+
 GFLOP_PER_IMAGE = 2.48
+# JAX's float32 matrix products: fp32 = true float32; tf32 = float32 storage with TensorFloat-32 matrix units
+# (JAX's own default on such GPUs). The other precisions keep JAX's default.
+JAX_MATMUL_PRECISION = {"fp32": "highest", "tf32": "tensorfloat32"}
 
 
 def time_steps(run_step, warmup, steps):
@@ -63,9 +69,7 @@ def jax_rows(precisions, batches, warmup, steps, epoch_images):
         images = jnp.asarray(np.random.default_rng(1).integers(0, 256, (epoch_images, 64, 64, 3), np.uint8))
         order = np.random.default_rng(2).permutation(epoch_images)
     for precision in precisions:
-        # fp32 = true float32 convolutions; tf32 = float32 storage with TensorFloat-32 matrix units.
-        jax.config.update("jax_default_matmul_precision",
-                          {"fp32": "highest", "tf32": "tensorfloat32"}.get(precision))
+        jax.config.update("jax_default_matmul_precision", JAX_MATMUL_PRECISION.get(precision))
         policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(precision, "float32")
         keras.mixed_precision.set_global_policy(policy)
         for batch in batches:
@@ -122,6 +126,9 @@ def gemm_gflops(precision, size=2048, repeats=5):
     import keras
     from keras import ops
     dtype = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision]
+    if keras.backend.backend() == "jax":  # the matrix units the JAX rows of this precision use
+        import jax
+        jax.config.update("jax_default_matmul_precision", JAX_MATMUL_PRECISION.get(precision))
     a, b = (ops.cast(keras.random.normal((size, size), seed=seed), dtype) for seed in (1, 2))
     best = float("inf")
     for i in range(repeats + 1):
@@ -131,6 +138,15 @@ def gemm_gflops(precision, size=2048, repeats=5):
         if i:
             best = min(best, time.perf_counter() - start)
     return round(2 * size ** 3 / best / 1e9, 1)
+
+
+def use_backend(backend):
+    """Make `backend` Keras' backend for this process (KERAS_BACKEND, read when Keras is imported): the rows
+    are labelled with it. Refused when Keras already runs on another."""
+    os.environ["KERAS_BACKEND"] = backend
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.backend.backend() != backend:
+        raise cli.UserError(f"--backend {backend}: Keras already runs on {keras.backend.backend()} in this process")
 
 
 def format_row(row, peak=None):
@@ -147,34 +163,48 @@ def format_row(row, peak=None):
     return text
 
 
+@cli.main_wrapper
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="tensorflow", choices=("tensorflow", "jax"),
                         help="the Keras backend whose train.py step is timed")
-    parser.add_argument("--modes", nargs="+", default=["graph", "xla", "eager"], choices=("graph", "xla", "eager"),
-                        help="TensorFlow execution: tf.function, tf.function(jit_compile=True), eager")
+    parser.add_argument("--modes", nargs="+", default=None, choices=("graph", "xla", "eager"),
+                        help="TensorFlow execution: tf.function, tf.function(jit_compile=True), eager (default all "
+                             "three; the JAX step is always jax.jit)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
                         choices=("fp32", "tf32", "bf16", "fp16"),
                         help="fp32 or mixed precision (bf16, fp16 with loss scaling); tf32: jax only, "
                              "float32 with TensorFloat-32 matrix units (GPU)")
-    parser.add_argument("--batches", nargs="+", type=int, default=[64, 128, 256], help="batch sizes")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per setting")
-    parser.add_argument("--peak-gflops", type=float, default=None,
-                        help="the machine's peak GFLOP/s for the precision timed: adds a %% of peak column")
+    parser.add_argument("--batches", nargs="+", type=cli.positive_int, default=[64, 128, 256], help="batch sizes")
+    parser.add_argument("--warmup", type=cli.non_negative_int, default=3, help="untimed steps first (compilation)")
+    parser.add_argument("--steps", type=cli.positive_int, default=10, help="timed steps per setting")
+    parser.add_argument("--peak-gflops", type=cli.positive_float, default=None,
+                        help="the machine's peak GFLOP/s for the one precision timed: adds a %% of peak column")
     parser.add_argument("--measure-peak", action="store_true",
                         help="first time a 2048^3 matrix multiply in each precision and use it as that precision's "
                              "peak: the %% of peak column then says how much of what this machine's matrix units "
                              "can do the step uses")
-    parser.add_argument("--epoch-images", type=int, default=0, help="jax only: also time one epoch of this many")
+    parser.add_argument("--epoch-images", type=cli.non_negative_int, default=0,
+                        help="jax only: also time one epoch of this many (at least the largest batch)")
     parser.add_argument("--out", default=os.path.join("outputs", "benchmark.json"), help="JSON output file")
     args = parser.parse_args(argv)
     if args.backend == "tensorflow" and "tf32" in args.precisions:
         parser.error("--precisions tf32 is for --backend jax (TensorFlow's GPU default already uses TF32)")
-    if args.backend == "jax":
-        os.environ["KERAS_BACKEND"] = "jax"
+    if args.backend == "jax" and args.modes:
+        parser.error("--modes are TensorFlow's; the JAX step is always jax.jit")
+    if args.backend == "tensorflow" and args.epoch_images:
+        parser.error("--epoch-images is for --backend jax")
+    if 0 < args.epoch_images < max(args.batches):
+        parser.error(f"--epoch-images {args.epoch_images} is less than one batch of {max(args.batches)}")
     if args.peak_gflops and args.measure_peak:
         parser.error("give --peak-gflops or --measure-peak, not both")
+    if args.peak_gflops and len(set(args.precisions)) > 1:
+        parser.error("--peak-gflops is one precision's peak; give one --precisions (or --measure-peak for each)")
+    args.modes = args.modes or ["graph", "xla", "eager"]
+    use_backend(args.backend)
+    if os.path.isdir(args.out):
+        raise cli.UserError(f"--out {args.out} is a folder; give the JSON file to write")
+    cli.check_output_folder(os.path.dirname(args.out))  # before minutes of timing
     peaks = {precision: args.peak_gflops for precision in args.precisions}
     if args.measure_peak:
         peaks = {precision: gemm_gflops(precision) for precision in args.precisions}
@@ -193,7 +223,6 @@ def main(argv=None):
         print(f"| {row['backend']} | {row['mode']} | {row['precision']} | {row['batch']} | "
               f"{row['images_per_second']} | {row['gflops']} |" + (f" {row['percent_of_peak']} |"
                                                                    if "percent_of_peak" in row else ""))
-    import data_io
     data_io.save_json(args.out, {"argv": sys.argv[1:], "peak_gflops": peaks, "measured_peak": args.measure_peak,
                                  "rows": rows})
     print(f"wrote {args.out}")

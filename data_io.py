@@ -400,6 +400,14 @@ def sample_z(n, latent_dim, seed):
     return np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
 
 
+def sample_z_chunks(n, latent_dim, seed, chunk):
+    """sample_z(n, latent_dim, seed) in blocks of up to `chunk` rows, for n too large to hold at once (numpy's
+    generator gives the same numbers drawn in pieces as drawn together)."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, chunk):
+        yield rng.standard_normal((min(chunk, n - start), latent_dim)).astype(np.float32)
+
+
 def generate_images(generator, z, batch_size=256):
     """Noise (N, latent_dim) -> uint8 faces (N, S, S, 3); batch norm uses its moving averages."""
     z = np.asarray(z, np.float32)

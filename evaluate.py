@@ -444,7 +444,8 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
     import metrics
     start = time.time()
     run_dirs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
-    configs = [run_state.load_config(run_dir) for run_dir in run_dirs]
+    configs = [run_state.load_config(run_dir, required=("image_size", "data", "steps_per_epoch", "batch_size"))
+               for run_dir in run_dirs]
     out = cli.check_output_folder(out or os.path.join(run_dirs[0], "eval"))
     snapshots = {run_dir: snapshot_paths(run_dir) for run_dir in run_dirs}
     for run_dir, found in snapshots.items():

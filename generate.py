@@ -18,7 +18,9 @@ import argparse
 import glob
 import os
 import re
+import shutil
 import sys
+import zipfile
 
 import cv2
 import numpy as np
@@ -29,6 +31,8 @@ import run_state
 from data_io import DataError
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+SAMPLE_CHUNK = 1024  # faces made and written at a time by `sample`
+MAX_PICTURE_PIXELS = 1 << 26  # the most pixels of pictures (a grid, a GIF's frames) made in memory at once
 
 
 # ----- the run and its generator ---------------------------------------------------------------------------
@@ -108,29 +112,82 @@ def grid_columns(n):
 
 # ----- sample ----------------------------------------------------------------------------------------------
 
-def sample(run, n=64, out=None, seed=0, format="all", columns=8, scale=2):
+def sample(run, n=64, out=None, seed=0, format="all", columns=None, scale=None):
     """n faces as samples.npy (uint8 (n, S, S, 3), what `evaluate.py NAME:PATH` reads), a grid PNG and/or one
-    PNG per face at native size. Returns the written paths."""
+    PNG per face at native size. The faces are made and written SAMPLE_CHUNK at a time, so any n that fits
+    on the disk (checked first) takes the same memory. Returns the paths written (of the PNGs, the first and
+    the last)."""
+    if format in ("npy", "png") and (columns is not None or scale is not None):
+        raise DataError(f"--columns and --scale lay out the grid; --format {format} writes no grid")
+    columns, scale = columns or 8, 2.0 if scale is None else scale
     generator = load_generator(run)
-    faces = data_io.sample_faces(generator, n, seed)
+    size = generator.output_shape[1]
     out = out_folder(run, out)
-    written, shown = [], []
-    if format in ("npy", "all"):
-        written.append(os.path.join(out, "samples.npy"))
-        data_io.save_npy(written[-1], faces)
-        shown.append(f"{written[-1]} (uint8 {faces.shape})")
     if format in ("grid", "all"):
-        written.append(os.path.join(out, "samples_grid.png"))
-        data_io.save_grid(written[-1], faces, columns=columns, scale=scale)
-        shown.append(written[-1])
+        check_picture_size(grid_shape(n, size, columns), scale, f"a grid of {n:,} faces",
+                           "ask for fewer faces, or --format npy/png for many")
+    face_bytes = size * size * 3  # and a PNG file takes at most about that, plus its last disk block
+    npy_bytes, png_bytes = face_bytes * (format in ("npy", "all")), (face_bytes + 4096) * (format in ("png", "all"))
+    check_free_space(out, n * (npy_bytes + png_bytes), f"{n:,} faces as --format {format}")
+    npy_path = os.path.join(out, "samples.npy")
+    digits = max(4, len(str(n - 1)))
+    png_path = lambda i: os.path.join(out, f"sample_{i:0{digits}d}.png")  # noqa: E731
+    grid_faces = []
+
+    def write_faces(npy_file=None):
+        z_chunks = data_io.sample_z_chunks(n, generator.input_shape[-1], seed, SAMPLE_CHUNK)
+        for start, z in zip(range(0, n, SAMPLE_CHUNK), z_chunks):
+            faces = data_io.generate_images(generator, z)
+            if npy_file is not None:
+                npy_file.write(faces.tobytes())
+            if format in ("png", "all"):
+                for i, face in enumerate(faces, start):
+                    data_io.save_png(png_path(i), face)
+            if format in ("grid", "all"):
+                grid_faces.append(faces)
+
+    def write_npy(tmp):
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False,
+                                                     "shape": (n, size, size, 3)})
+            write_faces(f)
+    if format in ("npy", "all"):
+        data_io.atomic_write(npy_path, write_npy, suffix=".npy")
+    else:
+        write_faces()
+    paths, shown = ([npy_path], [f"{npy_path} (uint8 {(n, size, size, 3)})"]) if format in ("npy", "all") else ([], [])
+    if format in ("grid", "all"):
+        paths.append(os.path.join(out, "samples_grid.png"))
+        data_io.save_grid(paths[-1], np.concatenate(grid_faces), columns=columns, scale=scale)
+        shown.append(paths[-1])
     if format in ("png", "all"):
-        digits = max(4, len(str(n - 1)))
-        for i, face in enumerate(faces):
-            written.append(os.path.join(out, f"sample_{i:0{digits}d}.png"))
-            data_io.save_png(written[-1], face)
-        shown.append(f"{written[-n]} .. {os.path.basename(written[-1])}")
+        paths += [png_path(0), png_path(n - 1)]
+        shown.append(f"{png_path(0)} .. {os.path.basename(png_path(n - 1))}")
     print(f"{n} faces from seed {seed}:\n  " + "\n  ".join(shown))
-    return written
+    return paths
+
+
+def grid_shape(n, size, columns, padding=2):
+    """(height, width) of data_io.make_grid's picture of n tiles of size x size in rows of `columns`."""
+    rows, columns = max(1, -(-n // columns)), max(1, min(columns, n))
+    return rows * (size + padding) + padding, columns * (size + padding) + padding
+
+
+def check_picture_size(shape, scale, what, hint, count=1):
+    """Refuse `count` pictures of (height, width) `shape`, enlarged by `scale`, that would take more than
+    MAX_PICTURE_PIXELS in all: they are made whole in memory."""
+    pixels = count * round(shape[0] * scale) * round(shape[1] * scale)
+    if pixels > MAX_PICTURE_PIXELS:
+        raise DataError(f"{what} would be {pixels:,} pixels, more than the {MAX_PICTURE_PIXELS:,} made in memory "
+                        f"at once; {hint}")
+
+
+def check_free_space(folder, needed, what):
+    """Refuse to start writing `needed` bytes into `folder` when its disk has less room."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise DataError(f"{what} needs about {needed / 1e9:.2f} GB in {folder}, which has {free / 1e9:.2f} GB "
+                        "free; ask for fewer faces or give another --out")
 
 
 # ----- interpolate -----------------------------------------------------------------------------------------
@@ -153,6 +210,10 @@ def interpolate(run, rows=8, steps=10, out=None, seed=0, linear=False, duration=
     """rows walks between two random z: a PNG (one walk per row) and a GIF whose frames are the steps, each
     frame showing every walk at that step. Returns (png path, gif path)."""
     generator = load_generator(run)
+    size, hint = generator.output_shape[1], "ask for fewer --rows or --steps, or a smaller --scale"
+    check_picture_size(grid_shape(rows * steps, size, steps), scale, f"{rows} walks of {steps} steps", hint)
+    check_picture_size(grid_shape(rows, size, grid_columns(rows)), scale, f"a GIF of {rows} walks of {steps} steps",
+                       hint, count=2 * steps - 2 if bounce else steps)
     ends = data_io.sample_z(2 * rows, generator.input_shape[-1], seed).reshape(rows, 2, -1)
     t = np.linspace(0.0, 1.0, steps)
     if linear:
@@ -199,6 +260,9 @@ def progress(run, out=None, duration=400, hold=2000, scale=0.5):
         bgr = cv2.imread(path, cv2.IMREAD_COLOR)
         if bgr is None:
             raise DataError(f"cannot read {path} as an image")
+        if not frames:  # every frame takes the first one's size
+            check_picture_size(bgr.shape[:2], scale, f"a GIF of {len(found)} epoch grids",
+                               "give a smaller --scale", count=len(found))
         picture = resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), scale)
         if frames and picture.shape != frames[0].shape:  # a GIF has one size: fit odd ones to the first
             picture = cv2.resize(picture, frames[0].shape[1::-1], interpolation=cv2.INTER_AREA)
@@ -247,6 +311,8 @@ def sheet_paths(out, seed):
 def make_sheet(run, out=None, seed=0, sheet_size=100, scale=2):
     """Step 1: a numbered sheet of sheet_size faces, and their z (with the faces) in an .npz beside it."""
     generator = load_generator(run)
+    check_picture_size(grid_shape(sheet_size, round(generator.output_shape[1] * scale), 10), 1,
+                       f"a sheet of {sheet_size:,} faces", "give a smaller --sheet-size or --scale")
     z = data_io.sample_z(sheet_size, generator.input_shape[-1], seed)
     faces = data_io.generate_images(generator, z)
     png, npz = sheet_paths(out_folder(run, out), seed)
@@ -256,6 +322,30 @@ def make_sheet(run, out=None, seed=0, sheet_size=100, scale=2):
           f"pick about 3 faces for each concept, e.g.\n  python generate.py arithmetic {run} --seed {seed} "
           f"--a 3,17,42 --b 5,8,11 --c 1,2,9 --names 'smiling woman,neutral woman,neutral man'")
     return png, npz
+
+
+def read_z_file(path, generator):
+    """(z, the sheet's faces or None) from a --z-file or a saved sheet: z real numbers, all finite, one
+    latent_dim row per face (a sheet's faces one uint8 image per row of z, of the generator's size)."""
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as saved:
+                z, faces = saved["z"], saved["faces"] if "faces" in saved.files else None
+        else:
+            z, faces = np.load(path, allow_pickle=False), None
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"cannot read z from {path}: {error}") from None
+    if z.ndim != 2 or not len(z) or z.shape[1] != generator.input_shape[-1]:
+        raise DataError(f"{path} holds z of shape {z.shape}; this generator takes rows of "
+                        f"{generator.input_shape[-1]}-d z")
+    if z.dtype.kind not in "fiu" or not np.isfinite(z).all():
+        raise DataError(f"{path} holds {z.dtype} z with NaN, infinite or non-real values; z must be finite "
+                        "real numbers")
+    if faces is not None and (faces.dtype != np.uint8 or faces.shape != (len(z), *generator.output_shape[1:])):
+        raise DataError(f"{path} holds {faces.dtype} faces of shape {faces.shape}, not one uint8 "
+                        f"{generator.output_shape[1:]} face per z: the sheet is damaged; make a new one with "
+                        "--pick-sheet")
+    return z.astype(np.float32), faces
 
 
 def arithmetic_figure(concept_faces, mean_faces, results, names, scale=2):
@@ -287,39 +377,34 @@ def operator_column(symbol, height, tile):
     return column
 
 
-def arithmetic(run, a=None, b=None, c=None, pick_sheet=False, out=None, seed=0, sheet_size=100,
-               z_file=None, names="A,B,C", noise=0.43, scale=2):
+def arithmetic(run, a=None, b=None, c=None, pick_sheet=False, out=None, seed=0, sheet_size=None,
+               z_file=None, names=None, noise=None, scale=2):
     """Step 2 (step 1 with pick_sheet): mean(z_a) - mean(z_b) + mean(z_c) over faces numbered on the
     sheet of this seed, rendered with 8 variations (uniform noise of +-noise added, as in the paper).
     The paper added +-0.25 to z ~ U(-1, 1), whose std is 0.58: +-0.43 is the same relative amount for N(0, 1).
     Returns the figure's path (or the sheet's paths)."""
     if pick_sheet:
-        if a or b or c:
-            raise DataError("--pick-sheet makes the sheet to choose from: give --a/--b/--c in a second run")
-        return make_sheet(run, out, seed, sheet_size, scale)
+        given = [flag for flag, value in (("--a", a), ("--b", b), ("--c", c), ("--z-file", z_file),
+                                          ("--names", names), ("--noise", noise)) if value is not None]
+        if given:
+            raise DataError(f"--pick-sheet makes the sheet to choose from: give {given[0]} in a second run")
+        return make_sheet(run, out, seed, sheet_size or 100, scale)
     if not (a and b and c):
         raise DataError("give --pick-sheet to make a numbered sheet, or all of --a, --b and --c to use it")
-    names = [n.strip() for n in names.split(",")]
+    if z_file and sheet_size is not None:
+        raise DataError(f"--sheet-size {sheet_size} draws z from --seed; --z-file {z_file} brings its own")
+    names = [n.strip() for n in (names or "A,B,C").split(",")]
     if len(names) != 3:
         raise DataError(f"--names {','.join(names)!r} must be three comma-separated names, e.g. 'A,B,C'")
+    noise = 0.43 if noise is None else noise
     generator = load_generator(run)
     out = out_folder(run, out)
     saved_faces = None
     z_file = z_file or (sheet_paths(out, seed)[1] if os.path.exists(sheet_paths(out, seed)[1]) else None)
     if z_file:  # the sheet's saved z, or a z file from elsewhere (.npy of (N, latent_dim), or .npz with "z")
-        try:
-            if z_file.endswith(".npz"):
-                with np.load(z_file, allow_pickle=False) as saved:
-                    z, saved_faces = saved["z"], saved["faces"] if "faces" in saved.files else None
-            else:
-                z = np.load(z_file, allow_pickle=False)
-        except (ValueError, OSError, KeyError) as error:
-            raise DataError(f"cannot read z from {z_file}: {error}") from None
-        if z.ndim != 2 or z.shape[1] != generator.input_shape[-1]:
-            raise DataError(f"{z_file} holds z of shape {z.shape}; this generator takes "
-                            f"{generator.input_shape[-1]}-d z")
+        z, saved_faces = read_z_file(z_file, generator)
     else:  # the same z the sheet of this seed was made from
-        z = data_io.sample_z(sheet_size, generator.input_shape[-1], seed)
+        z = data_io.sample_z(sheet_size or 100, generator.input_shape[-1], seed)
     a, b, c = (parse_indices(v, flag, len(z)) for v, flag in ((a, "--a"), (b, "--b"), (c, "--c")))
     concept_faces = [data_io.generate_images(generator, z[idx]) for idx in (a, b, c)]
     if saved_faces is not None:
@@ -378,6 +463,11 @@ def neighbours(run, n=8, k=5, out=None, seed=0, data=None, scale=2):
     size = generator.output_shape[1]
     data = data or config.get("data") or ""
     train_images = load_images_mmap(data, size, "training data")
+    if k > len(train_images):
+        raise DataError(f"--k {k}: {data} holds only {len(train_images)} training images")
+    tile = round(size * scale)
+    check_picture_size((n * (tile + 4) + 20, (k + 1) * tile + 14), 1, f"{n} faces beside {k} neighbours each",
+                       "ask for fewer --n or --k, or a smaller --scale")
     faces = data_io.sample_faces(generator, n, seed)
     holdout = config.get("holdout")
     reals = None
@@ -416,7 +506,8 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, function, help, seed=True, scale=2.0, scale_help="enlarge the pictures by this factor"):
+    def command(name, function, help, seed=True, scale=2.0, scale_help="enlarge the pictures by this factor",
+                scale_unset=False):
         p = commands.add_parser(name, help=help, description=help)
         p.set_defaults(function=function)
         p.add_argument("run", metavar="RUN_DIR", help="run directory made by train.py")
@@ -424,18 +515,18 @@ def build_parser():
         if seed:
             p.add_argument("--seed", type=cli.seed, default=0,
                            help="seed of the noise z ~ N(0, I): the same seed gives the same faces (default 0)")
-        p.add_argument("--scale", type=cli.float_in(0.1, 16), default=scale,
+        p.add_argument("--scale", type=cli.float_in(0.1, 16), default=None if scale_unset else scale,
                        help=f"{scale_help} (default {scale:g})")
         return p
 
     p = command("sample", sample, "Generate faces: a grid PNG, one PNG per face, and samples.npy (uint8 "
                 "(N, S, S, 3), for evaluate.py NAME:PATH).",
-                scale_help="enlarge the grid by this factor (the single PNGs stay at native size)")
+                scale_help="enlarge the grid by this factor (the single PNGs stay at native size)", scale_unset=True)
     p.add_argument("--n", type=cli.positive_int, default=64, help="how many faces (default 64)")
     p.add_argument("--format", choices=("png", "npy", "grid", "all"), default="all",
                    help="png: one native-size PNG per face; npy: samples.npy; grid: samples_grid.png; "
                         "all: the three (default)")
-    p.add_argument("--columns", type=cli.positive_int, default=8, help="faces per row of the grid (default 8)")
+    p.add_argument("--columns", type=cli.positive_int, default=None, help="faces per row of the grid (default 8)")
 
     p = command("interpolate", interpolate, "Walk between pairs of random z along great circles (slerp): "
                 "a PNG with one walk per row and a GIF with one frame per step.")
@@ -465,13 +556,14 @@ def build_parser():
                                                  "(smiling woman)")
     p.add_argument("--b", metavar="I,J,K", help="sheet numbers of the concept to subtract, e.g. 5,8,11 (neutral woman)")
     p.add_argument("--c", metavar="I,J,K", help="sheet numbers of the concept to add, e.g. 1,2,9 (neutral man)")
-    p.add_argument("--names", default="A,B,C", help="labels of the three concepts in the figure, comma-separated "
+    p.add_argument("--names", default=None, help="labels of the three concepts in the figure, comma-separated "
                                                     "(default A,B,C)")
-    p.add_argument("--sheet-size", type=cli.positive_int, default=100, help="faces on the sheet (default 100)")
+    p.add_argument("--sheet-size", type=cli.positive_int, default=None,
+                   help="faces on the sheet (default 100); in step 2 without --z-file, the sheet's size again")
     p.add_argument("--z-file", default=None, help="z to index instead of the sheet's (.npy (N, latent_dim), or "
                                                   ".npz with 'z'; default: the sheet's .npz in --out if it is "
                                                   "there, else the same z drawn again from --seed)")
-    p.add_argument("--noise", type=cli.float_in(0), default=0.43,
+    p.add_argument("--noise", type=cli.float_in(0), default=None,
                    help="uniform noise +-NOISE added to the result z for the 8 variations (default 0.43: the "
                         "paper's +-0.25 on uniform z, scaled to this N(0, 1) noise)")
 

@@ -38,11 +38,14 @@ def main(argv=None):
                         help="uniform pixels, or Gaussian pixels matched to --data's per-channel mean/std")
     parser.add_argument("--n", type=cli.positive_int, default=2000, help="number of images")
     parser.add_argument("--size", type=cli.int_in(8, 1024), default=64, help="image side in pixels")
-    parser.add_argument("--data", default=os.path.join("data", "celeba64_train.npy"),
-                        help="reference images for --kind gaussian")
+    parser.add_argument("--data", default=None,
+                        help="reference images for --kind gaussian (default data/celeba64_train.npy)")
     parser.add_argument("--seed", type=cli.seed, default=0, help="random seed")
     parser.add_argument("--out", default=None, help="output folder (default outputs/random_<kind>)")
     args = parser.parse_args(argv)
+    if args.data and args.kind == "uniform":
+        parser.error("--data is the reference of --kind gaussian; uniform pixels take none")
+    args.data = args.data or os.path.join("data", "celeba64_train.npy")
     reference = None
     if args.kind == "gaussian":
         try:

@@ -4,10 +4,12 @@ A run directory holds config.json (the settings), history.json with d_losses.npy
 (the losses so far) and checkpoints/step_<global step>.npz (every variable its future depends on, plus the
 history). Checkpoints are written atomically; reading falls back to an older one when the newest is damaged.
 """
+import io
 import json
 import os
 import sys
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -24,10 +26,12 @@ LEGACY_DEFAULTS = {"minibatch_std_group": 0, "precision": "fp32"}
 
 # ----- config.json ---------------------------------------------------------------------------------------
 
-def load_config(run_dir, defaults=None, required=()):
-    """A run directory's config.json. With `defaults`, keys the run was saved without are filled in once:
-    from LEGACY_DEFAULTS where the default has changed since, else from `defaults`; a saved value of another
-    type than its default's is refused. `required`: keys the file must have."""
+def load_config(run_dir, defaults=None, required=(), checks=None):
+    """A run directory's config.json, checked: every key that CONFIG_CHECKS (and `checks`, more of the same
+    form from the caller) names must hold a value it accepts, wherever the key is present. With `defaults`,
+    keys the run was saved without are filled in once: from LEGACY_DEFAULTS where the default has changed
+    since, else from `defaults`; a saved value of another type than its default's is refused. `required`:
+    keys the file must have. Anything wrong is one DataError naming the file and the key."""
     path = os.path.join(run_dir, "config.json")
     if not os.path.isdir(run_dir):
         raise data_io.DataError(f"no such run directory: {run_dir}")
@@ -43,6 +47,10 @@ def load_config(run_dir, defaults=None, required=()):
     for key in required:
         if key not in config:
             raise data_io.DataError(f"{path} has no {key!r}; is it from train.py?")
+    for key, (accepts, what) in [*CONFIG_CHECKS.items(), *(checks or {}).items()]:
+        if key in config and not accepts(config[key]):
+            raise data_io.DataError(f"{path}: {key!r} is {config[key]!r}, not {what}; the file is damaged or "
+                                    "was edited by hand")
     if defaults is not None:
         for key, value in config.items():
             if not _same_kind(value, defaults.get(key)):
@@ -50,6 +58,31 @@ def load_config(run_dir, defaults=None, required=()):
                                         "like its default; the file is damaged")
         config = {**defaults, **{k: v for k, v in LEGACY_DEFAULTS.items() if k in defaults}, **config}
     return config
+
+
+def _int_at_least(low):
+    return lambda value: type(value) is int and value >= low
+
+
+# What config.json's keys must hold, for every script that reads a run (train.py --resume adds its flags'
+# own checks). A key a run was saved without is not checked here: callers name the keys they need.
+CONFIG_CHECKS = {
+    "image_size": (lambda value: type(value) is int and value in (32, 64, 128), "an image size of 32, 64 or 128"),
+    "latent_dim": (_int_at_least(1), "an integer >= 1"),
+    "batch_size": (_int_at_least(1), "an integer >= 1"),
+    "epochs": (_int_at_least(1), "an integer >= 1"),
+    "steps_per_epoch": (_int_at_least(1), "an integer >= 1"),
+    "n_samples": (_int_at_least(1), "an integer >= 1"),
+    "train_count": (_int_at_least(0), "an integer >= 0"),
+    "replicas": (_int_at_least(1), "an integer >= 1"),
+    "data": (lambda value: isinstance(value, str) and value != "", "a file path"),
+    "holdout": (lambda value: value is None or (isinstance(value, str) and value != ""), "a file path or null"),
+    "data_fingerprint": (lambda value: value is None or (isinstance(value, str) and value.startswith("sha1:")),
+                         "a 'sha1:...' fingerprint or null"),
+    "precision": (lambda value: value in ("fp32", "bf16", "fp16"), "one of fp32, bf16, fp16"),
+    "backend": (lambda value: value in ("tensorflow", "jax"), "tensorflow or jax"),
+    "demo": (lambda value: isinstance(value, bool), "true or false"),
+}
 
 
 def _same_kind(value, default):
@@ -97,6 +130,51 @@ def new_history():
     history = {key: [] for key in STEP_KEYS + EPOCH_KEYS}
     history.update(epoch=0, epoch_steps=[], epoch_seconds=[], images_per_second=[], d_holdout_accuracy=[],
                    d_train_accuracy=[])
+    return history
+
+
+def check_history(history, what, per_step=False):
+    """Raise DataError unless `history` is a whole one as record_epoch leaves it: one entry per closed epoch
+    in each per-epoch list, and with `per_step` (a checkpoint's), per-step lists of equal length that hold
+    the epochs' step counts. Lists a history was saved without, before they existed, are not asked for."""
+    def fail(problem):
+        raise data_io.DataError(f"{what} is damaged: {problem}")
+    if not isinstance(history, dict):
+        fail(f"a JSON {type(history).__name__}, not an object")
+    epoch = history.get("epoch")
+    if type(epoch) is not int or epoch < 0:
+        fail(f"'epoch' is {epoch!r}, not an epoch count")
+    for key in STEP_KEYS + EPOCH_KEYS + ("epoch_steps", "epoch_seconds", "images_per_second"):
+        values = history.get(key, [])
+        if not isinstance(values, list) or not all(type(v) in (int, float) for v in values):
+            fail(f"{key!r} is not a list of numbers")
+    for key in EPOCH_KEYS + ("epoch_steps", "epoch_seconds", "images_per_second"):
+        if key in history and len(history[key]) != epoch:
+            fail(f"{key!r} has {len(history[key])} entries for {epoch} epochs")
+    if any(type(n) is not int or n < 0 for n in history.get("epoch_steps", [])):
+        fail("'epoch_steps' is not a list of step counts")
+    if per_step:
+        if not all(key in history for key in STEP_KEYS):
+            fail(f"it lacks some of {', '.join(STEP_KEYS)}")
+        steps = len(history["d_loss"])
+        if any(len(history[key]) != steps for key in STEP_KEYS):
+            fail("its per-step lists differ in length")
+        if sum(history.get("epoch_steps", [])) > steps:
+            fail("'epoch_steps' counts more steps than it recorded")
+
+
+def read_history(run_dir):
+    """history.json of a run (the per-epoch record save_history writes), checked; None when the run has
+    not finished an epoch yet."""
+    path = os.path.join(run_dir, "history.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            history = json.load(f)
+    except (ValueError, OSError) as error:
+        raise data_io.DataError(f"cannot read {path}: {error}") from None
+    check_history(history, path)
     return history
 
 
@@ -182,41 +260,75 @@ def latest_checkpoint(run_dir):
     return os.path.join(run_dir, "checkpoints", names[-1]) if names else None
 
 
-def load_checkpoint(path, variables=None):
-    """Assign the saved arrays to the variables (none: only read); returns the saved history."""
+def read_checkpoint(path, variables=None):
+    """(arrays, history) of a checkpoint, every part of it verified before any of it is used: each array read
+    whole (the zip's CRC-32 of each checks its bytes), the history a complete one, and with `variables`,
+    exactly their names, each with its variable's shape and dtype. Raises DataError saying what is wrong."""
     try:
-        saved = np.load(path)
-        history = json.loads(saved["history"].tobytes().decode())  # a truncated file fails here
-    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        size = os.path.getsize(path)
+        arrays = {}
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.file_size > size:  # train.py stores its arrays uncompressed: no member outgrows its file
+                    raise ValueError(f"{info.filename} claims {info.file_size:,} bytes, more than the file holds")
+                with archive.open(info) as member:
+                    arrays[info.filename[:-4] if info.filename.endswith(".npy") else info.filename] = (
+                        np.lib.format.read_array(io.BytesIO(member.read()), allow_pickle=False))
+        if "history" not in arrays:
+            raise ValueError("it holds no history")
+        history = json.loads(arrays.pop("history").tobytes().decode())
+    except (ValueError, OSError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile, zlib.error) as error:
         raise data_io.DataError(f"cannot read checkpoint {path}: {error}") from None
-    if variables is None:
-        saved.close()
-        return history
-    with saved:
-        missing = sorted(set(variables) - set(saved.files))
-        if missing:
-            raise data_io.DataError(f"{path} does not match this model ({len(missing)} variables missing)")
+    check_history(history, f"the history in {path}", per_step=True)
+    if os.path.basename(path) != f"step_{len(history['d_loss']):09d}.npz":
+        raise data_io.DataError(f"checkpoint {path} holds the history of step {len(history['d_loss'])}, not its own")
+    if variables is not None:
+        extra, missing = sorted(set(arrays) - set(variables)), sorted(set(variables) - set(arrays))
+        if extra or missing:
+            raise data_io.DataError(f"{path} does not match this model ({len(missing)} variables missing, "
+                                    f"{len(extra)} not in the model{': ' + extra[0] if extra else ''})")
         for name, variable in variables.items():
-            if tuple(saved[name].shape) != tuple(variable.shape):
-                raise data_io.DataError(f"{path} does not match this model: {name} is {saved[name].shape}, "
-                                        f"expected {tuple(variable.shape)}")
-            variable.assign(saved[name])
-        return history
+            expected = (tuple(variable.shape), np.dtype(_numpy_dtype(variable)))
+            if (arrays[name].shape, arrays[name].dtype) != expected:
+                raise data_io.DataError(f"{path} does not match this model: {name} is {arrays[name].dtype} "
+                                        f"{arrays[name].shape}, expected {expected[1]} {expected[0]}")
+    return arrays, history
+
+
+def _numpy_dtype(variable):
+    """The dtype a variable's values have on the host (what save_checkpoint wrote)."""
+    return np.asarray(variable.numpy()).dtype
+
+
+def load_checkpoint(path, variables=None):
+    """Verify a checkpoint (read_checkpoint), then assign its arrays to the variables (none: only read);
+    returns the saved history."""
+    arrays, history = read_checkpoint(path, variables)
+    for name, variable in (variables or {}).items():
+        variable.assign(arrays[name])
+    return history
 
 
 def load_latest_checkpoint(run_dir, variables=None):
-    """(path, history) of the newest readable checkpoint, falling back to older ones; None if there is none.
-    Without variables, only the history is read (quietly: the load with variables warns)."""
+    """(path, history) of the newest intact checkpoint (one that matches the variables, when given), falling
+    back to older ones and saying so on stdout; None if there is none. Without variables, only reads
+    (quietly: the load with variables tells). When none is intact: one DataError naming each one's damage."""
     names = checkpoint_names(run_dir)
-    for i, name in enumerate(reversed(names)):
+    damaged = []
+    for name in reversed(names):
         path = os.path.join(run_dir, "checkpoints", name)
         try:
-            return path, load_checkpoint(path, variables)
+            history = load_checkpoint(path, variables)
         except data_io.DataError as error:
-            if "does not match" in str(error) or i == len(names) - 1:
-                raise
-            if variables is not None:
-                    print(f"warning: {error}; falling back to the previous checkpoint", file=sys.stderr)
+            damaged.append(str(error))
+            continue
+        if damaged and variables is not None:
+            print(f"warning: {'; '.join(damaged)}; falling back to the previous intact checkpoint, {name}",
+                  flush=True)
+        return path, history
+    if damaged:
+        raise data_io.DataError(f"no intact checkpoint in {os.path.join(run_dir, 'checkpoints')}: "
+                                + "; ".join(damaged))
     return None
 
 

@@ -43,6 +43,9 @@ KEPT_ON_RESUME = ("latent_dim", "g_width", "d_width", "batch_size", "lr", "beta1
 # watches, logs and spreads its work.
 HONOURED_ON_RESUME = ("epochs", "checkpoint_every", "keep_checkpoints", "collapse_steps", "sample_every",
                       "tensorboard", "strategy", "logical_cpus")
+# What config.json must hold to resume: what every run has recorded from the start (later keys have defaults).
+RESUME_REQUIRED = ("data", "image_size", "epochs", "batch_size", "lr", "beta1", "beta2", "latent_dim", "g_width",
+                   "d_width", "seed", "n_samples", "steps_per_epoch")
 EXIT_INTERRUPTED, EXIT_DIVERGED = 130, 3
 UNIT_INTERVAL = cli.float_in(0, 1, high_inclusive=False)  # [0, 1): Adam's betas, the EMA decay
 NON_NEGATIVE = cli.float_in(0)
@@ -241,11 +244,22 @@ def check_args(p, args):
         p.error("--allow-data-change applies to --resume only")
     if args.demo and (args.data or args.holdout):
         p.error("--demo trains on the embedded demo faces; it cannot be combined with --data or --holdout")
-    if args.strategy == "multiworker" and not tf_config_is_valid(os.environ.get("TF_CONFIG")):
-        p.error("--strategy multiworker needs TF_CONFIG: a JSON object with this machine's \"cluster\" and "
-                "\"task\" (see README); without it the run would train on this machine alone")
+    if args.strategy == "multiworker":
+        problem = tf_config_problem(os.environ.get("TF_CONFIG"))
+        if problem:
+            p.error(f"--strategy multiworker needs TF_CONFIG: a JSON object with the \"cluster\" of worker "
+                    f"(and chief) addresses and this machine's \"task\" in it (see README); {problem}")
+    if args.logical_cpus == 1 or (args.logical_cpus and args.strategy != "mirrored"):
+        p.error("--logical-cpus N splits the CPU into N >= 2 devices for --strategy mirrored; "
+                f"--logical-cpus {args.logical_cpus} with --strategy {args.strategy} would change nothing")
+    if args.dry_run:
+        ignored = [flag for flag in ("epochs", "max_steps", "n_samples", "name", "tensorboard")
+                   if flag in getattr(args, "given_flags", ())]
+        if ignored:
+            p.error(f"--dry-run trains 2 epochs of one step in a temporary folder: --{ignored[0].replace('_', '-')} "
+                    "would change nothing")
     if args.diffaug:
-        unknown = set(args.diffaug.split(",")) - set(gan_step.DIFFAUG_OPS)
+        unknown = unknown_diffaug_ops(args.diffaug)
         if unknown:
             p.error(f"--diffaug: unknown {', '.join(sorted(unknown))}; choose from {','.join(gan_step.DIFFAUG_OPS)}")
     if args.label_smoothing and args.loss == "hinge":
@@ -257,15 +271,54 @@ def check_args(p, args):
     if args.spectral_norm and args.strategy != "none":
         p.error("--spectral-norm is single-device only (its power-iteration state is not synchronised across "
                 "replicas)")
+    if not args.resume:  # a resumed run keeps its recipe, whichever flags come with it
+        if args.r1_every not in (None, 1) and recipe_option_off(args, "r1"):
+            p.error(f"--r1-every {args.r1_every} spaces out the R1 penalty: it needs --r1 GAMMA > 0")
+        if args.minibatch_std_group is not None and recipe_option_off(args, "minibatch_std"):
+            p.error("--minibatch-std-group applies to --minibatch-std only")
 
 
-def tf_config_is_valid(text):
-    """Whether TF_CONFIG is a JSON object with a cluster and this machine's task in it."""
+def tf_config_problem(text):
+    """What keeps TF_CONFIG from naming a cluster this machine is part of (None when it does): the cluster
+    must list at least one worker or chief address, and the task must be one of them by type and index."""
+    if not text:
+        return "TF_CONFIG is not set"
     try:
-        config = json.loads(text or "")
-    except ValueError:
-        return False
-    return isinstance(config, dict) and isinstance(config.get("cluster"), dict) and isinstance(config.get("task"), dict)
+        config = json.loads(text)
+    except ValueError as error:
+        return f"TF_CONFIG is not JSON ({error})"
+    cluster, task = (config.get("cluster"), config.get("task")) if isinstance(config, dict) else (None, None)
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        return "TF_CONFIG needs a \"cluster\" object and a \"task\" object"
+    for kind, addresses in cluster.items():
+        if kind not in ("chief", "worker"):
+            return f"the cluster's {kind!r} tasks are not for MultiWorkerMirroredStrategy (only chief and worker)"
+        if (not isinstance(addresses, list) or not addresses
+                or not all(isinstance(a, str) and ":" in a for a in addresses)):
+            return f"the cluster's {kind!r} must be a list of host:port addresses, got {addresses!r}"
+    if len(cluster.get("chief", [])) > 1:
+        return "a cluster has at most one chief"
+    if not cluster:
+        return "the cluster lists no worker or chief: the run would train on this machine alone"
+    kind, index = task.get("type"), task.get("index")
+    if kind not in cluster:
+        return f"the task's type {kind!r} is not in the cluster ({', '.join(sorted(cluster))})"
+    if type(index) is not int or not 0 <= index < len(cluster[kind]):
+        return f"the task's index {index!r} is not one of the cluster's {len(cluster[kind])} {kind} addresses"
+    return None
+
+
+def unknown_diffaug_ops(text):
+    """The names in a --diffaug list that are not DiffAugment operations."""
+    return set(text.split(",")) - set(gan_step.DIFFAUG_OPS)
+
+
+def recipe_option_off(args, key):
+    """Whether a recipe option (e.g. "r1") is off for this new run: not given, and off in every preset it can
+    come from."""
+    presets = [args.preset] if args.preset else list(gan_step.PRESETS)
+    return not getattr(args, key) and (getattr(args, key) is not None or not any(gan_step.PRESETS[p][key]
+                                                                                for p in presets))
 
 
 # ----- data ----------------------------------------------------------------------------------------------
@@ -413,7 +466,8 @@ def resume_run(args):
     paper's), checked against the flags given (KEPT_ON_RESUME must match, HONOURED_ON_RESUME are taken) and
     its data against the data it trained on. Raises NothingToDo for a run that has trained all its epochs."""
     run_dir, given = args.resume, given_flags(args)
-    config = run_state.load_config(run_dir, settings(parse_args([]), demo=False), required=("data", "image_size"))
+    config = run_state.load_config(run_dir, settings(parse_args([]), demo=False), required=RESUME_REQUIRED,
+                                   checks=saved_setting_checks())
     if {"out", "name"} & given:
         raise data_io.DataError(f"--out and --name name a new run; --resume continues {run_dir} in its own folder")
     run_state.check_resume_settings(config, {key: getattr(args, key) for key in KEPT_ON_RESUME if key in given})
@@ -424,6 +478,7 @@ def resume_run(args):
                                 "would undo them (give more epochs to train further)")
     config.update({key: getattr(args, key) for key in HONOURED_ON_RESUME if key in given},
                   strategy=args.strategy, logical_cpus=args.logical_cpus)  # how this process runs
+    check_backend(config, resume=True)
     if epochs_done >= config["epochs"]:
         raise NothingToDo(f"{run_dir} has already trained all its {epochs_done} epochs: nothing to do (pass "
                           f"--epochs N, N > {epochs_done}, to train further)")
@@ -441,6 +496,45 @@ def resume_run(args):
     return run_dir, config, images
 
 
+def saved_setting_checks():
+    """For run_state.load_config: what config.json may hold for each of train.py's flags, from the flag's
+    own argparse type and choices (null only where the flag's default is null)."""
+    defaults = settings(parse_args([]), demo=False)
+    checks = {}
+    for action in build_parser()._actions:
+        key = action.dest
+        if key not in defaults:
+            continue
+        if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
+            accepts, what = (lambda value: isinstance(value, bool)), "true or false"
+        elif action.choices:
+            accepts, what = (lambda value, choices=action.choices: value in choices), f"one of {action.choices}"
+        elif action.type in (None, str):
+            accepts, what = (lambda value: isinstance(value, str)), "a string"
+        else:
+            accepts = (lambda value, parse=action.type: _parses(parse, value))
+            what = f"a valid --{key.replace('_', '-')}"
+        if defaults[key] is None:
+            accepts = (lambda value, accepts=accepts: value is None or accepts(value))
+        checks[key] = (accepts, what)
+    checks["diffaug"] = (lambda value: isinstance(value, str) and not (value and unknown_diffaug_ops(value)),
+                         f"a comma-separated list of {', '.join(gan_step.DIFFAUG_OPS)}")
+    return checks
+
+
+def _parses(parse, value):
+    """Whether a number saved in config.json is one its flag's cli type accepts (an integer for an integer
+    flag)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (parse.__name__ == "integer"
+                                                                         and not isinstance(value, int)):
+        return False
+    try:
+        parse(repr(value))
+    except argparse.ArgumentTypeError:
+        return False
+    return True
+
+
 def check_fixed_noise(run_dir, config):
     """A run with checkpoints continues its sample grids from fixed_noise.npy: it must be there, as made."""
     path = os.path.join(run_dir, "fixed_noise.npy")
@@ -449,9 +543,11 @@ def check_fixed_noise(run_dir, config):
     except (OSError, ValueError, EOFError) as error:
         raise data_io.DataError(f"cannot read {path}, the noise of the run's sample grids: "
                                 f"{getattr(error, 'strerror', None) or error}") from None
-    if noise.shape != (config["n_samples"], config["latent_dim"]):
-        raise data_io.DataError(f"{path} holds {noise.shape}, not the run's ({config['n_samples']}, "
-                                f"{config['latent_dim']}) noise vectors of its sample grids")
+    if noise.shape != (config["n_samples"], config["latent_dim"]) or noise.dtype.kind != "f":
+        raise data_io.DataError(f"{path} holds {noise.dtype} {noise.shape}, not the run's ({config['n_samples']}, "
+                                f"{config['latent_dim']}) float noise vectors of its sample grids")
+    if not np.isfinite(noise).all():
+        raise data_io.DataError(f"{path} holds NaN or infinite values, not the noise of the run's sample grids")
 
 
 def make_step(nets, config, strategy, images):
@@ -476,7 +572,8 @@ def keras_backend():
 
 
 def check_backend(config, resume):
-    """Record the Keras backend in the config; refuse a resume on another backend, and tf.distribute on JAX."""
+    """Record the Keras backend in the config; refuse a resume on another backend, and tf.distribute on JAX
+    (both before any data is read)."""
     backend = keras_backend()
     if resume and config.get("backend", "tensorflow") != backend:
         raise data_io.DataError(f"the run was trained with KERAS_BACKEND={config.get('backend', 'tensorflow')}; "
@@ -490,6 +587,9 @@ def check_backend(config, resume):
 def make_strategy(name, logical_cpus=0):
     """The tf.distribute strategy for --strategy (None for "none"), after splitting the CPU if asked."""
     import tensorflow as tf
+    if logical_cpus > 1 and tf.config.list_physical_devices("GPU"):
+        raise data_io.DataError("--logical-cpus splits the CPU for machines without GPUs; --strategy mirrored "
+                                "trains on this machine's GPUs instead: leave --logical-cpus out")
     if logical_cpus > 1:
         try:
             tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
@@ -543,6 +643,7 @@ class _StopRequest:
 def train(args):
     """Train per args (from parse_args), after checking every input and the output folder; a new run that
     fails before its first checkpoint leaves nothing behind. Returns (run_dir, exit code)."""
+    check_backend({"strategy": args.strategy, "logical_cpus": args.logical_cpus}, resume=False)
     strategy = make_strategy(args.strategy, args.logical_cpus) if keras_backend() == "tensorflow" else None
     chief = is_chief(strategy)
     run_dir, config, images = prepare_run(args, new_run_check=chief)

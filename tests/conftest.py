@@ -1,5 +1,8 @@
 import os
+import struct
 import sys
+import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -109,3 +112,27 @@ def usage_error(parse, argv, capsys):
         parse(argv)
     assert exit_info.value.code == 2
     return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def flip_a_byte_inside(checkpoint, member="g/0000.npy"):
+    """Flip one byte in the middle of one array of a checkpoint (past the zip's and the .npy's headers)."""
+    with zipfile.ZipFile(checkpoint) as archive:
+        info = archive.getinfo(member)
+    raw = bytearray(open(checkpoint, "rb").read())
+    name_length, extra_length = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    raw[info.header_offset + 30 + name_length + extra_length + info.file_size // 2] ^= 0xFF
+    open(checkpoint, "wb").write(bytes(raw))
+
+
+def wait_for_checkpoint(run_dir, at_least, process, timeout=600):
+    """Return once `process` has written a checkpoint of step `at_least` or later into run_dir."""
+    import run_state
+    deadline = time.time() + timeout  # a guard against a hung child, far above any machine's start-up
+    while time.time() < deadline:
+        names = run_state.checkpoint_names(str(run_dir))
+        if names and int(names[-1][5:14]) >= at_least:
+            return
+        if process.poll() is not None:
+            pytest.fail(f"training ended early: {process.stdout.read()}")
+        time.sleep(0.2)
+    pytest.fail("no checkpoint appeared")

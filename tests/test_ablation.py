@@ -1,7 +1,12 @@
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import ablation
+import run_state
+from conftest import ROOT, wait_for_checkpoint
 
 
 def test_ablation_trains_each_row_and_scores_raw_and_ema_generators(tmp_path, tiny_dataset, capsys,
@@ -61,3 +66,59 @@ def test_long_rows_each_change_one_setting_of_preset_best(tmp_path, tiny_dataset
     assert changed["long_bcr"] == {"bcr"} and changed["long_diffaug3"] == {"diffaug"}
     assert changed["long_ms10"] == {"mode_seeking"}
     assert changed["long_sn_hinge"] == {"spectral_norm", "loss", "label_smoothing"}  # smoothing is bce-only
+
+
+ROW_FLAGS = ["--rows", "dcgan", "--batch-size", "16", "--n", "16", "--no-fid", "--train-args",
+             "--g-width 8 --d-width 8 --max-steps 4 --n-samples 16 --precision fp32"]
+
+
+def test_a_damaged_history_of_a_row_is_one_line(tmp_path, tiny_dataset, capsys):
+    run = tmp_path / "abl_dcgan_s0"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"epochs": 2}))
+    (run / "history.json").write_text('{"epoch": 2, "d_los')  # cut off
+    assert ablation.main([*ROW_FLAGS, "--epochs", "2", "--data", tiny_dataset, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"ablation.py: error: cannot read {run / 'history.json'}: "
+                                        "Unterminated string starting at: line 1 column 14 (char 13)"]
+
+
+def _processes_running(word):
+    """The processes whose command line holds `word`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if word.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_ctrl_c_and_sigterm_stop_the_training_run_with_a_checkpoint_and_exit_130(tmp_path, tiny_dataset):
+    # Ctrl-C at a terminal signals ablation.py's whole process group; SIGTERM comes to ablation.py alone
+    processes = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        processes[sig] = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "ablation.py"), *ROW_FLAGS, "--epochs", "1000", "--data", tiny_dataset,
+             "--out", str(tmp_path / sig.name)], cwd=ROOT, process_group=0, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+    try:
+        for sig, process in processes.items():
+            run = tmp_path / sig.name / "abl_dcgan_s0"
+            wait_for_checkpoint(run, 4, process)  # train.py has finished its first epoch
+            if sig == signal.SIGINT:
+                os.killpg(process.pid, sig)
+            else:
+                process.send_signal(sig)
+            out, err = process.communicate(timeout=120)
+            assert process.returncode == 130, err
+            assert "Traceback" not in out + err and err.strip().splitlines()[-1] == "ablation.py: interrupted"
+            assert f"{sig.name} received: finishing this step" in out  # train.py got it, once
+            assert f"train.py stopped {run} with a checkpoint" in out
+            assert not _processes_running(str(run))  # no train.py left behind
+            assert int(run_state.checkpoint_names(str(run))[-1][5:14]) > 4  # the checkpoint taken at the signal
+    finally:  # a failure above must not leave a 1000-epoch run going
+        for pid in _processes_running(str(tmp_path)):
+            os.kill(pid, signal.SIGKILL)

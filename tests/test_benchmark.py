@@ -3,6 +3,7 @@ import json
 import pytest
 
 import benchmark
+from conftest import usage_error
 
 
 def test_tensorflow_benchmark_times_train_step_and_writes_json(tmp_path, capsys):
@@ -43,3 +44,38 @@ def test_tf32_is_refused_for_tensorflow(capsys):
         benchmark.main(["--precisions", "tf32"])
     assert error.value.code == 2
     assert "tf32 is for --backend jax" in capsys.readouterr().err
+
+
+TF_QUICK = ["--modes", "graph"]  # with the quick flags below: what a wrongly accepted setting then times
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([*TF_QUICK, "--peak-gflops", "-5"], "--peak-gflops: must be > 0, got -5"),
+    ([*TF_QUICK, "--peak-gflops", "0"], "--peak-gflops: must be > 0, got 0"),
+    ([*TF_QUICK, "--peak-gflops", "nan"], "--peak-gflops: must be a finite number"),
+    ([*TF_QUICK, "--precisions", "fp32", "bf16", "--peak-gflops", "100"], "--peak-gflops is one precision's peak"),
+    ([*TF_QUICK, "--batches", "0"], "--batches: must be >= 1, got 0"),
+    ([*TF_QUICK, "--steps", "0"], "--steps: must be >= 1, got 0"),
+    ([*TF_QUICK, "--warmup", "-1"], "--warmup: must be >= 0, got -1"),
+    ([*TF_QUICK, "--epoch-images", "1000"], "--epoch-images is for --backend jax"),
+    (["--backend", "jax", "--modes", "xla"], "--modes are TensorFlow's"),
+    (["--backend", "jax", "--batches", "64", "--epoch-images", "10"], "less than one batch of 64"),
+])
+def test_settings_that_cannot_be_timed_or_reported_are_refused(argv, message, capsys, tmp_path):
+    quick = ["--precisions", "fp32", "--batches", "4", "--warmup", "0", "--steps", "1",
+             "--out", str(tmp_path / "b.json")]
+    assert message in usage_error(benchmark.main, [*quick, *argv], capsys)
+
+
+@pytest.mark.parametrize("out, message", [("file/bench.json", "cannot write to"), (".", "is a folder")])
+def test_an_unusable_out_is_refused_before_any_timing(tmp_path, capsys, monkeypatch, out, message):
+    (tmp_path / "file").write_text("in the way")
+    monkeypatch.setattr(benchmark, "tf_rows", lambda *a: pytest.fail("timed before checking --out"))
+    assert benchmark.main(["--modes", "graph", "--precisions", "fp32", "--out", str(tmp_path / out)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_backend_asked_for_is_the_one_timed(capsys, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "jax")  # this process runs Keras on TensorFlow: the rows would be mislabelled
+    assert benchmark.main(["--backend", "jax", "--precisions", "fp32", "--out", "x.json"]) == 2
+    assert "--backend jax: Keras already runs on tensorflow in this process" in capsys.readouterr().err

@@ -29,6 +29,7 @@ def _one_line(err):
     (random_baseline.main, ["--n", "0"], "--n: must be >= 1, got 0"),
     (random_baseline.main, ["--size", "0"], "--size: must be between 8 and 1024, got 0"),
     (random_baseline.main, ["--seed", "-3"], "--seed: must be between 0 and 4294967295, got -3"),
+    (random_baseline.main, ["--data", "x.npy"], "--data is the reference of --kind gaussian"),
     (preprocess.main, ["--source", "x", "--workers", "-1"], "--workers: must be between 0 and 256, got -1"),
     (preprocess.main, ["--source", "x", "--limit", "ten"], "--limit: 'ten' is not an integer"),
     (evaluate.main, ["run", "--n", "0"], "--n: must be >= 20, got 0"),
@@ -164,3 +165,36 @@ def test_a_float_image_array_outside_the_unit_range_is_refused(tmp_path, values)
     np.save(tmp_path / "x.npy", values)
     with pytest.raises(cli.UserError, match="outside"):
         generate.data_io.load_image_array(str(tmp_path / "x.npy"))
+
+
+def _run_with_config(run, folder, **changes):
+    """A run directory like `run` (its files linked) whose config.json is hand-edited: keys set, or removed when
+    given as None."""
+    folder.mkdir()
+    for name in os.listdir(run):
+        if name != "config.json":
+            os.symlink(run / name, folder / name)
+    config = {**json.loads((run / "config.json").read_text()), **changes}
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    return str(folder)
+
+
+@pytest.mark.parametrize("command, changes, message", [
+    (["evaluate"], {"image_size": "32"}, "'image_size' is '32', not an image size of 32, 64 or 128"),
+    (["evaluate"], {"precision": "fp64"}, "'precision' is 'fp64', not one of fp32, bf16, fp16"),
+    (["evaluate"], {"image_size": None}, "has no 'image_size'"),
+    (["evaluate"], {"holdout": 7}, "'holdout' is 7, not a file path or null"),
+    (["evaluate", "--curve"], {"batch_size": 16.5, "steps_per_epoch": 2}, "'batch_size' is 16.5, not an integer >= 1"),
+    (["evaluate", "--curve"], {}, "has no 'steps_per_epoch'"),
+    (["sample"], {"latent_dim": [8]}, "'latent_dim' is [8], not an integer >= 1"),
+    (["progress"], {"epochs": -2}, "'epochs' is -2, not an integer >= 1"),
+    (["neighbours"], {"data": ""}, "'data' is '', not a file path"),
+])
+def test_a_hand_edited_config_is_one_line_naming_the_file_and_key(run, tmp_path, capsys, command, changes,
+                                                                   message):
+    edited = _run_with_config(run, tmp_path / "edited", **changes)
+    main = evaluate.main if command[0] == "evaluate" else generate.main
+    argv = [edited, *(command[1:] or ["--no-quality"])] if command[0] == "evaluate" else [command[0], edited]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert os.path.join(edited, "config.json") in line and message in line

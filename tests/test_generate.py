@@ -1,6 +1,7 @@
 """generate.py on a tiny hand-made run directory: 32 px, 8-d noise, an untrained (but not flat) generator."""
 import json
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -175,3 +176,101 @@ def test_clear_one_line_errors_with_exit_code_2(run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse's own errors also exit with 2
         generate.main(["sample", run, "--n", "0"])
     assert exit_info.value.code == 2
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: np.full((12, LATENT), np.nan, np.float32), "NaN, infinite or non-real values"),
+    (lambda: np.where(np.eye(12, LATENT) > 0, np.inf, 0).astype(np.float32), "NaN, infinite or non-real values"),
+    (lambda: np.ones((12, LATENT), np.complex64), "complex64 z"),
+    (lambda: np.zeros((0, LATENT), np.float32), "holds z of shape (0, 8)"),
+])
+def test_arithmetic_refuses_noise_files_that_are_not_finite_real_z(run, tmp_path, capsys, make, message):
+    np.save(tmp_path / "z.npy", make())
+    assert generate.main(["arithmetic", run, "--a", "0", "--b", "1", "--c", "2", "--z-file", str(tmp_path / "z.npy"),
+                          "--out", str(tmp_path / "out")]) == 2
+    assert message in _error_line(capsys)
+    assert not [name for name in os.listdir(tmp_path / "out") if name.startswith("arithmetic")]
+
+
+def test_arithmetic_refuses_a_damaged_sheet(run, tmp_path, capsys):
+    out = str(tmp_path)
+    assert generate.main(["arithmetic", run, "--pick-sheet", "--sheet-size", "12", "--out", out]) == 0
+    with np.load(tmp_path / "arithmetic_sheet_seed0.npz") as saved:
+        z, faces = saved["z"], saved["faces"]
+    np.savez(tmp_path / "arithmetic_sheet_seed0.npz", z=np.where(z > 1, np.nan, z), faces=faces)  # the sheet itself
+    assert generate.main(["arithmetic", run, "--a", "0", "--b", "1", "--c", "2", "--out", out]) == 2
+    assert "arithmetic_sheet_seed0.npz holds float32 z with NaN" in _error_line(capsys)
+    np.savez(tmp_path / "arithmetic_sheet_seed0.npz", z=z, faces=faces[:5])
+    assert generate.main(["arithmetic", run, "--a", "0", "--b", "1", "--c", "2", "--out", out]) == 2
+    assert "not one uint8 (32, 32, 3) face per z: the sheet is damaged" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "--format", "npy", "--columns", "4"], "--format npy writes no grid"),
+    (["sample", "--format", "png", "--scale", "3"], "--format png writes no grid"),
+    (["arithmetic", "--pick-sheet", "--z-file", "z.npy"], "give --z-file in a second run"),
+    (["arithmetic", "--pick-sheet", "--names", "a,b,c"], "give --names in a second run"),
+    (["arithmetic", "--pick-sheet", "--noise", "0.2"], "give --noise in a second run"),
+    (["arithmetic", "--a", "0", "--b", "1", "--c", "2", "--z-file", "z.npy", "--sheet-size", "20"],
+     "--z-file z.npy brings its own"),
+    (["neighbours", "--k", "41"], "--k 41: "),
+])
+def test_flags_that_would_change_nothing_are_refused(run, tmp_path, capsys, argv, message):
+    assert generate.main([argv[0], run, *argv[1:], "--out", str(tmp_path)]) == 2
+    assert message in _error_line(capsys)
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["sample", "--n", "3000000", "--format", "grid"], "a grid of 3,000,000 faces"),
+    (["interpolate", "--rows", "2000", "--steps", "500"], "2000 walks of 500 steps"),
+    (["arithmetic", "--pick-sheet", "--sheet-size", "100000"], "a sheet of 100,000 faces"),
+    (["neighbours", "--n", "100000", "--k", "5"], "100000 faces beside 5 neighbours"),
+])
+def test_pictures_too_large_to_make_in_memory_are_refused_before_any_face(run, tmp_path, capsys, monkeypatch,
+                                                                          argv, what):
+    monkeypatch.setattr(data_io, "generate_images", lambda *a: pytest.fail("made faces"))
+    assert generate.main([argv[0], run, *argv[1:], "--out", str(tmp_path)]) == 2
+    assert what in _error_line(capsys) and os.listdir(tmp_path) == []
+
+
+def test_progress_refuses_a_gif_too_large_to_make(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(generate, "MAX_PICTURE_PIXELS", 2_000_000)
+    assert generate.main(["progress", run, "--scale", "8", "--out", str(tmp_path)]) == 0  # 2 frames of 560 x 560
+    assert generate.main(["progress", run, "--scale", "16", "--out", str(tmp_path / "big")]) == 2
+    assert "a GIF of 2 epoch grids would be 2,508,800 pixels" in _error_line(capsys)
+
+
+def test_sample_streams_any_number_of_faces_in_bounded_memory(run, tmp_path, monkeypatch):
+    import tracemalloc
+    monkeypatch.setattr(generate, "SAMPLE_CHUNK", 200)
+    peaks = {}
+    for n in (200, 3000):  # 3000: 9 MB of faces, made and written 200 at a time
+        tracemalloc.start()
+        try:
+            generate.sample(run, n=n, format="npy", out=str(tmp_path / str(n)), seed=4)
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    faces = np.load(tmp_path / "3000" / "samples.npy")
+    assert faces.shape == (3000, SIZE, SIZE, 3) and peaks[3000] - peaks[200] < faces.nbytes / 10
+    generator = generate.load_generator(run)
+    np.testing.assert_array_equal(faces, data_io.sample_faces(generator, 3000, seed=4))  # the faces of seed 4
+    assert generate.main(["sample", run, "--n", "450", "--seed", "4", "--out", str(tmp_path / "all")]) == 0
+    assert np.array_equal(np.load(tmp_path / "all" / "samples.npy"), faces[:450])
+    assert np.array_equal(cv2.imread(str(tmp_path / "all" / "sample_0449.png"))[..., ::-1], faces[449])
+
+
+def test_sample_refuses_what_does_not_fit_on_the_disk_before_writing(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 10 ** 6,
+                                                                                   10 ** 6))  # 1 MB free
+    monkeypatch.setattr(data_io, "generate_images", lambda *a: pytest.fail("made faces"))
+    assert generate.main(["sample", run, "--n", "3000000", "--format", "npy", "--out", str(tmp_path)]) == 2
+    assert "3,000,000 faces as --format npy needs about 9.22 GB" in _error_line(capsys)
+    assert os.listdir(tmp_path) == []

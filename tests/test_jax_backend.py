@@ -50,8 +50,8 @@ def jax_process(tmp_path_factory, tiny_faces):
     np.savez(tmp / "inputs.npz", real=rng.integers(0, 256, (16, 32, 32, 3), np.uint8),
              z=rng.standard_normal((16, 16)).astype(np.float32))
     flags = ["--data", str(tmp / "tiny_train.npy"), "--out", str(tmp), *RESUME_FLAGS]
-    straight, split = tmp / "straight", tmp / "split"
-    run_on_jax(f"""
+    straight, split, damaged = tmp / "straight", tmp / "split", tmp / "damaged"
+    result = run_on_jax(f"""
 import os, shutil
 import numpy as np
 import benchmark, gan_step, train
@@ -61,6 +61,11 @@ assert train.main([*{flags!r}, "--name", "straight", "--epochs", "2"]) == 0
 shutil.copytree({str(straight)!r}, {str(split)!r})
 os.remove(os.path.join({str(split)!r}, "checkpoints", "step_000000004.npz"))
 assert train.main(["--resume", {str(split)!r}, "--epochs", "2"]) == 0
+# the same run with one byte flipped inside its newest checkpoint, resumed from the one before
+import sys; sys.path.insert(0, "tests"); from conftest import flip_a_byte_inside
+shutil.copytree({str(straight)!r}, {str(damaged)!r})
+flip_a_byte_inside(os.path.join({str(damaged)!r}, "checkpoints", "step_000000004.npz"), "d_opt/0003.npy")
+assert train.main(["--resume", {str(damaged)!r}, "--epochs", "2"]) == 0
 
 # two steps of the shared recipe, with the initial weights saved for the TensorFlow side
 inputs = np.load({str(tmp / "inputs.npz")!r})
@@ -78,6 +83,7 @@ np.savez({str(tmp / "jax_step.npz")!r}, losses=np.array(losses), **weights)
 assert benchmark.main(["--backend", "jax", "--precisions", "fp16", "--batches", "4", "--warmup", "1", "--steps",
                        "1", "--epoch-images", "10", "--out", {str(tmp / "bench.json")!r}]) == 0
 """, tmp)
+    (tmp / "stdout.txt").write_text(result.stdout)
     return tmp
 
 
@@ -126,3 +132,12 @@ def test_jax_benchmark_trains_an_epoch_in_fp16_with_loss_scaling(jax_process):
     # dynamic loss scaling: a power of two, halved from 2**15 only on overflow, never zero
     scale = row["final_loss_scale"]
     assert 1 <= scale <= 2 ** 15 and np.log2(scale) == int(np.log2(scale))
+
+
+def test_jax_run_falls_back_from_a_damaged_checkpoint_and_resumes_bit_exactly(jax_process):
+    assert ("Bad CRC-32 for file 'd_opt/0003.npy'; falling back to the previous intact checkpoint, "
+            "step_000000002.npz") in (jax_process / "stdout.txt").read_text()
+    straight, damaged = np.load(jax_process / "straight" / "steps.npz"), np.load(jax_process / "damaged" / "steps.npz")
+    assert len(damaged["g_loss"]) == 4
+    for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+        np.testing.assert_array_equal(damaged[key], straight[key])

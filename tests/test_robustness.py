@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 
 import numpy as np
@@ -21,7 +20,7 @@ import preprocess
 import gan_step
 import run_state
 import train
-from conftest import ROOT, TINY_TRAIN_FLAGS, jpeg_bytes
+from conftest import ROOT, TINY_TRAIN_FLAGS, flip_a_byte_inside, jpeg_bytes, wait_for_checkpoint
 
 
 def _folder_with(tmp_path, odd_name, odd_bytes, n_good=4):
@@ -142,7 +141,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_dat
     with open(newest, "r+b") as f:
         f.truncate(1000)
     assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "3"]) == 0
-    assert "falling back to the previous checkpoint" in capsys.readouterr().err
+    assert "falling back to the previous intact checkpoint" in capsys.readouterr().out
     assert len(np.load(tmp_path / "run" / "d_losses.npy")) == 3
 
 
@@ -187,18 +186,6 @@ def test_collapse_guard_stops_when_d_wins_for_too_long(tmp_path, tiny_dataset, c
 def _start(args):
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _wait_for_checkpoint(run_dir, at_least, process, timeout=600):
-    deadline = time.time() + timeout  # a guard against a hung child, far above any machine's start-up
-    while time.time() < deadline:
-        names = run_state.checkpoint_names(str(run_dir))
-        if names and int(names[-1][5:14]) >= at_least:
-            return
-        if process.poll() is not None:
-            pytest.fail(f"training ended early: {process.stdout.read()}")
-        time.sleep(0.2)
-    pytest.fail("no checkpoint appeared")
 
 
 def test_kill_9_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path, tiny_dataset):
@@ -246,7 +233,7 @@ def test_ctrl_c_and_sigterm_checkpoint_and_exit_cleanly(tmp_path, tiny_dataset):
     try:
         for sig, process in processes.items():
             run_dir = tmp_path / sig.name
-            _wait_for_checkpoint(run_dir, 4, process)
+            wait_for_checkpoint(run_dir, 4, process)
             process.send_signal(sig)
             output, _ = process.communicate(timeout=60)
             assert process.returncode == train.EXIT_INTERRUPTED, sig.name
@@ -498,3 +485,75 @@ def test_unusable_training_data_is_one_line(tmp_path, capsys, make, message):
                        *TINY_TRAIN_FLAGS]) == 2
     assert message in _one_line(capsys.readouterr().err)
     assert not (tmp_path / "outputs").exists()
+
+
+def _edit_config(run, **changes):
+    """Hand-edit a run's config.json: set keys, or remove those given as None."""
+    config = json.loads((run / "config.json").read_text())
+    config.update(changes)
+    (run / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"precision": "fp64"}, "'precision' is 'fp64', not one of fp32, bf16, fp16"),
+    ({"image_size": 48}, "'image_size' is 48, not an image size of 32, 64 or 128"),
+    ({"lr": -1}, "'lr' is -1, not a valid --lr"),
+    ({"batch_size": 0}, "'batch_size' is 0, not an integer >= 1"),
+    ({"ema": 1.5}, "'ema' is 1.5, not a valid --ema"),
+    ({"loss": "wgan"}, "'loss' is 'wgan', not one of ('bce', 'hinge')"),
+    ({"preset": "fancy"}, "'preset' is 'fancy'"),
+    ({"diffaug": "rotate"}, "'diffaug' is 'rotate', not a comma-separated list of color, translation, cutout"),
+    ({"spectral_norm": "yes"}, "'spectral_norm' is 'yes', not true or false"),
+    ({"latent_dim": None}, "has no 'latent_dim'"),
+    ({"steps_per_epoch": None}, "has no 'steps_per_epoch'"),
+])
+def test_resume_of_a_hand_edited_config_names_the_file_and_key(finished_run, tmp_path, capsys, changes, message):
+    run, _ = _copy_run(finished_run, tmp_path)
+    _edit_config(run, **changes)
+    assert train.main(["--resume", str(run), "--epochs", "3"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert str(run / "config.json") in line and message in line
+
+
+def test_resume_with_damaged_fixed_noise_is_one_line(finished_run, tmp_path, capsys):
+    run, _ = _copy_run(finished_run, tmp_path)
+    np.save(run / "fixed_noise.npy", np.full((16, 100), np.nan, np.float32))  # grids of black faces otherwise
+    assert train.main(["--resume", str(run), "--epochs", "3"]) == 2
+    assert "fixed_noise.npy holds NaN or infinite values" in _one_line(capsys.readouterr().err)
+
+
+def test_a_flipped_byte_in_the_newest_checkpoint_falls_back_and_resumes_bit_exactly(tmp_path, tiny_dataset, capsys):
+    flags = ["--data", tiny_dataset, "--out", str(tmp_path), *TINY_TRAIN_FLAGS, "--precision", "fp32"]
+    assert train.main([*flags, "--name", "straight", "--epochs", "3"]) == 0
+    assert train.main([*flags, "--name", "damaged", "--epochs", "2"]) == 0
+    flip_a_byte_inside(tmp_path / "damaged" / "checkpoints" / "step_000000004.npz")
+    capsys.readouterr()
+    assert train.main(["--resume", str(tmp_path / "damaged"), "--epochs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "step_000000004.npz: Bad CRC-32 for file 'g/0000.npy'; falling back to the previous intact " \
+           "checkpoint, step_000000002.npz" in out and "resuming" in out
+    straight, damaged = np.load(tmp_path / "straight" / "steps.npz"), np.load(tmp_path / "damaged" / "steps.npz")
+    for key in run_state.STEP_KEYS:  # epoch 2 trained again from step 2, exactly as the first time
+        np.testing.assert_array_equal(damaged[key], straight[key])
+
+
+def test_no_intact_checkpoint_is_one_line(finished_run, tmp_path, capsys):
+    run, _ = _copy_run(finished_run, tmp_path)
+    names = run_state.checkpoint_names(str(run))
+    flip_a_byte_inside(run / "checkpoints" / names[-1], "d/0001.npy")
+    with open(run / "checkpoints" / names[0], "r+b") as f:
+        f.truncate(1000)
+    assert train.main(["--resume", str(run), "--epochs", "3"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"no intact checkpoint in {run / 'checkpoints'}" in line and "Bad CRC-32 for file 'd/0001.npy'" in line
+
+
+def test_a_checkpoint_with_other_variables_than_the_model_falls_back(finished_run, tmp_path, capsys):
+    run, _ = _copy_run(finished_run, tmp_path)
+    newest = run / "checkpoints" / run_state.checkpoint_names(str(run))[-1]
+    with np.load(newest) as saved:
+        arrays = dict(saved)
+    arrays["g/0000"] = arrays["g/0000"].astype(np.float64)  # right shape, wrong dtype
+    np.savez(newest, **arrays)
+    assert train.main(["--resume", str(run), "--epochs", "3"]) == 0
+    assert "g/0000 is float64" in capsys.readouterr().out

@@ -276,3 +276,51 @@ def test_auto_precision_is_recorded_with_its_reason_and_a_resumed_run_keeps_it(t
     _, config, _ = train.prepare_run(train.parse_args(["--data", tiny_dataset, "--out", str(tmp_path),
                                                        "--batch-size", "16", "--precision", "fp32"]))
     assert (config["precision"], config["precision_reason"]) == ("fp32", "chosen with --precision")
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    ({"cluster": {}, "task": {}}, "the cluster lists no worker or chief"),
+    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 2}}, "index 2 is not one of"),
+    ({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": -1}}, "index -1 is not one of"),
+    ({"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}, "type 'chief' is not in the cluster"),
+    ({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker"}}, "index None is not one of"),
+    ({"cluster": {"worker": "a:1"}, "task": {"type": "worker", "index": 0}}, "must be a list of host:port"),
+    ({"cluster": {"worker": ["a:1"], "ps": ["b:1"]}, "task": {"type": "ps", "index": 0}}, "'ps' tasks are not for"),
+    ([1, 2], "needs a \"cluster\" object"),
+])
+def test_multiworker_needs_a_cluster_that_holds_this_task(tf_config, message, capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert message in usage_error(train.parse_args, ["--strategy", "multiworker"], capsys)
+
+
+def test_a_cluster_that_holds_this_task_is_taken(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
+                                                "task": {"type": "worker", "index": 1}}))
+    assert train.parse_args(["--strategy", "multiworker"]).strategy == "multiworker"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--logical-cpus", "1"], "--logical-cpus 1 with --strategy none would change nothing"),
+    (["--logical-cpus", "2"], "--logical-cpus 2 with --strategy none would change nothing"),
+    (["--r1-every", "16"], "--r1-every 16 spaces out the R1 penalty: it needs --r1 GAMMA > 0"),
+    (["--r1", "0", "--r1-every", "4"], "it needs --r1 GAMMA > 0"),
+    (["--minibatch-std-group", "8"], "--minibatch-std-group applies to --minibatch-std only"),
+    (["--no-minibatch-std", "--minibatch-std-group", "8"], "applies to --minibatch-std only"),
+    (["--dry-run", "--epochs", "5"], "--dry-run trains 2 epochs of one step in a temporary folder: --epochs"),
+    (["--dry-run", "--name", "x"], "--name would change nothing"),
+])
+def test_flags_that_would_change_nothing_are_refused(argv, message, capsys):
+    assert message in usage_error(train.parse_args, argv, capsys)
+
+
+def test_flags_that_take_effect_together_are_taken():
+    for argv in (["--r1", "1", "--r1-every", "16"], ["--minibatch-std", "--minibatch-std-group", "8"],
+                 ["--strategy", "mirrored", "--logical-cpus", "2"], ["--dry-run", "--batch-size", "16"]):
+        train.parse_args(argv)
+
+
+def test_logical_cpus_are_refused_where_mirrored_would_use_gpus(monkeypatch):
+    import tensorflow as tf
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu0"] if kind == "GPU" else [])
+    with pytest.raises(train.data_io.DataError, match="trains on this machine's GPUs instead"):
+        train.make_strategy("mirrored", logical_cpus=2)
