@@ -154,10 +154,11 @@ def check_history(history, what, per_step=False):
     if any(type(n) is not int or n < 0 for n in history.get("epoch_steps", [])):
         fail("'epoch_steps' is not a list of step counts")
     if per_step:
-        if not all(key in history for key in STEP_KEYS):
-            fail(f"it lacks some of {', '.join(STEP_KEYS)}")
+        required = STEP_KEYS[:4]  # ada_p came later: a history without it had no ADA
+        if not all(key in history for key in required):
+            fail(f"it lacks some of {', '.join(required)}")
         steps = len(history["d_loss"])
-        if any(len(history[key]) != steps for key in STEP_KEYS):
+        if any(len(history[key]) != steps for key in STEP_KEYS if key in history):
             fail("its per-step lists differ in length")
         if sum(history.get("epoch_steps", [])) > steps:
             fail("'epoch_steps' counts more steps than it recorded")

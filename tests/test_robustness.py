@@ -557,3 +557,14 @@ def test_a_checkpoint_with_other_variables_than_the_model_falls_back(finished_ru
     np.savez(newest, **arrays)
     assert train.main(["--resume", str(run), "--epochs", "3"]) == 0
     assert "g/0000 is float64" in capsys.readouterr().out
+
+
+def test_a_checkpoint_saved_before_ada_and_the_memorisation_signal_is_intact():
+    history = run_state.new_history()
+    for key in run_state.STEP_KEYS:
+        history[key] = [0.5, 0.6]
+    legacy = {k: v for k, v in history.items()
+              if k not in ("ada_p", "ada_p_epoch", "d_holdout_accuracy", "d_train_accuracy")}
+    run_state.check_history(legacy, "a checkpoint's history", per_step=True)  # no error: it had no ADA
+    filled = run_state.fill_legacy_history(legacy, steps_per_epoch=2)
+    assert filled["ada_p"] == [0.0, 0.0] and filled["d_holdout_accuracy"] == []
