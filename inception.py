@@ -334,6 +334,7 @@ def load_fid_inception(path=None):
         columns = resize_matrix(images.shape[2])
         resized = keras.ops.einsum("ph,nhwc,qw->npqc", rows, keras.ops.cast(images, "float32"), columns)
         return network(resized / 128.0 - 1.0, training=False)
+    features.checksum = "sha256:" + WEIGHTS_SHA256  # load_weights checked it: what cached scores are keyed on
     return features
 
 

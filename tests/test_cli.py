@@ -88,9 +88,9 @@ def run(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     models.build_generator(latent_dim=LATENT, image_size=SIZE, width=8).save(run / "generator.keras")
     models.build_discriminator(image_size=SIZE, width=8).save(run / "discriminator.keras")
-    faces = np.random.default_rng(0).integers(0, 256, (40, SIZE, SIZE, 3), dtype=np.uint8)
-    np.save(run / "train.npy", faces)
-    np.save(run / "holdout.npy", faces[::-1])
+    faces = np.random.default_rng(0).integers(0, 256, (80, SIZE, SIZE, 3), dtype=np.uint8)
+    np.save(run / "train.npy", faces[:40])
+    np.save(run / "holdout.npy", faces[40:])
     np.save(run / "d_losses.npy", np.ones(1, np.float32))
     np.save(run / "g_losses.npy", np.ones(1, np.float32))
     (run / "config.json").write_text(json.dumps({"latent_dim": LATENT, "image_size": SIZE, "epochs": 1,
