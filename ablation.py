@@ -269,8 +269,8 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
 def write_table(folder, reference, results, pictures, n, best="best_ms3", notes=()):
     import evaluate
     os.makedirs(folder, exist_ok=True)
-    columns = [("train_seed", "{}"), ("epochs", "{}"), ("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"),
-               ("swd_16", "{:.1f}"), ("ms_ssim_diversity", "{:.3f}"), ("face_rate", "{:.3f}"),
+    columns = [("train_seed", "{}"), ("epochs", "{}"), ("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"),
+               ("swd_32", "{:.1f}"), ("swd_16", "{:.1f}"), ("ms_ssim_diversity", "{:.3f}"), ("face_rate", "{:.3f}"),
                ("judge_accuracy", "{:.3f}"), ("train_seconds", "{:.0f}")]
     if any("fid" in row for row in results):
         columns[-1:-1] = [("fid", "{:.2f}"), ("kid", "{:.4f}"), ("fid_n", "{}")]
@@ -319,8 +319,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=cli.positive_int, default=128, help="images per step")
     parser.add_argument("--data", default=os.path.join("data", "celeba64_train.npy"),
                         help="training array from preprocess.py (its _holdout.npy is the reference)")
-    parser.add_argument("--n", type=cli.int_in(20), default=250, help="samples per row (at most half the holdout is used as "
-                                                           "the reference)")
+    parser.add_argument("--n", type=cli.int_in(20), default=250,
+                        help="samples per row (at most half the holdout is used as the reference)")
     parser.add_argument("--out", default="outputs", help="folder of the run directories")
     parser.add_argument("--train-args", default="", metavar="FLAGS",
                         help="extra train.py flags for every run, e.g. \"--g-width 32 --d-width 32\" (the README's "

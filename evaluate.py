@@ -485,12 +485,13 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
     needed = ("n", "swd_avg", "ms_ssim_diversity", "face_rate", *(("fid", "kid") if network else ()))
     snapshot_keys = {path: f"{os.path.abspath(path)} {data_io.file_digest(path)}"
                      for found in snapshots.values() for _, path in found}
-    for path, key in snapshot_keys.items():  # every snapshot still to score loads, at the size of the rest
+    generators = {}  # every snapshot still to score, loaded (and kept for scoring) before the first score
+    for path, key in snapshot_keys.items():
         if not usable(cache.get(f"{key} {common_key}"), needed):
-            made = data_io.load_generator_file(path).output_shape[1]
-            if made != configs[0]["image_size"]:
-                raise data_io.DataError(f"{path} makes {made} px images; the curve is at "
-                                        f"{configs[0]['image_size']} px")
+            generators[path] = data_io.load_generator_file(path)
+            if generators[path].output_shape[1] != configs[0]["image_size"]:
+                raise data_io.DataError(f"{path} makes {generators[path].output_shape[1]} px images; the curve is "
+                                        f"at {configs[0]['image_size']} px")
 
     def scores(key, make_images):
         key = f"{key} {common_key}"
@@ -518,7 +519,8 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
         name = os.path.basename(os.path.normpath(run_dir))
         images_per_epoch = config["steps_per_epoch"] * config["batch_size"]
         for epoch, path in tqdm(snapshots[run_dir], desc=name, unit="generator"):
-            row = scores(snapshot_keys[path], lambda: data_io.sample_faces(data_io.load_generator_file(path), n, seed))
+            row = scores(snapshot_keys[path], lambda: data_io.sample_faces(
+                generators.pop(path, None) or data_io.load_generator_file(path), n, seed))
             points.append({"system": f"{name} epoch {epoch}", "run": name, "epoch": epoch,
                            "images_seen": epoch * images_per_epoch, **row})
     results = {"runs": [os.path.abspath(run_dir) for run_dir in run_dirs], "holdout": os.path.abspath(real_path),

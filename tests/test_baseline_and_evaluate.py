@@ -136,3 +136,37 @@ def test_curve_without_snapshots_says_how_to_get_them(tiny_run, capsys):
     shutil.rmtree(tiny_run / "snapshots")
     assert evaluate.main([str(tiny_run), "--curve"]) == 2
     assert "--snapshot-every" in capsys.readouterr().err
+
+
+def test_curve_cache_follows_the_held_out_pixels_and_the_network_and_survives_damage(tiny_run, monkeypatch, capsys):
+    import metrics
+    engines = [("stand-in", colour_layout_features)]
+    monkeypatch.setattr(evaluate, "load_fid_engines", lambda path: (engines, None))
+    # quick stand-ins for the slow metrics: this test is about which scores are computed again
+    monkeypatch.setattr(metrics, "sliced_wasserstein", lambda a, b, seed: {"swd_avg": float(abs(a.mean() - b.mean()))})
+    monkeypatch.setattr(metrics, "ms_ssim_diversity", lambda images, seed: 0.5)
+    sampled = []
+    sample_faces = data_io.sample_faces
+    monkeypatch.setattr(data_io, "sample_faces", lambda *a, **k: sampled.append(1) or sample_faces(*a, **k))
+
+    def curve():
+        sampled.clear()
+        assert evaluate.main([str(tiny_run), "--curve", "--n", "20"]) == 0
+        return json.loads((tiny_run / "eval" / "curve.json").read_text())
+    first = curve()
+    # the same file, at the same size, with other pixels (as after preprocess.py --crop tight): all scored again
+    holdout = json.loads((tiny_run / "config.json").read_text())["holdout"]
+    np.save(holdout, 255 - np.load(holdout))
+    second = curve()
+    assert len(sampled) == 2 and second["floor"]["fid"] != first["floor"]["fid"]
+    # another FID network under the same name: scored again
+    engines[:] = [("stand-in", lambda images: 2 * colour_layout_features(images))]
+    third = curve()
+    assert len(sampled) == 2 and third["floor"]["fid"] != second["floor"]["fid"]
+    # a cut-off score cache and reference features: ignored with a note, rebuilt, the same numbers
+    for name in ("curve_cache.json", "curve_reference_features.npz"):
+        path = tiny_run / "eval" / name
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    capsys.readouterr()
+    assert curve()["points"] == third["points"] and len(sampled) == 2
+    assert capsys.readouterr().out.count("ignoring the damaged cache") == 2
