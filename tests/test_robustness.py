@@ -81,7 +81,7 @@ def test_unusual_colour_formats_become_rgb(tmp_path, capsys, name, make):
 
 
 def test_images_over_the_pixel_or_byte_limit_are_skipped_unread(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(data_io, "MAX_IMAGE_PIXELS", 150 * 150)
+    monkeypatch.setattr(data_io, "MAX_IMAGE_PIXELS", 150 * 150, raising=False)
     monkeypatch.setattr(data_io, "MAX_IMAGE_BYTES", 1_000_000)
     # preprocess.py: a picture that declares more pixels than the limit is not decoded
     folder = _folder_with(tmp_path, "huge.jpg", jpeg_bytes(400, 300))
