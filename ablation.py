@@ -210,9 +210,12 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
     by_data = {}  # one run per training set: the held-out images must hold none of its images
     for _, _, path in runs:
         by_data.setdefault(run_state.load_config(path).get("data_fingerprint"), path)
-    notes = [note for path in by_data.values()
-             for note in [evaluate.check_held_out(config["holdout"], holdout, run_state.load_config(path), path)]
-             if note]
+    notes = []
+    for path in by_data.values():
+        trained = run_state.load_config(path)
+        notes += [note for note in [data_io.check_held_out(holdout, config["holdout"], config["image_size"],
+                                                           trained["data"], trained.get("data_fingerprint"), path)]
+                  if note]
     reference, real_b = evaluate.split_holdout(holdout, eval_seed)
     fid_network, reference_features = None, None
     if fid:

@@ -147,36 +147,39 @@ def is_truncated_jpeg(data):
 
 def declared_pixels(data):
     """Width x height that an encoded image's header declares (read by Pillow without decoding), or None
-    when Pillow does not recognise the bytes as an image."""
+    when Pillow does not recognise the bytes as an image. Raises ImageTooLarge over MAX_IMAGE_PIXELS."""
     import warnings
     from PIL import Image
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's own warning for big images: the caller decides
+            warnings.simplefilter("ignore")  # Pillow's own warning for big images: the limit below decides
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
-    except Image.DecompressionBombError:
-        return MAX_IMAGE_PIXELS + 1
+    except Image.DecompressionBombError as error:  # far over Pillow's own limit, which is above ours
+        raise ImageTooLarge(f"{str(error).split(' exceeds')[0]}, over the {MAX_IMAGE_PIXELS:,}-pixel limit for "
+                            "one image") from None
     except Exception:  # noqa: BLE001  Pillow raises many types for bytes it cannot identify
         return None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(f"{width}x{height} = {width * height:,} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel "
+                            "limit for one image")
     return width * height
 
 
 def read_image(zip_path, folder, name, open_zip=None):
     """(BGR uint8 image, None), or (None, why it was skipped), for one image file of a folder or zip. The
     file is read with the MAX_IMAGE_BYTES limit, its header checked against MAX_IMAGE_PIXELS before it is
-    decoded, and truncated or damaged data (any decoder warning) is refused rather than decoded garbled."""
+    decoded (bytes Pillow does not recognise as an image are not decoded), and truncated or damaged data
+    (any decoder warning) is refused rather than decoded garbled."""
     try:
         data = read_bytes(zip_path, folder, name, open_zip, limit=MAX_IMAGE_BYTES)
-    except ImageTooLarge as error:  # e.g. a decompression bomb in a zip
+        pixels = None if is_truncated_jpeg(data) else declared_pixels(data)
+    except ImageTooLarge as error:  # e.g. a decompression bomb
         return None, f"too large: {error}"
     except (OSError, zipfile.BadZipFile, KeyError) as error:  # e.g. a truncated zip member
         return None, f"unreadable: {error}"
     if is_truncated_jpeg(data):
         return None, "truncated JPEG (no end-of-image marker)"
-    pixels = declared_pixels(data)
-    if pixels is not None and pixels > MAX_IMAGE_PIXELS:
-        return None, f"too large: {pixels:,} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit for one image"
     image, warning = decode_image_checked(data) if pixels is not None else (None, "")
     if image is None:
         return None, "not a decodable image"

@@ -520,7 +520,7 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
         images_per_epoch = config["steps_per_epoch"] * config["batch_size"]
         for epoch, path in tqdm(snapshots[run_dir], desc=name, unit="generator"):
             row = scores(snapshot_keys[path], lambda: data_io.sample_faces(
-                generators.pop(path, None) or data_io.load_generator_file(path), n, seed))
+                generators.pop(path) if path in generators else data_io.load_generator_file(path), n, seed))
             points.append({"system": f"{name} epoch {epoch}", "run": name, "epoch": epoch,
                            "images_seen": epoch * images_per_epoch, **row})
     results = {"runs": [os.path.abspath(run_dir) for run_dir in run_dirs], "holdout": os.path.abspath(real_path),

@@ -87,7 +87,7 @@ def test_images_over_the_pixel_or_byte_limit_are_skipped_unread(tmp_path, capsys
     folder = _folder_with(tmp_path, "huge.jpg", jpeg_bytes(400, 300))
     code, meta, _ = _preprocess(tmp_path, folder, capsys)
     assert code == 0 and [s["file"] for s in meta["skipped"]] == ["huge.jpg"]
-    assert "120,000 pixels, over the 22,500-pixel limit" in meta["skipped"][0]["reason"]
+    assert "300x400 = 120,000 pixels, over the 22,500-pixel limit" in meta["skipped"][0]["reason"]
     # evaluate.py's image sets: a zip with a member too large in pixels, and one too large in bytes
     source = tmp_path / "faces.zip"
     with zipfile.ZipFile(source, "w", compression=zipfile.ZIP_DEFLATED) as archive:
