@@ -73,6 +73,8 @@ def read_losses(path, keys=None):
     try:
         if keys is None:
             return np.load(path, allow_pickle=False)
+        if not zipfile.is_zipfile(path):
+            raise ValueError("not an .npz archive")
         with np.load(path, allow_pickle=False) as saved:
             return {key: saved[key] for key in keys}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
