@@ -14,7 +14,9 @@ outputs/abl_<row>_s<seed>/ and are resumed if interrupted; the table goes to out
 JSON, a PNG with 12 samples per row, and presets.png: the paper vs --preset best from the same noise).
 """
 import argparse
+import contextlib
 import functools
+import io
 import json
 import os
 import signal
@@ -82,6 +84,88 @@ def epochs_done(path):
     return history["epoch"] if history else 0
 
 
+def new_run_flags(out, row, seed, epochs, batch_size, data, extra=()):
+    """The train.py flags of a row's run."""
+    return ["--data", data, "--epochs", str(epochs), "--batch-size", str(batch_size), "--seed", str(seed),
+            "--out", out, "--name", os.path.basename(run_dir(out, row, seed)), *EMA, *ROWS[row][1], *extra]
+
+
+# train.py flags that --train-args may not give: ablation.py sets them for each run, or they make a row's
+# recipe (with gan_step.RECIPE_KEYS, added where gan_step is imported)
+STUDY_FLAGS = {**dict.fromkeys(("seed", "epochs", "batch_size"), "ablation.py sets it (--seeds, --epochs, "
+                                                                  "--batch-size)"),
+               **dict.fromkeys(("data", "holdout", "demo"), "ablation.py trains on --data and scores against its "
+                                                            "_holdout.npy"),
+               **dict.fromkeys(("out", "name", "resume", "dry_run"), "ablation.py names and resumes each run "
+                                                                     "(--out/abl_<row>_s<seed>)"),
+               **dict.fromkeys(("preset", "lr", "beta1", "beta2"), "a row's recipe is its --rows entry")}
+
+
+def parse_train_args(flags):
+    """train.py's parse of --train-args FLAGS, refused in one line (DataError) when train.py would refuse
+    them or when they give a flag of STUDY_FLAGS."""
+    import train
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            parsed = train.parse_args(list(flags))
+    except SystemExit:
+        message = (stderr.getvalue().strip().splitlines() or ["--help is not a training flag"])[-1]
+        raise data_io.DataError(f"--train-args {' '.join(flags)!r}: {message.partition('error: ')[2] or message}")
+    refused = {**dict.fromkeys(train.gan_step.RECIPE_KEYS, STUDY_FLAGS["preset"]), **STUDY_FLAGS}
+    for key in parsed.given_flags:
+        if key in refused:
+            raise data_io.DataError(f"--train-args may not give --{key.replace('_', '-')}: {refused[key]}")
+    return parsed
+
+
+def planned_settings(out, row, seed, epochs, batch_size, data, extra=()):
+    """What train.py records in config.json for this row and seed (its model, recipe, seed, batch size...):
+    a run found in the row's folder must have these settings to stand for the row."""
+    import train
+    config = train.settings(train.parse_args(new_run_flags(out, row, seed, epochs, batch_size, data, extra)),
+                            demo=False)
+    config["g_lr"], config["d_lr"] = config["g_lr"] or config["lr"], config["d_lr"] or config["lr"]
+    return {key: config[key] for key in train.KEPT_ON_RESUME if not (key == "precision" and config[key] == "auto")}
+
+
+def check_run(path, planned, data_fingerprint, epochs):
+    """Refuse a run in a row's folder that is not that row of this study: other settings than `planned`,
+    other training data (when `data_fingerprint` is known), or more epochs than `epochs`."""
+    config = run_state.load_config(path)
+    differs = [f"{key} {config.get(key)!r} (this study: {value!r})" for key, value in planned.items()
+               if config.get(key) != value]
+    if data_fingerprint and config.get("data_fingerprint") != data_fingerprint:
+        differs.append("other training data than --data")
+    if epochs_done(path) > epochs:
+        differs.append(f"{epochs_done(path)} epochs trained (this study: {epochs})")
+    if differs:
+        raise data_io.DataError(f"{path} was not trained as this study's row: {'; '.join(differs)}; give the "
+                                "flags it was trained with, or another --out")
+
+
+def study_data(data, table_only=False):
+    """The fingerprint of the training data --data, checked before any training, with the _holdout.npy beside
+    it that every row is scored against (at least evaluate.MIN_HOLDOUT images, at the training images' size,
+    none of them a training image). With table_only, None when --data is absent (nothing is trained)."""
+    import evaluate
+    import train
+    if table_only and not os.path.exists(data):
+        return None
+    images = data_io.load_npy_images(data, "training data", hint="run preprocess.py first", mmap=True)
+    if not table_only:
+        holdout_path = train.default_holdout(data)
+        if not holdout_path or not os.path.isfile(holdout_path):
+            raise data_io.DataError(f"no _holdout.npy beside {data}: ablation.py scores every row against the held-out "
+                                    "images preprocess.py writes beside its PREFIX_train.npy")
+        holdout = data_io.load_image_array(holdout_path, images.shape[1], resize=False)
+        if len(holdout) < evaluate.MIN_HOLDOUT:
+            raise data_io.DataError(f"only {len(holdout)} held-out images in {holdout_path}; need at least "
+                                    f"{evaluate.MIN_HOLDOUT}")
+        data_io.check_held_out(holdout, holdout_path, images.shape[1], data, run="the study")
+    return data_io.array_fingerprint(images)
+
+
 def train_row(out, row, seed, epochs, batch_size, data, extra=()):
     """Train (or finish) one row's run with train.py, in a subprocess as a user would."""
     path = run_dir(out, row, seed)
@@ -90,8 +174,7 @@ def train_row(out, row, seed, epochs, batch_size, data, extra=()):
     if os.path.exists(os.path.join(path, "config.json")):
         command = ["--resume", path, "--epochs", str(epochs)]
     else:
-        command = ["--data", data, "--epochs", str(epochs), "--batch-size", str(batch_size), "--seed", str(seed),
-                   "--out", out, "--name", os.path.basename(path), *EMA, *ROWS[row][1], *extra]
+        command = new_run_flags(out, row, seed, epochs, batch_size, data, extra)
     print(f"training {row} seed {seed}: python train.py {' '.join(command)}", flush=True)
     code = run_train([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
                       *command])
@@ -156,14 +239,41 @@ def passing_signals_to_train(main):
     return wrapped
 
 
-def score(out, rows, seeds, n, eval_seed=0, fid=True):
-    """One table row per (recipe, seed, raw/EMA generator), all against the same reference reals; with FID/KID
-    of each row's n images when `fid` and an Inception network loads."""
+def finished(path, epochs=None):
+    """Whether the run at path has trained `epochs` epochs (any, when None); a partly trained one is left out
+    of the table with a note."""
+    done = epochs_done(path)
+    if done and epochs is not None and done < epochs:
+        print(f"note: {path} has trained {done} of {epochs} epochs: left out of the table")
+    return bool(done) and (epochs is None or done >= epochs)
+
+
+def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
+    """One table row per (recipe, seed, raw/EMA generator) of the runs that trained `epochs` epochs (any when
+    None), all against the same reference reals; with FID/KID of each row's n images when `fid` and an
+    Inception network loads. Each row's seed, epochs and recipe are read from its run's files."""
+    import keras
+
     import evaluate
+    import gan_step
     import metrics
-    first = next(run_dir(out, r, s) for r in rows for s in seeds if epochs_done(run_dir(out, r, s)))
-    config = run_state.load_config(first, required=("image_size", "holdout"))
-    holdout = data_io.load_image_array(config["holdout"], config["image_size"])
+    runs = [(row, seed, run_dir(out, row, seed)) for row in rows for seed in seeds]
+    runs = [(row, seed, path) for row, seed, path in runs if finished(path, epochs)]
+    if not runs:
+        raise data_io.DataError("no finished run to score" + (f" ({epochs} epochs)" if epochs else ""))
+    config = run_state.load_config(runs[0][2])
+    if not config.get("holdout"):
+        raise data_io.DataError(f"{runs[0][2]} records no held-out images to score against")
+    holdout = data_io.load_image_array(config["holdout"], config["image_size"], resize=False)
+    by_data = {}  # one run per training set: the held-out images must hold none of its images
+    for _, _, path in runs:
+        by_data.setdefault(run_state.load_config(path).get("data_fingerprint"), path)
+    notes = []
+    for path in by_data.values():
+        trained = run_state.load_config(path)
+        notes += [note for note in [data_io.check_held_out(holdout, config["holdout"], config["image_size"],
+                                                           trained["data"], trained.get("data_fingerprint"), path)]
+                  if note]
     reference, real_b = evaluate.split_holdout(holdout, eval_seed)
     fid_network, reference_features = None, None
     if fid:
@@ -171,32 +281,28 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True):
         if engines:
             fid_network = engines[0][1]
             reference_features = metrics.inception_features(reference, fid_network)
+    # what every cached score depends on besides its generator file
+    common_key = (f"holdout={data_io.array_fingerprint(holdout)} n={n} eval_seed={eval_seed} "
+                  f"fid={evaluate.network_checksum(fid_network) if fid_network else None} "
+                  f"backend={keras.backend.backend()}")
     results, pictures = [], [("real (held out)", real_b)]
     candidates = [("real", "held-out reals (floor)", None, None, real_b)]
-    for row in rows:
-        for seed in seeds:
-            path = run_dir(out, row, seed)
-            if not epochs_done(path):
-                continue
-            for variant, file in (("", "generator_raw.keras"), (" + EMA", "generator.keras")):
-                candidates.append((row, ROWS[row][0] + variant, seed, os.path.join(path, file), None))
+    for row, seed, path in runs:
+        for variant, file in (("", "generator_raw.keras"), (" + EMA", "generator.keras")):
+            candidates.append((row, ROWS[row][0] + variant, seed, os.path.join(path, file), None))
     for row, label, seed, model_path, images in candidates:
         if images is None:
             images = data_io.sample_faces(data_io.load_keras_model(model_path, "generator"), n, eval_seed)
             pictures.append((f"{label}, seed {seed}", images))
         result = {"row": row, "system": label, "train_seed": seed, "generator": model_path}
-        # Scores are cached beside the generator: re-making the table after one more run re-scores only it.
-        cache_path, cache_key = None, None
+        # Scores are cached beside the generator, keyed by its bytes and common_key: re-making the table after
+        # one more run re-scores only it.
+        cache_path, cache_key, cache = None, None, {}
         if model_path:
             cache_path = os.path.join(os.path.dirname(model_path), "ablation_scores.json")
-            stat = os.stat(model_path)
-            cache_key = (f"{os.path.basename(model_path)} {stat.st_size} {stat.st_mtime_ns} "
-                         f"{config['holdout']} n={n} eval_seed={eval_seed}" + (" fid" if fid_network else ""))
-        cache = {}
-        if cache_path and os.path.exists(cache_path):
-            with open(cache_path) as f:
-                cache = json.load(f)
-        if cache_key in cache:
+            cache_key = f"{os.path.basename(model_path)} {data_io.file_digest(model_path)} {common_key}"
+            cache = data_io.load_json_cache(cache_path)
+        if evaluate.usable(cache.get(cache_key), ("swd_avg", "judge_accuracy", *(("fid",) if fid_network else ()))):
             print(f"scored before: {label} (seed {seed})", flush=True)
             result.update(cache[cache_key])
         else:
@@ -207,25 +313,35 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True):
             result.update(scores)
             if cache_path:
                 data_io.save_json(cache_path, {**cache, cache_key: scores})
-        if model_path:
+        if model_path:  # what the run recorded, not what this study asked for
             with open(os.path.join(os.path.dirname(model_path), "history.json")) as f:
                 history = json.load(f)
+            run_config = run_state.load_config(os.path.dirname(model_path))
             result["train_seconds"] = round(sum(history["epoch_seconds"]), 1)
-            result["epochs"] = history["epoch"]
+            result.update(epochs=history["epoch"], train_seed=run_config["seed"],
+                          precision=run_config.get("precision"),
+                          recipe={key: run_config.get(key) for key in gan_step.RECIPE_KEYS})
         results.append(result)
-    return reference, results, pictures
+    for note in notes:
+        print(f"note: {note}")
+    return reference, results, pictures, notes
 
 
-def write_table(folder, reference, results, pictures, n, best="best_ms3"):
+def write_table(folder, reference, results, pictures, n, best="best_ms3", notes=()):
     import evaluate
     os.makedirs(folder, exist_ok=True)
-    columns = [("train_seed", "{}"), ("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"),
-               ("swd_16", "{:.1f}"), ("ms_ssim_diversity", "{:.3f}"), ("face_rate", "{:.3f}"),
+    columns = [("train_seed", "{}"), ("epochs", "{}"), ("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"),
+               ("swd_32", "{:.1f}"), ("swd_16", "{:.1f}"), ("ms_ssim_diversity", "{:.3f}"), ("face_rate", "{:.3f}"),
                ("judge_accuracy", "{:.3f}"), ("train_seconds", "{:.0f}")]
     if any("fid" in row for row in results):
         columns[-1:-1] = [("fid", "{:.2f}"), ("kid", "{:.4f}"), ("fid_n", "{}")]
+    if len({row["precision"] for row in results if row.get("precision")}) > 1:
+        columns.insert(2, ("precision", "{}"))
     table = evaluate.markdown_table(results, columns)
-    text = [f"# Ablation: {len(reference)} held-out reference faces, {n} samples per row", "", table, "",
+    epochs = sorted({row["epochs"] for row in results if row.get("epochs")})
+    text = [f"# Ablation: {len(reference)} held-out reference faces, {n} samples per row, "
+            f"{' / '.join(map(str, epochs))} epochs each", "", table, "", *[f"**Note**: {note}." for note in notes],
+            *[""] * bool(notes),
             "SWD x1e3 (lower is better; the real row is the floor); MS-SSIM diversity should match the real row; "
             "face_rate: OpenCV Haar detections; judge: 0.5 = indistinguishable; fid / kid: against the same "
             "reference faces, the held-out reals' row being the floor at the same n; train_seconds: time in the "
@@ -258,17 +374,21 @@ def main(argv=None):
     parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS),
                         help="recipe changes to train and score (default: the --set's rows; each also scored with "
                              "its EMA generator)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (one run per row and seed)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per run, the budget (default: the --set's)")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per step")
+    parser.add_argument("--seeds", nargs="+", type=cli.seed, default=[0],
+                        help="training seeds (one run per row and seed)")
+    parser.add_argument("--epochs", type=cli.positive_int, default=None,
+                        help="epochs per run, the budget (default: the --set's); a run of a row that trained more "
+                             "is refused, one that trained fewer is trained on")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=128, help="images per step")
     parser.add_argument("--data", default=os.path.join("data", "celeba64_train.npy"),
                         help="training array from preprocess.py (its _holdout.npy is the reference)")
-    parser.add_argument("--n", type=int, default=250, help="samples per row (at most half the holdout is used as "
-                                                           "the reference)")
+    parser.add_argument("--n", type=cli.int_in(20), default=250,
+                        help="samples per row (at most half the holdout is used as the reference)")
     parser.add_argument("--out", default="outputs", help="folder of the run directories")
     parser.add_argument("--train-args", default="", metavar="FLAGS",
                         help="extra train.py flags for every run, e.g. \"--g-width 32 --d-width 32\" (the README's "
-                             "table uses none)")
+                             "table uses none); not the flags ablation.py sets (seed, epochs, batch size, data, "
+                             "run names) nor recipe flags (each row is its recipe)")
     parser.add_argument("--table-only", action="store_true", help="score finished runs only; train nothing")
     parser.add_argument("--no-fid", action="store_true", help="leave FID/KID out of the table")
     args = parser.parse_args(argv)
@@ -276,13 +396,26 @@ def main(argv=None):
     args.epochs = args.epochs or SETS[args.set][1]
     start = time.time()
     try:
+        # everything checked before the first training run: the flags, the data, the output folder, and that
+        # every run already in a row's folder is that row of this study
+        extra = args.train_args.split()
+        parse_train_args(extra)
+        folder = cli.check_output_folder(os.path.join(args.out, "ablation"))
+        data_fingerprint = study_data(args.data, args.table_only)
+        for seed in args.seeds:
+            for row in args.rows:
+                if os.path.exists(os.path.join(run_dir(args.out, row, seed), "config.json")):
+                    check_run(run_dir(args.out, row, seed),
+                              planned_settings(args.out, row, seed, args.epochs, args.batch_size, args.data, extra),
+                              data_fingerprint, args.epochs)
         if not args.table_only:
             for seed in args.seeds:
                 for row in args.rows:
-                    train_row(args.out, row, seed, args.epochs, args.batch_size, args.data, args.train_args.split())
-        reference, results, pictures = score(args.out, args.rows, args.seeds, args.n, fid=not args.no_fid)
-        write_table(os.path.join(args.out, "ablation"), reference, results, pictures, args.n)
-    except (data_io.DataError, subprocess.CalledProcessError, StopIteration) as error:
+                    train_row(args.out, row, seed, args.epochs, args.batch_size, args.data, extra)
+        reference, results, pictures, notes = score(args.out, args.rows, args.seeds, args.n, fid=not args.no_fid,
+                                                    epochs=args.epochs)
+        write_table(folder, reference, results, pictures, args.n, notes=notes)
+    except (cli.UserError, subprocess.CalledProcessError, StopIteration) as error:
         print(f"ablation.py: error: {error or 'no finished run to score'}", file=sys.stderr)
         return 2
     print(f"{time.time() - start:.0f} s")

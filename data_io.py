@@ -1,7 +1,9 @@
 """Image I/O shared by the scripts: finding images in zips and folders, decoding and cropping faces, checked
 image arrays, dataset sets with fingerprints, atomic writes, PNG grids, and faces from a saved generator."""
+import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -19,10 +21,18 @@ TIGHT_CROP_FRACTION = 108 / 178
 # The most bytes read for one image: far more than any photo worth shrinking to a face needs, and a bound on
 # what a damaged or malicious archive member (a decompression bomb) can make a worker hold.
 MAX_IMAGE_BYTES = 32 << 20
+# The most pixels one image may decode to, read from its header before decoding: a small file can declare a
+# huge picture (a PNG of one colour compresses about 1000:1), and this bounds what decoding it can allocate.
+MAX_IMAGE_PIXELS = 64 << 20
 
 
 class DataError(cli.UserError):
     """Bad input the user can fix (missing path, unknown layout, wrong array): reported in one line."""
+
+
+class NotHeldOut(DataError):
+    """Images given as held-out real faces that cannot serve as such: some are training images of the run,
+    or they are of another size than the run's."""
 
 
 class ImageTooLarge(Exception):
@@ -135,6 +145,49 @@ def is_truncated_jpeg(data):
     return data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]
 
 
+def declared_pixels(data):
+    """Width x height that an encoded image's header declares (read by Pillow without decoding), or None
+    when Pillow does not recognise the bytes as an image. Raises ImageTooLarge over MAX_IMAGE_PIXELS."""
+    import warnings
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own warning for big images: the limit below decides
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as error:  # far over Pillow's own limit, which is above ours
+        raise ImageTooLarge(f"{str(error).split(' exceeds')[0]}, over the {MAX_IMAGE_PIXELS:,}-pixel limit for "
+                            "one image") from None
+    except Exception:  # noqa: BLE001  Pillow raises many types for bytes it cannot identify
+        return None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(f"{width}x{height} = {width * height:,} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel "
+                            "limit for one image")
+    return width * height
+
+
+def read_image(zip_path, folder, name, open_zip=None):
+    """(BGR uint8 image, None), or (None, why it was skipped), for one image file of a folder or zip. The
+    file is read with the MAX_IMAGE_BYTES limit, its header checked against MAX_IMAGE_PIXELS before it is
+    decoded (bytes Pillow does not recognise as an image are not decoded), and truncated or damaged data
+    (any decoder warning) is refused rather than decoded garbled."""
+    try:
+        data = read_bytes(zip_path, folder, name, open_zip, limit=MAX_IMAGE_BYTES)
+        pixels = None if is_truncated_jpeg(data) else declared_pixels(data)
+    except ImageTooLarge as error:  # e.g. a decompression bomb
+        return None, f"too large: {error}"
+    except (OSError, zipfile.BadZipFile, KeyError) as error:  # e.g. a truncated zip member
+        return None, f"unreadable: {error}"
+    if is_truncated_jpeg(data):
+        return None, "truncated JPEG (no end-of-image marker)"
+    image, warning = decode_image_checked(data) if pixels is not None else (None, "")
+    if image is None:
+        return None, "not a decodable image"
+    if warning:  # decoded, but from damaged data: a garbled picture
+        return None, f"corrupt image data (decoder: {' / '.join(warning.splitlines())})"
+    return image, None
+
+
 def crop_and_resize(image_bgr, size, crop="center"):
     """Square crop, resize to size x size with area interpolation, return RGB uint8.
 
@@ -220,6 +273,32 @@ def array_fingerprint(images, chunk_bytes=64 << 20):
     for start in range(0, flat.size, step):
         digest.update(np.ascontiguousarray(flat[start:start + step]).view(np.uint8))
     return "sha1:" + digest.hexdigest()
+
+
+def file_digest(path, chunk_bytes=1 << 20):
+    """"sha1:<hex>" of a file's bytes: a cache key that changes whenever the file's content does."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk_bytes), b""):
+            digest.update(block)
+    return "sha1:" + digest.hexdigest()
+
+
+def load_json_cache(path):
+    """A cache the scripts keep as a JSON object of entries (save_json): {} when there is none yet. One that
+    is cut off or damaged (not a JSON object of objects) is ignored with a note: the caller rebuilds it."""
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            cache = json.load(f)
+        if isinstance(cache, dict) and all(isinstance(entry, dict) for entry in cache.values()):
+            return cache
+        problem = "not a JSON object of entries"
+    except (OSError, ValueError) as error:  # ValueError: cut off, or not JSON (UnicodeDecodeError too)
+        problem = str(error)
+    print(f"note: ignoring the damaged cache {path} ({problem}); its entries are computed again")
+    return {}
 
 
 def dataset_paths(prefix):
@@ -352,13 +431,20 @@ def to_uint8(images):
     return np.clip(np.rint((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def load_image_array(path, size=None):
+def load_image_array(path, size=None, limit=None, resize=True):
     """An image set to score: a .npy of uint8 (N, S, S, 3) (or float in [-1, 1] / [0, 1]), a folder or a zip
-    of images. Images are cropped to squares and resized to `size` when given."""
+    of images. Images are cropped to squares and resized to `size` when given, with a note; resize=False
+    refuses (NotHeldOut) images of any other size than `size` instead (held-out reals are compared as they
+    are). `limit`: only the first `limit` images are read. Image files are read as preprocess.py reads them
+    (read_image: size limits, damaged files skipped with a note)."""
     if not os.path.exists(path):
         raise DataError(f"no such file or folder: {path}")
     if path.endswith(".npy"):
-        images = load_npy_images(path, uint8_only=False)
+        images = load_npy_images(path, uint8_only=False, mmap=True)
+        if size is not None and images.shape[1] != size and not resize:
+            raise NotHeldOut(f"{path} holds {images.shape[1]} px images, not {size} px like the run's (they are "
+                             f"not resized: make them at {size} px, e.g. with preprocess.py --size {size})")
+        images = np.array(images[:limit])
         if images.dtype != np.uint8:
             images = images.astype(np.float32)
             if images.size and not (np.isfinite(images).all() and -1 <= images.min() and images.max() <= 1):
@@ -367,16 +453,98 @@ def load_image_array(path, size=None):
             images = to_uint8(images if images.min() < 0 else images * 2 - 1)
     else:
         zip_path, folder, names = find_images(path)
-        archive = zipfile.ZipFile(zip_path) if zip_path else None
-        decoded = [decode_image(read_bytes(zip_path, folder, n, archive)) for n in names]
-        decoded = [crop_and_resize(d, size or min(d.shape[:2])) for d in decoded if d is not None]
+        decoded, skipped, reshaped = [], [], 0
+        with (zipfile.ZipFile(zip_path) if zip_path else contextlib.nullcontext()) as archive:
+            for name in names:
+                if limit is not None and len(decoded) >= limit:
+                    break
+                image, reason = read_image(zip_path, folder, name, archive)
+                if image is None:
+                    skipped.append(f"{name} ({reason})")
+                    continue
+                side = size or (decoded[0].shape[0] if decoded else min(image.shape[:2]))
+                if image.shape[:2] != (side, side):
+                    if not resize:
+                        raise NotHeldOut(f"{os.path.join(path, name)} is {image.shape[1]}x{image.shape[0]} px, "
+                                         f"not {side}x{side} like the run's images (held-out images are not "
+                                         f"cropped or resized: make them with preprocess.py --size {side})")
+                    reshaped += 1
+                decoded.append(crop_and_resize(image, side))  # one image at a time: the decoded photo is freed
+        if skipped:
+            print(f"note: skipped {len(skipped)} of the files in {path}: {'; '.join(skipped[:3])}"
+                  + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""))
         if not decoded:
             raise DataError(f"no decodable images in {path}")
+        if reshaped:
+            print(f"note: {reshaped} of the {len(decoded)} images in {path} were cropped to squares and resized to "
+                  f"{decoded[0].shape[0]} px")
         images = np.stack(decoded)
     if size is not None and images.shape[1] != size:
+        print(f"note: the {images.shape[1]} px images of {path} were resized to {size} px")
         interpolation = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_CUBIC
         images = np.stack([cv2.resize(i, (size, size), interpolation=interpolation) for i in images])
     return images
+
+
+def image_digests(images, chunk=4096):
+    """A 64-bit digest of each uint8 image's pixels, read chunk by chunk (a memory-mapped array is not loaded
+    whole): the image's bytes as 64-bit words, dotted with fixed odd random weights modulo 2**64 (one integer
+    matrix-vector product per chunk). Equal images get equal digests and different ones almost never do, so
+    the images two sets share are found by comparing digests (and then confirmed pixel by pixel)."""
+    row = int(np.prod(images.shape[1:], dtype=np.int64))
+    words = -(-row // 8)
+    weights = np.random.default_rng(0).integers(0, 2**63, words, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    digests = np.empty(len(images), np.uint64)
+    for start in range(0, len(images), chunk):
+        block = np.ascontiguousarray(images[start:start + chunk]).reshape(-1, row).view(np.uint8)
+        if row % 8:
+            block = np.pad(block, ((0, 0), (0, words * 8 - row)))
+        digests[start:start + len(block)] = block.view(np.uint64) @ weights
+    return digests
+
+
+def training_images_among(images, train_images):
+    """[(i, j), ...]: images[i] is train_images[j], pixel for pixel (one pair per such i), for two uint8 sets of
+    one image size; fast for hundreds of thousands of training images (image_digests)."""
+    train_digests = image_digests(train_images)
+    digests = image_digests(images)
+    order = np.argsort(train_digests, kind="stable")
+    sorted_digests = train_digests[order]
+    pairs = []
+    for i in np.flatnonzero(np.isin(digests, train_digests)):
+        low, high = np.searchsorted(sorted_digests, digests[i], "left"), np.searchsorted(sorted_digests, digests[i],
+                                                                                        "right")
+        match = next((j for j in order[low:high] if np.array_equal(images[i], train_images[j])), None)
+        if match is not None:
+            pairs.append((int(i), int(match)))
+    return pairs
+
+
+def check_held_out(images, path, size, train_path, train_fingerprint=None, run="the run"):
+    """Refuse (NotHeldOut) held-out real faces that cannot measure a run: images of another size than its
+    `size` px, or any image that is one of its training images (train_path), compared image by image, so that
+    a shuffled subset of the training set is caught as well as a copy. Returns a note for the report when the
+    check cannot be complete (the training file is gone, or is not the one the run trained on, per
+    `train_fingerprint`), else None."""
+    if images.shape[1:3] != (size, size):
+        raise NotHeldOut(f"{path} holds {images.shape[1]} px images, not {size} px like {run}'s")
+    if not os.path.isfile(train_path):
+        return f"{path} was not checked for training images of {run}: its training data {train_path} is gone"
+    if os.path.exists(path) and os.path.samefile(path, train_path):
+        raise NotHeldOut(f"{path} is the training data of {run} (its training file), not held-out faces")
+    train = load_npy_images(train_path, "training data", mmap=True)
+    note = None
+    if train_fingerprint and array_fingerprint(train) != train_fingerprint:
+        note = (f"{train_path} is no longer the data {run} trained on (another fingerprint): {path} was checked "
+                "for training images against the file as it is now")
+    if train.shape[1:] != images.shape[1:]:
+        return note or f"{path} was not checked for training images: {train_path} holds images of another size"
+    pairs = training_images_among(images, train)
+    if pairs:
+        (i, j), k = pairs[0], len(pairs)
+        raise NotHeldOut(f"{path} is not held out: {k} of its {len(images)} images {'is' if k == 1 else 'are'} in "
+                         f"the training data of {run} ({train_path}; e.g. its image {i} is training image {j})")
+    return note
 
 
 def load_npy_images(path, what="images", hint="", mmap=False, uint8_only=True):

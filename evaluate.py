@@ -13,11 +13,11 @@ metrics.json, losses.png, comparison.png. With --curve: the generator snapshots 
 (--snapshot-every) scored one by one against images seen, in curve.md, curve.json and curve.png.
 """
 import argparse
-import json
 import os
 import re
 import sys
 import time
+import zipfile
 
 import numpy as np
 from tqdm import tqdm
@@ -31,18 +31,23 @@ import run_state
 
 # ----- inputs --------------------------------------------------------------------------------------------
 
+MIN_HOLDOUT = 20  # held-out images: half are the reference, half the `real` row
+MIN_SYSTEM_IMAGES = MIN_HOLDOUT // 2  # a scored set as small as the smallest `real` row
+
+
 def load_holdout(run_dir, config, real_path=None):
-    """(path, uint8 images): --real, else the run's held-out reals."""
+    """(path, uint8 images, notes): --real, else the run's held-out reals, at the run's image size (never
+    resized) and with none of its training images; notes: what could not be checked, for the report."""
     real_path = real_path or config.get("holdout")
     if not real_path:
         raise data_io.DataError(f"{run_dir} records no held-out images; pass --real PATH")
     if not os.path.exists(real_path):
         raise data_io.DataError(f"no held-out images for {run_dir} (looked for {real_path}); pass --real PATH")
-    holdout = data_io.load_image_array(real_path, config["image_size"])
-    if len(holdout) < 20:
-        raise data_io.DataError(f"only {len(holdout)} held-out images in {real_path}; need at least 20")
-    check_held_out(real_path, holdout, config, run_dir)
-    return real_path, holdout
+    holdout = data_io.load_image_array(real_path, config["image_size"], resize=False)
+    if len(holdout) < MIN_HOLDOUT:
+        raise data_io.DataError(f"only {len(holdout)} held-out images in {real_path}; need at least {MIN_HOLDOUT}")
+    note = check_held_out(real_path, holdout, config, run_dir)
+    return real_path, holdout, [note] if note else []
 
 
 def split_holdout(holdout, seed=0):
@@ -53,20 +58,35 @@ def split_holdout(holdout, seed=0):
 
 
 def check_held_out(real_path, real, config, run_dir):
-    """Refuse real faces that are the run's training data (its file, or the same images): scores against
-    them would measure how well the run learned faces it saw, not how real its faces are."""
-    train_path = config["data"]
-    if os.path.exists(train_path) and os.path.samefile(real_path, train_path):
-        why = "it is the training file"
-    else:
-        train = np.load(train_path, mmap_mode="r") if os.path.isfile(train_path) else None
-        same = train is not None and train.shape == real.shape and data_io.array_fingerprint(real) == (
-            config.get("data_fingerprint") or data_io.array_fingerprint(train))
-        if not same:
-            return
-        why = "it holds the same images"
-    raise data_io.DataError(f"{real_path} is the training data of {run_dir} ({why}), not held-out faces; pass "
-                            "--real PATH with real faces the run never trained on")
+    """Refuse real faces that hold any of the run's training images (checked image by image) or are of
+    another size: scores against them would measure how well the run learned faces it saw, not how real
+    its faces are. Returns a note when the check could not be complete (data_io.check_held_out)."""
+    try:
+        return data_io.check_held_out(real, real_path, config["image_size"], config["data"],
+                                      config.get("data_fingerprint"), run_dir)
+    except data_io.NotHeldOut as error:
+        raise data_io.NotHeldOut(f"{error}; pass --real PATH with real faces the run never trained on") from None
+
+
+def read_losses(path, keys=None):
+    """A loss file: a .npy array, or the `keys` of an .npz as a dict. A damaged one is one line (DataError)."""
+    try:
+        if keys is None:
+            return np.load(path, allow_pickle=False)
+        if not zipfile.is_zipfile(path):
+            raise ValueError("not an .npz archive")
+        with np.load(path, allow_pickle=False) as saved:
+            return {key: saved[key] for key in keys}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise data_io.DataError(f"cannot read {path}: {error}") from None
+
+
+def check_loss_files(run_dir):
+    """Read the loss files plot_losses draws, before any scoring: a damaged one fails now, not at the end."""
+    for name in ("d_losses.npy", "g_losses.npy"):
+        read_losses(os.path.join(run_dir, name))
+    if os.path.exists(os.path.join(run_dir, "steps.npz")):
+        read_losses(os.path.join(run_dir, "steps.npz"), run_state.STEP_KEYS)
 
 
 # ----- measurements --------------------------------------------------------------------------------------
@@ -150,8 +170,8 @@ def plot_losses(run_dir, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    d_losses = np.load(os.path.join(run_dir, "d_losses.npy"))
-    g_losses = np.load(os.path.join(run_dir, "g_losses.npy"))
+    d_losses = read_losses(os.path.join(run_dir, "d_losses.npy"))
+    g_losses = read_losses(os.path.join(run_dir, "g_losses.npy"))
     epochs = np.arange(1, len(d_losses) + 1)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     axes[0].plot(epochs, d_losses, "o-", label="discriminator")
@@ -159,7 +179,7 @@ def plot_losses(run_dir, path):
     axes[0].set(title="mean loss per epoch (d_losses.npy, g_losses.npy)", xlabel="epoch", ylabel="loss")
     steps_path = os.path.join(run_dir, "steps.npz")
     if os.path.exists(steps_path):
-        steps = np.load(steps_path)
+        steps = read_losses(steps_path, run_state.STEP_KEYS)
         n = len(steps["d_loss"])
         x = np.arange(1, n + 1) * len(d_losses) / max(n, 1)  # in epochs
         window = max(1, n // 100)
@@ -214,7 +234,7 @@ def plot_step_losses(losses_path, path, name):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    losses = np.load(losses_path)
+    losses = read_losses(losses_path, ("d_loss", "g_loss"))
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, key in enumerate(("d_loss", "g_loss")):
         values = losses[key]
@@ -271,7 +291,11 @@ def resolve_system(spec, size, train_reference, seed, n):
             raise data_io.DataError(f"{path} makes {generator.output_shape[1]} px images; this evaluation is at "
                                     f"{size} px")
         return name, data_io.sample_faces(generator, n, seed), run
-    return name, data_io.load_image_array(path, size)[:n], None
+    images = data_io.load_image_array(path, size, limit=n)
+    if len(images) < MIN_SYSTEM_IMAGES:
+        raise data_io.DataError(f"{path} holds {len(images)} image(s); a system needs at least {MIN_SYSTEM_IMAGES} "
+                                "to be scored")
+    return name, images, None
 
 
 def markdown_table(rows, columns):
@@ -318,6 +342,12 @@ def engines_agreement(engines, images):
     return float(np.abs(first - second).max() / np.abs(second).max())
 
 
+def network_checksum(network):
+    """What identifies a FID network's features, for cache keys: the checksum of its weights that
+    inception.py and metrics.py attach when they load it, else (a stand-in) its qualified name."""
+    return getattr(network, "checksum", None) or f"{network.__module__}.{network.__qualname__}"
+
+
 def fid_report_lines(engines, fid_n, n_reference, agreement):
     """The report's notes on FID/KID: the network, n, the resize, the floor, and the engines' agreement."""
     lines = [f"- **fid / kid**: Fréchet and kernel Inception distances, 2048-d pool features of the "
@@ -336,10 +366,12 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     start = time.time()
     config = run_state.load_config(run_dir, required=("image_size", "data"))
     size = config["image_size"]
-    real_path, holdout = load_holdout(run_dir, config, real_path)
+    real_path, holdout, notes = load_holdout(run_dir, config, real_path)
     out = cli.check_output_folder(out or os.path.join(run_dir, "eval"))  # before minutes of scoring
+    check_loss_files(run_dir)
     reference, real_b = split_holdout(holdout, seed)
-    train_reference = np.load(config["data"], mmap_mode="r")[:5000]
+    train_reference = (data_io.load_npy_images(config["data"], "training data", mmap=True)[:5000]
+                       if "gaussian" in systems else None)  # the gaussian baseline's colour statistics
     discriminator = data_io.load_keras_model(os.path.join(run_dir, "discriminator.keras"))
 
     named_sets = [("real (held out)", real_b)]
@@ -349,9 +381,11 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
         name, images, other_run = resolve_system(spec, size, train_reference, seed, n)
         named_sets.append((name, images))
         if other_run:
+            check_loss_files(other_run)
             run_dirs.append(other_run)
         elif ":" in spec and os.path.exists(os.path.join(os.path.dirname(spec.partition(":")[2]), "losses.npz")):
             other_losses.append((name, os.path.join(os.path.dirname(spec.partition(":")[2]), "losses.npz")))
+            read_losses(other_losses[-1][1], ("d_loss", "g_loss"))
 
     engines, fid_note, fid_network, reference_features, agreement = [], "not computed (--no-quality)", None, None, None
     # FID is biased upward at small n: every row at one n, so the real row is the floor at that n
@@ -391,7 +425,7 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
                "fid_kid": f"computed with {engines[0][0]}" if fid_network is not None else f"skipped: {fid_note}",
                "fid_n": fid_n if fid_network is not None else None,
                "fid_resize": inception.RESIZE if fid_network is not None else None,
-               "fid_engines_max_relative_difference": agreement,
+               "fid_engines_max_relative_difference": agreement, "notes": notes,
                "seconds": round(time.time() - start, 1)}
     data_io.save_json(os.path.join(out, "metrics.json"), results)
     columns = [("n", "{}"), ("d_accuracy", "{:.3f}"), ("judge_accuracy", "{:.3f}")]
@@ -403,7 +437,7 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     report = [f"# Evaluation of `{run_dir}`", "",
               f"Reference: {len(reference)} held-out real faces (half A of `{real_path}`); the `real` row is the "
               f"other {len(real_b)} (half B). {results['epochs_trained']} epochs trained. Seed {seed}.", "",
-              markdown_table(rows, columns), "",
+              markdown_table(rows, columns), "", *[f"**Note**: {note}." for note in notes], *[""] * bool(notes),
               "- **d_accuracy**: the run's own discriminator (batch statistics, as in training), the fraction "
               "of the set it classifies correctly (reals as real, everything else as fake).",
               f"- The discriminator calls {d_on_holdout:.1%} of all {len(holdout)} held-out reals real.",
@@ -441,46 +475,61 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
     images seen, with the real-vs-real floor at the same n: curve.json, curve.md and curve.png in `out`
     (default FIRST_RUN/eval). Every run is scored against the first run's held-out images (or `real_path`).
     Each snapshot's scores are cached in out/curve_cache.json."""
+    import keras
     import metrics
     start = time.time()
     run_dirs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
     configs = [run_state.load_config(run_dir, required=("image_size", "data", "steps_per_epoch", "batch_size"))
                for run_dir in run_dirs]
+    for run_dir, config in zip(run_dirs[1:], configs[1:]):  # one held-out set, so one image size
+        if config["image_size"] != configs[0]["image_size"]:
+            raise data_io.DataError(f"{run_dir} makes {config['image_size']} px images and {run_dirs[0]} "
+                                    f"{configs[0]['image_size']} px: runs on one curve are scored against one "
+                                    "held-out set, at one size")
     out = cli.check_output_folder(out or os.path.join(run_dirs[0], "eval"))
     snapshots = {run_dir: snapshot_paths(run_dir) for run_dir in run_dirs}
     for run_dir, found in snapshots.items():
         if not found:
             raise data_io.DataError(f"{run_dir} has no generator snapshots (snapshots/generator_epoch_NNN.keras); "
                                     "train with --snapshot-every N")
-    real_path, holdout = load_holdout(run_dirs[0], configs[0], real_path)
+    real_path, holdout, notes = load_holdout(run_dirs[0], configs[0], real_path)
     for run_dir, config in zip(run_dirs[1:], configs[1:]):
-        check_held_out(real_path, holdout, config, run_dir)
+        notes += [note for note in [check_held_out(real_path, holdout, config, run_dir)] if note]
     reference, real_b = split_holdout(holdout, seed)
     n = min(n, len(real_b))  # the floor is measured at the same n as every point
     engines, fid_note = load_fid_engines(inception_path)
     network = engines[0][1] if engines else None
     reference_features = []  # computed once, when the first score needs them
-    # Scores are cached in the output folder, keyed by what they depend on: a --curve after more training
-    # scores only the new snapshots.
+    # Scores are cached in the output folder, keyed by what determines them (the held-out images' pixels, n,
+    # the seed, the FID network's weights, the backend, each snapshot's bytes): a --curve after more training
+    # scores only the new snapshots, and one on other data or with another network scores all again.
     cache_path = os.path.join(out, "curve_cache.json")
-    cache = {}
-    if os.path.isfile(cache_path):
-        with open(cache_path) as f:
-            cache = json.load(f)
-    common_key = (f"holdout={os.path.abspath(real_path)} {os.path.getsize(real_path)} n={n} seed={seed} "
-                  f"fid={engines[0][0] if network else None}")
+    cache = data_io.load_json_cache(cache_path)
+    network_key = f"fid={network_checksum(network) if network else None} backend={keras.backend.backend()}"
+    common_key = f"holdout={data_io.array_fingerprint(holdout)} n={n} seed={seed} {network_key}"
+    needed = ("n", "swd_avg", "ms_ssim_diversity", "face_rate", *(("fid", "kid") if network else ()))
+    snapshot_keys = {path: f"{os.path.abspath(path)} {data_io.file_digest(path)}"
+                     for found in snapshots.values() for _, path in found}
+    generators = {}  # every snapshot still to score, loaded (and kept for scoring) before the first score
+    for path, key in snapshot_keys.items():
+        if not usable(cache.get(f"{key} {common_key}"), needed):
+            generators[path] = data_io.load_generator_file(path)
+            if generators[path].output_shape[1] != configs[0]["image_size"]:
+                raise data_io.DataError(f"{path} makes {generators[path].output_shape[1]} px images; the curve is "
+                                        f"at {configs[0]['image_size']} px")
 
     def scores(key, make_images):
         key = f"{key} {common_key}"
-        if key not in cache:
+        if not usable(cache.get(key), needed):
             images = make_images()
             row = {"n": int(len(images)), **metrics.sliced_wasserstein(reference, images, seed=seed),
                    "ms_ssim_diversity": float(metrics.ms_ssim_diversity(images, seed=seed)),
                    "face_rate": float(metrics.face_detection_rate(images))}
             if network:
                 if not reference_features:
-                    reference_features.append(cached_features(os.path.join(out, "curve_reference_features.npz"),
-                                                              common_key, reference, network))
+                    reference_features.append(cached_features(
+                        os.path.join(out, "curve_reference_features.npz"),
+                        f"reference={data_io.array_fingerprint(reference)} {network_key}", reference, network))
                 row.update(metrics.fid_kid_from_features(reference_features[0],
                                                          metrics.inception_features(images, network),
                                                          kid_subset_size=min(1000, len(images)), seed=seed))
@@ -495,14 +544,13 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
         name = os.path.basename(os.path.normpath(run_dir))
         images_per_epoch = config["steps_per_epoch"] * config["batch_size"]
         for epoch, path in tqdm(snapshots[run_dir], desc=name, unit="generator"):
-            stat = os.stat(path)
-            row = scores(f"{os.path.abspath(path)} {stat.st_size} {stat.st_mtime_ns}",
-                         lambda: data_io.sample_faces(data_io.load_generator_file(path), n, seed))
+            row = scores(snapshot_keys[path], lambda: data_io.sample_faces(
+                generators.pop(path) if path in generators else data_io.load_generator_file(path), n, seed))
             points.append({"system": f"{name} epoch {epoch}", "run": name, "epoch": epoch,
                            "images_seen": epoch * images_per_epoch, **row})
     results = {"runs": [os.path.abspath(run_dir) for run_dir in run_dirs], "holdout": os.path.abspath(real_path),
                "n": n, "reference_count": int(len(reference)), "floor": floor, "points": points,
-               "fid_kid": f"computed with {engines[0][0]}" if network else f"skipped: {fid_note}",
+               "fid_kid": f"computed with {engines[0][0]}" if network else f"skipped: {fid_note}", "notes": notes,
                "seconds": round(time.time() - start, 1)}
     data_io.save_json(os.path.join(out, "curve.json"), results)
     plot_curve(os.path.join(out, "curve.png"), points, floor)
@@ -513,18 +561,30 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
     with open(os.path.join(out, "curve.md"), "w") as f:
         f.write(f"# Quality against training length: {', '.join(f'`{r}`' for r in run_dirs)}\n\n{n} samples per "
                 f"snapshot against {len(reference)} held-out reals; the `real` row is {n} other held-out reals (the "
-                f"floor at this n).\n\n{table}\n\n![curve](curve.png)\n")
+                f"floor at this n).\n\n{table}\n\n" + "".join(f"**Note**: {note}.\n\n" for note in notes)
+                + "![curve](curve.png)\n")
     print("\n" + table + f"\n\nwrote {out}/curve.md, curve.json, curve.png ({results['seconds']} s)")
     return results
 
 
+def usable(row, keys):
+    """Whether a cached row of scores holds a number under each of `keys` (a hand-edited or older cache
+    entry does not, and is computed again)."""
+    return isinstance(row, dict) and all(isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool)
+                                         for key in keys)
+
+
 def cached_features(path, key, images, network):
-    """Inception features of `images`, kept in `path` under `key` for the next --curve."""
+    """Inception features of `images`, kept in `path` under `key` (what determines them) for the next --curve;
+    a damaged file is ignored with a note and written again."""
     import metrics
     if os.path.isfile(path):
-        saved = np.load(path)
-        if str(saved["key"]) == key:
-            return saved["features"]
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                if str(saved["key"]) == key and saved["features"].shape[0] == len(images):
+                    return saved["features"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            print(f"note: ignoring the damaged cache {path} ({error}); computing the features again")
     features = metrics.inception_features(images, network)
     data_io.save_npz(path, {"key": np.array(key), "features": features})
     return features

@@ -325,15 +325,17 @@ def load_fid_inception(path=None):
     Raises WeightsUnavailable, with the command that fixes it, when the converted weights are missing or
     corrupt."""
     import keras
-    import tensorflow as tf
     network = build_network(load_weights(path))
 
-    @tf.function(reduce_retracing=True)
     def features(images):
         rows = resize_matrix(images.shape[1])
         columns = resize_matrix(images.shape[2])
         resized = keras.ops.einsum("ph,nhwc,qw->npqc", rows, keras.ops.cast(images, "float32"), columns)
         return network(resized / 128.0 - 1.0, training=False)
+    if keras.backend.backend() == "tensorflow":  # compiled; on other backends Keras runs it eagerly
+        import tensorflow as tf
+        features = tf.function(features, reduce_retracing=True)
+    features.checksum = "sha256:" + WEIGHTS_SHA256  # load_weights checked it: what cached scores are keyed on
     return features
 
 

@@ -17,6 +17,7 @@ calls give identical results.
   colour_stats         per-channel mean and std.
 """
 import functools
+import hashlib
 import os
 import pathlib
 import shutil
@@ -347,8 +348,9 @@ def _download_inception(cache_dir, timeout=15):
 def _graph_function(pb_path):
     """Import a GraphDef into a TF2 function: float images (N,H,W,3) -> pool_3."""
     graph_def = tf.compat.v1.GraphDef()
+    pb_bytes = pathlib.Path(pb_path).read_bytes()
     try:
-        graph_def.ParseFromString(pathlib.Path(pb_path).read_bytes())
+        graph_def.ParseFromString(pb_bytes)
     except Exception as err:  # protobuf DecodeError
         raise _unavailable(f"cannot parse {pb_path}: {err}") from err
 
@@ -364,7 +366,9 @@ def _graph_function(pb_path):
     except (ValueError, KeyError) as err:
         raise _unavailable(f"{pb_path} lacks {INCEPTION_INPUT} / {INCEPTION_OUTPUT}: {err}") from err
     # Keep only the ops between the input and pool_3 (drops the JPEG decoder etc.).
-    return wrapped.prune(wrapped.inputs[0], wrapped.outputs[0])
+    pruned = wrapped.prune(wrapped.inputs[0], wrapped.outputs[0])
+    pruned.checksum = "sha1:" + hashlib.sha1(pb_bytes).hexdigest()  # what cached scores are keyed on
+    return pruned
 
 
 def load_inception(path=None, cache_dir=DEFAULT_CACHE_DIR, timeout=15):
@@ -380,8 +384,13 @@ def load_inception(path=None, cache_dir=DEFAULT_CACHE_DIR, timeout=15):
             raise _unavailable(f"--inception {path} does not exist", cache_dir)
         return _graph_function(path)
     cached = pathlib.Path(cache_dir).expanduser() / INCEPTION_PB
-    if not cached.is_file():
-        _download_inception(cached.parent, timeout=timeout)
+    if cached.is_file():
+        try:
+            return _graph_function(cached)
+        except InceptionUnavailable as error:  # e.g. cut off: download it again
+            print(f"note: ignoring the damaged {cached} ({str(error).split('; ')[0]}); downloading it again")
+            cached.unlink()
+    _download_inception(cached.parent, timeout=timeout)
     return _graph_function(cached)
 
 

@@ -33,24 +33,9 @@ def _decode_chunk(names):
     """Decode one chunk of images; returns (uint8 array, [(name, reason), ...] skipped)."""
     images, skipped = [], []
     for name in names:
-        try:
-            data = data_io.read_bytes(_worker["zip_path"], _worker["folder"], name, _worker["zip"],
-                                      limit=data_io.MAX_IMAGE_BYTES)
-        except data_io.ImageTooLarge as error:  # e.g. a decompression bomb in a zip
-            skipped.append((name, f"too large: {error}"))
-            continue
-        except (OSError, zipfile.BadZipFile, KeyError) as error:  # e.g. a truncated zip member
-            skipped.append((name, f"unreadable: {error}"))
-            continue
-        if data_io.is_truncated_jpeg(data):
-            skipped.append((name, "truncated JPEG (no end-of-image marker)"))
-            continue
-        image, warning = data_io.decode_image_checked(data)
+        image, reason = data_io.read_image(_worker["zip_path"], _worker["folder"], name, _worker["zip"])
         if image is None:
-            skipped.append((name, "not a decodable image"))
-            continue
-        if warning:  # decoded, but from damaged data: a garbled picture
-            skipped.append((name, f"corrupt image data (decoder: {' / '.join(warning.splitlines())})"))
+            skipped.append((name, reason))
             continue
         if min(image.shape[:2]) < _worker["size"] // 2:  # would be upscaled more than 2x: a blur, not a face
             skipped.append((name, f"too small ({image.shape[1]}x{image.shape[0]} for {_worker['size']} px)"))

@@ -346,8 +346,9 @@ def default_holdout(data_path):
 
 def check_holdout(path, data_path, data_shape, data_fingerprint, given):
     """The held-out set to record for evaluate.py (absolute path), or None with a note. Never the training
-    data: not its file, nor an array with the same images. A --holdout (`given`) that is missing or is the
-    training data is an error; a default one is dropped."""
+    data: not its file, nor any of its images (data_io.check_held_out, image by image), and at the training
+    images' size. A --holdout (`given`) that is missing or is not held out is an error; a default one is
+    dropped."""
     reason = None
     if path is None:
         reason = f"no _holdout.npy goes with {data_path} (not named PREFIX_train.npy)"
@@ -355,26 +356,20 @@ def check_holdout(path, data_path, data_shape, data_fingerprint, given):
         if given:
             raise data_io.DataError(f"no held-out images at {path}")
         reason = f"{path} does not exist"
-    elif os.path.samefile(path, data_path) or (path.endswith(".npy") and same_images(path, data_shape,
-                                                                                      data_fingerprint)):
-        if given:
-            raise data_io.DataError(f"--holdout {path} is the training data: evaluate.py would score the run "
-                                    "against faces it trained on; give held-out images, or none")
-        reason = f"{path} holds the training images themselves"
+    else:
+        try:
+            holdout = data_io.load_image_array(path, data_shape[1], resize=False)
+            data_io.check_held_out(holdout, path, data_shape[1], data_path, run="this run")
+        except data_io.NotHeldOut as error:
+            if given:
+                raise data_io.NotHeldOut(f"--holdout {error}: evaluate.py would score the run against faces it "
+                                         "trained on or resized ones; give held-out images, or none") from None
+            reason = str(error)
     if reason:
         print(f"note: no held-out images recorded ({reason}); evaluate.py will need --real PATH")
         return None
     data_io.verify_dataset(path)
     return os.path.abspath(path)
-
-
-def same_images(path, shape, fingerprint):
-    """Whether the .npy at path holds exactly the images of shape `shape` with this fingerprint."""
-    try:
-        images = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise data_io.DataError(f"{path} is not a readable .npy array: {error}") from None
-    return images.shape == shape and data_io.array_fingerprint(images) == fingerprint
 
 
 def draw_demo_faces():

@@ -4,23 +4,29 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 import ablation
 import run_state
+import train
 from conftest import ROOT, wait_for_checkpoint
 
 
 def test_ablation_trains_each_row_and_scores_raw_and_ema_generators(tmp_path, tiny_dataset, capsys,
                                                                     quick_judge):
     out = str(tmp_path / "outputs")
-    code = ablation.main(["--rows", "diffaug", "--epochs", "1", "--batch-size", "16", "--data", tiny_dataset,
-                          "--out", out, "--n", "16", "--no-fid", "--train-args",
-                          "--g-width 8 --d-width 8 --max-steps 2"])
-    assert code == 0
+    flags = ["--rows", "diffaug", "--epochs", "1", "--batch-size", "16", "--data", tiny_dataset, "--out", out,
+             "--n", "20", "--no-fid", "--train-args", "--g-width 8 --d-width 8 --max-steps 2"]
+    assert ablation.main(flags) == 0
     result = json.loads((tmp_path / "outputs" / "ablation" / "ablation.json").read_text())
     systems = [row["system"] for row in result["rows"]]
     assert systems == ["held-out reals (floor)", ablation.ROWS["diffaug"][0], ablation.ROWS["diffaug"][0] + " + EMA"]
     for row in result["rows"]:
-        assert row["swd_avg"] > 0 and 0 <= row["judge_accuracy"] <= 1 and row["n_samples"] == 16
+        assert row["swd_avg"] > 0 and 0 <= row["judge_accuracy"] <= 1
+        assert row["n_samples"] == (16 if row["row"] == "real" else 20)  # the real row: the other half of 32
+    assert all(row["epochs"] == 1 and row["train_seed"] == 0 for row in result["rows"][1:])
+    assert "| train_seed | epochs |" in (tmp_path / "outputs" / "ablation" / "ablation.md").read_text()
     config = json.loads((tmp_path / "outputs" / "abl_diffaug_s0" / "config.json").read_text())
     assert config["diffaug"] == "color,translation,cutout" and config["ema"] == 0.999
     assert os.path.exists(tmp_path / "outputs" / "ablation" / "ablation.png")
@@ -28,8 +34,7 @@ def test_ablation_trains_each_row_and_scores_raw_and_ema_generators(tmp_path, ti
     model = tmp_path / "outputs" / "abl_diffaug_s0" / "generator.keras"
     mtime = os.path.getmtime(model)
     capsys.readouterr()
-    assert ablation.main(["--rows", "diffaug", "--epochs", "1", "--data", tiny_dataset, "--out", out, "--n", "16",
-                          "--no-fid"]) == 0
+    assert ablation.main(flags) == 0
     assert os.path.getmtime(model) == mtime
     # ... nor scored again: the table comes back the same from the scores cached beside each generator
     assert capsys.readouterr().out.count("scored before") == 2
@@ -122,3 +127,93 @@ def test_ctrl_c_and_sigterm_stop_the_training_run_with_a_checkpoint_and_exit_130
     finally:  # a failure above must not leave a 1000-epoch run going
         for pid in _processes_running(str(tmp_path)):
             os.kill(pid, signal.SIGKILL)
+
+
+def _no_training(monkeypatch):
+    monkeypatch.setattr(ablation.subprocess, "run", lambda *a, **k: pytest.fail("trained before checking"))
+
+
+@pytest.mark.parametrize("train_args, message", [
+    ("--seed 5", "may not give --seed"), ("--epochs 3", "may not give --epochs"),
+    ("--name x", "may not give --name"), ("--diffaug translation", "may not give --diffaug"),
+    ("--preset best", "may not give --preset"), ("--no-such-flag 1", "unrecognized arguments: --no-such-flag 1"),
+])
+def test_train_args_that_would_change_what_a_row_is_are_refused_before_training(tmp_path, tiny_dataset, capsys,
+                                                                                monkeypatch, train_args, message):
+    _no_training(monkeypatch)
+    assert ablation.main(["--rows", "dcgan", "--epochs", "1", "--batch-size", "16", "--data", tiny_dataset,
+                          "--out", str(tmp_path / "outputs"), "--train-args", train_args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def _hand_made_run(out, row, seed, data, config_changes=None, epochs=1):
+    """A finished run of `row` as train.py records it (config.json from train.py's own parse), without training."""
+    path = out / f"abl_{row}_s{seed}"
+    flags = ["--data", data, "--epochs", "1", "--batch-size", "16", "--seed", str(seed), "--out", str(out),
+             "--name", path.name, *ablation.EMA, *ablation.ROWS[row][1]]
+    _, config, _ = train.prepare_run(train.parse_args(flags))
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({**config, **(config_changes or {})}))
+    (path / "history.json").write_text(json.dumps({"epoch": epochs, "epoch_seconds": [1.0] * epochs}))
+    return path
+
+
+@pytest.mark.parametrize("changes, epochs, message", [
+    ({"seed": 5}, 1, "seed 5 (this study: 0)"),
+    ({"diffaug": ""}, 1, "diffaug '' (this study: 'color,translation,cutout')"),
+    ({"g_width": 8}, 1, "g_width 8 (this study: 64)"),
+    ({"data_fingerprint": "sha1:0"}, 1, "other training data than --data"),
+    ({}, 3, "3 epochs trained (this study: 1)"),
+])
+def test_a_run_that_is_not_this_studys_row_is_refused_before_training(tmp_path, tiny_dataset, capsys,
+                                                                       monkeypatch, changes, epochs, message):
+    _hand_made_run(tmp_path / "outputs", "diffaug", 0, tiny_dataset, changes, epochs)
+    _no_training(monkeypatch)
+    capsys.readouterr()
+    assert ablation.main(["--rows", "diffaug", "--epochs", "1", "--batch-size", "16", "--data", tiny_dataset,
+                          "--out", str(tmp_path / "outputs"), "--no-fid", "--n", "20"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_ablation_checks_its_data_and_output_folder_before_training(tmp_path, tiny_dataset, tiny_faces, capsys,
+                                                                    monkeypatch):
+    _no_training(monkeypatch)
+    flags = ["--rows", "dcgan", "--epochs", "1", "--batch-size", "16", "--no-fid"]
+    (tmp_path / "file").write_text("in the way")
+    assert ablation.main([*flags, "--data", tiny_dataset, "--out", str(tmp_path / "file")]) == 2
+    assert "cannot write to" in capsys.readouterr().err
+    np.save(tmp_path / "mixed_train.npy", tiny_faces[:64])  # its holdout holds two of its training images
+    np.save(tmp_path / "mixed_holdout.npy", np.concatenate([tiny_faces[64:], tiny_faces[[5, 9]]]))
+    assert ablation.main([*flags, "--data", str(tmp_path / "mixed_train.npy"), "--out", str(tmp_path / "o")]) == 2
+    assert "2 of its 34 images are in the training data" in capsys.readouterr().err
+
+
+def test_ablation_scores_follow_the_held_out_pixels_and_survive_a_damaged_cache(tmp_path, tiny_dataset, capsys,
+                                                                                quick_judge, monkeypatch):
+    import evaluate
+    import models
+    # a quick stand-in for the metrics: this test is about which rows are scored again
+    monkeypatch.setattr(evaluate, "image_metrics", lambda reference, images, *a: {"swd_avg": float(images.mean())})
+    out = tmp_path / "outputs"
+    run = _hand_made_run(out, "dcgan", 0, tiny_dataset, {"g_width": 8, "latent_dim": 8})
+    generator = models.build_generator(latent_dim=8, image_size=32, width=8)
+    for name in ("generator.keras", "generator_raw.keras"):
+        generator.save(run / name)
+
+    def score():
+        capsys.readouterr()
+        ablation.score(str(out), ["dcgan"], [0], 20, fid=False)
+        return capsys.readouterr().out
+    score()
+    assert score().count("scored before") == 2
+    holdout = tiny_dataset.replace("_train.npy", "_holdout.npy")
+    np.save(holdout, 255 - np.load(holdout))  # same file, same size, other pixels
+    printed = score()
+    assert "scored before" not in printed and printed.count("scoring the paper") == 2
+    cache = run / "ablation_scores.json"
+    cache.write_text(cache.read_text()[:40])
+    printed = score()
+    assert "ignoring the damaged cache" in printed and printed.count("scoring the paper") == 2
+    assert score().count("scored before") == 2  # rebuilt

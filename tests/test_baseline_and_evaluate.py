@@ -155,3 +155,37 @@ def test_loss_plot_shows_adas_p_and_ds_accuracy_on_held_out_and_training_reals(t
     evaluate.plot_losses(str(run), str(tmp_path / "losses.png"))
     assert (tmp_path / "losses.png").stat().st_size > 10_000
     assert evaluate.memorisation_history(str(tmp_path)) == {}  # no history.json: nothing to plot
+
+
+def test_curve_cache_follows_the_held_out_pixels_and_the_network_and_survives_damage(tiny_run, monkeypatch, capsys):
+    import metrics
+    engines = [("stand-in", colour_layout_features)]
+    monkeypatch.setattr(evaluate, "load_fid_engines", lambda path: (engines, None))
+    # quick stand-ins for the slow metrics: this test is about which scores are computed again
+    monkeypatch.setattr(metrics, "sliced_wasserstein", lambda a, b, seed: {"swd_avg": float(abs(a.mean() - b.mean()))})
+    monkeypatch.setattr(metrics, "ms_ssim_diversity", lambda images, seed: 0.5)
+    sampled = []
+    sample_faces = data_io.sample_faces
+    monkeypatch.setattr(data_io, "sample_faces", lambda *a, **k: sampled.append(1) or sample_faces(*a, **k))
+
+    def curve():
+        sampled.clear()
+        assert evaluate.main([str(tiny_run), "--curve", "--n", "20"]) == 0
+        return json.loads((tiny_run / "eval" / "curve.json").read_text())
+    first = curve()
+    # the same file, at the same size, with other pixels (as after preprocess.py --crop tight): all scored again
+    holdout = json.loads((tiny_run / "config.json").read_text())["holdout"]
+    np.save(holdout, 255 - np.load(holdout))
+    second = curve()
+    assert len(sampled) == 2 and second["floor"]["fid"] != first["floor"]["fid"]
+    # another FID network under the same name: scored again
+    engines[:] = [("stand-in", lambda images: 2 * colour_layout_features(images))]
+    third = curve()
+    assert len(sampled) == 2 and third["floor"]["fid"] != second["floor"]["fid"]
+    # a cut-off score cache and reference features: ignored with a note, rebuilt, the same numbers
+    for name in ("curve_cache.json", "curve_reference_features.npz"):
+        path = tiny_run / "eval" / name
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    capsys.readouterr()
+    assert curve()["points"] == third["points"] and len(sampled) == 2
+    assert capsys.readouterr().out.count("ignoring the damaged cache") == 2

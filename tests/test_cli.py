@@ -89,9 +89,9 @@ def run(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     models.build_generator(latent_dim=LATENT, image_size=SIZE, width=8).save(run / "generator.keras")
     models.build_discriminator(image_size=SIZE, width=8).save(run / "discriminator.keras")
-    faces = np.random.default_rng(0).integers(0, 256, (40, SIZE, SIZE, 3), dtype=np.uint8)
-    np.save(run / "train.npy", faces)
-    np.save(run / "holdout.npy", faces[::-1])
+    faces = np.random.default_rng(0).integers(0, 256, (80, SIZE, SIZE, 3), dtype=np.uint8)
+    np.save(run / "train.npy", faces[:40])
+    np.save(run / "holdout.npy", faces[40:])
     np.save(run / "d_losses.npy", np.ones(1, np.float32))
     np.save(run / "g_losses.npy", np.ones(1, np.float32))
     (run / "config.json").write_text(json.dumps({"latent_dim": LATENT, "image_size": SIZE, "epochs": 1,
@@ -124,6 +124,74 @@ def test_evaluate_refuses_real_faces_that_are_the_training_data(run, tmp_path, c
     message = _one_line(capsys.readouterr().err)
     assert "the training data" in message and "--real" in message
     assert not (tmp_path / "eval").exists()
+
+
+def _other_size_folder(folder):
+    folder.mkdir()
+    for i in range(20):
+        data_io.save_png(str(folder / f"{i:03d}.png"), np.full((2 * SIZE, 2 * SIZE, 3), 10 * i, np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda train, held, tmp: train[np.random.default_rng(1).permutation(40)[:30]],
+     "30 of its 30 images are in the training data"),
+    (lambda train, held, tmp: np.concatenate([held[:30], train[[7, 3]]])[::-1],
+     "2 of its 32 images are in the training data"),
+    (lambda train, held, tmp: held[:, ::2, ::2], "holds 16 px images, not 32 px"),
+    (lambda train, held, tmp: _other_size_folder(tmp / "big"), "is 64x64 px, not 32x32"),
+], ids=["shuffled subset", "two mixed in", "another size", "a folder of another size"])
+def test_evaluate_refuses_real_faces_that_are_not_held_out(run, tmp_path, capsys, quick_judge, make, message):
+    real = make(np.load(run / "train.npy"), np.load(run / "holdout.npy"), tmp_path)
+    if isinstance(real, np.ndarray):
+        np.save(tmp_path / "real.npy", real)
+        real = tmp_path / "real.npy"
+    assert evaluate.main([str(run), "--real", str(real), "--no-quality", "--n", "20",
+                          "--out", str(tmp_path / "eval")]) == 2
+    assert message in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_evaluate_refuses_a_system_too_small_to_score_before_scoring(run, tmp_path, capsys, monkeypatch, count):
+    np.save(tmp_path / "few.npy", np.zeros((count, SIZE, SIZE, 3), np.uint8))
+    monkeypatch.setattr(evaluate, "judge_accuracy", lambda *a, **k: pytest.fail("scored before checking"))
+    assert evaluate.main([str(run), f"few:{tmp_path / 'few.npy'}", "--no-quality", "--n", "20",
+                          "--out", str(tmp_path / "eval")]) == 2
+    assert f"holds {count} image(s); a system needs at least 10" in _one_line(capsys.readouterr().err)
+
+
+def test_evaluate_reads_the_loss_files_before_scoring(run, tmp_path, capsys, monkeypatch):
+    import shutil
+    broken = shutil.copytree(run, tmp_path / "broken")
+    (broken / "d_losses.npy").write_bytes(b"\x93NUMPY cut off")
+    monkeypatch.setattr(evaluate, "judge_accuracy", lambda *a, **k: pytest.fail("scored before checking"))
+    assert evaluate.main([str(broken), "--no-quality", "--n", "20", "--out", str(tmp_path / "eval")]) == 2
+    assert "cannot read" in _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("second_size, snapshot_size, message", [
+    (2 * SIZE, SIZE, "makes 64 px images and"),   # another run's config
+    (SIZE, 2 * SIZE, "makes 64 px images; the curve is at 32 px"),  # a snapshot of another size
+])
+def test_curve_checks_every_run_and_snapshot_before_scoring(run, tmp_path, capsys, monkeypatch, second_size,
+                                                            snapshot_size, message):
+    import shutil
+    for name, size, made in (("a", SIZE, SIZE), ("b", second_size, snapshot_size)):
+        (tmp_path / name / "snapshots").mkdir(parents=True)
+        if made == SIZE:
+            shutil.copy(run / "generator.keras", tmp_path / name / "snapshots" / "generator_epoch_001.keras")
+        else:
+            models.build_generator(latent_dim=LATENT, image_size=made, width=8).save(
+                tmp_path / name / "snapshots" / "generator_epoch_001.keras")
+        config = {**json.loads((run / "config.json").read_text()), "image_size": size, "steps_per_epoch": 1,
+                  "batch_size": 16}
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(evaluate, "load_fid_engines", lambda path: ([], "none here"))
+    monkeypatch.setattr(data_io, "sample_faces", lambda *a, **k: pytest.fail("sampled before checking"))
+    assert evaluate.main([str(tmp_path / "a"), str(tmp_path / "b"), "--curve", "--n", "20",
+                          "--out", str(tmp_path / "eval")]) == 2
+    assert message in _one_line(capsys.readouterr().err)
 
 
 def test_evaluate_refuses_a_discriminator_given_as_a_generator(run, tmp_path, capsys):

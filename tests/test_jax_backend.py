@@ -42,7 +42,7 @@ RESUME_FLAGS = [*TINY_TRAIN_FLAGS, "--preset", "best", "--lecam", "0.3", "--bcr"
 def jax_process(tmp_path_factory, tiny_faces):
     """One JAX-backend process does the work of every test below (its start-up and compilations are most of
     their time): a training run, the same run stopped and resumed, two steps of the shared recipe from saved
-    inputs, and benchmark.py's JAX path in fp16."""
+    inputs, the FID network's features of two images, and benchmark.py's JAX path in fp16."""
     tmp = tmp_path_factory.mktemp("jax")
     np.save(tmp / "tiny_train.npy", tiny_faces[:64])
     np.save(tmp / "tiny_holdout.npy", tiny_faces[64:])
@@ -78,6 +78,14 @@ step = gan_step.build_jax_train_step(nets, recipe, inputs["real"])
 losses = [step(np.arange(16)) for _ in range(2)]
 gan_step.sample_noise = sample_noise
 np.savez({str(tmp / "jax_step.npz")!r}, losses=np.array(losses), **weights)
+
+# the FID network's features of two images, when its converted weights are here (the TensorFlow side compares)
+import inception, metrics
+try:
+    np.save({str(tmp / "fid_features.npy")!r},
+            metrics.inception_features(inputs["real"][:2], inception.load_fid_inception()))
+except inception.WeightsUnavailable:
+    pass
 
 # last, since it sets the global fp16 policy
 assert benchmark.main(["--backend", "jax", "--precisions", "fp16", "--batches", "4", "--warmup", "1", "--steps",
@@ -119,6 +127,16 @@ def test_jax_and_tensorflow_steps_compute_the_same_losses(jax_process, monkeypat
     # step 1's g_loss goes through the updated D, step 2's losses through both updated networks; step 1 takes
     # the (lazy) R1 penalty and the LeCam one from zero anchors, step 2 LeCam from the anchors step 1 left
     np.testing.assert_allclose(saved["losses"], losses, rtol=2e-4, atol=1e-5)
+
+
+def test_jax_computes_the_fid_features_tensorflow_does(jax_process):
+    if not (jax_process / "fid_features.npy").exists():
+        pytest.skip("the converted FID Inception weights are not here (python inception.py)")
+    import inception
+    import metrics
+    images = np.load(jax_process / "inputs.npz")["real"][:2]
+    np.testing.assert_allclose(np.load(jax_process / "fid_features.npy"),
+                               metrics.inception_features(images, inception.load_fid_inception()), rtol=1e-4, atol=1e-4)
 
 
 def test_jax_benchmark_trains_an_epoch_in_fp16_with_loss_scaling(jax_process):

@@ -1,4 +1,5 @@
 """Tests for metrics.py. Fast (seconds); never touch the network."""
+import hashlib
 import io
 import pathlib
 import sys
@@ -279,6 +280,17 @@ def test_load_inception_downloads_once_then_uses_cache(tmp_path, stand_in_pb, mo
     monkeypatch.setattr(metrics.urllib.request, "urlopen", None)  # a second download would fail
     graph = metrics.load_inception(cache_dir=str(cache))
     assert metrics.inception_features(uniform_noise(2, seed=19), graph).shape == (2, STAND_IN_DIMS)
+
+
+def test_a_cut_off_cached_graph_is_downloaded_again(tmp_path, stand_in_pb, monkeypatch, capsys):
+    monkeypatch.setattr(metrics, "INCEPTION_URL", _stand_in_tgz(tmp_path, stand_in_pb).as_uri())
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / metrics.INCEPTION_PB).write_bytes(stand_in_pb.read_bytes()[:1000])
+    graph = metrics.load_inception(cache_dir=str(cache))
+    assert "ignoring the damaged" in capsys.readouterr().out
+    assert (cache / metrics.INCEPTION_PB).read_bytes() == stand_in_pb.read_bytes()
+    assert graph.checksum == "sha1:" + hashlib.sha1(stand_in_pb.read_bytes()).hexdigest()  # what caches key on
 
 
 def test_patch_normalisation_stays_exact_on_large_sets():

@@ -79,6 +79,27 @@ def test_unusual_colour_formats_become_rgb(tmp_path, capsys, name, make):
         assert image[..., 2].mean() > 200 and image[..., 0].mean() < 30
 
 
+def test_images_over_the_pixel_or_byte_limit_are_skipped_unread(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(data_io, "MAX_IMAGE_PIXELS", 150 * 150, raising=False)
+    monkeypatch.setattr(data_io, "MAX_IMAGE_BYTES", 1_000_000)
+    # preprocess.py: a picture that declares more pixels than the limit is not decoded
+    folder = _folder_with(tmp_path, "huge.jpg", jpeg_bytes(400, 300))
+    code, meta, _ = _preprocess(tmp_path, folder, capsys)
+    assert code == 0 and [s["file"] for s in meta["skipped"]] == ["huge.jpg"]
+    assert "300x400 = 120,000 pixels, over the 22,500-pixel limit" in meta["skipped"][0]["reason"]
+    # evaluate.py's image sets: a zip with a member too large in pixels, and one too large in bytes
+    source = tmp_path / "faces.zip"
+    with zipfile.ZipFile(source, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for i in range(3):
+            archive.writestr(f"{i}.jpg", jpeg_bytes(64, 64, seed=i))
+        archive.writestr("huge.jpg", jpeg_bytes(400, 300))
+        archive.writestr("bomb.png", bytes(1_500_000))  # deflates to about a thousandth of that
+    capsys.readouterr()
+    assert len(data_io.load_image_array(str(source), 32)) == 3
+    note = capsys.readouterr().out
+    assert "skipped 2 of the files" in note and "over the 22,500-pixel limit" in note and "1,000,000-byte" in note
+
+
 def test_folder_of_non_images_is_an_error(tmp_path, capsys):
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -363,12 +384,19 @@ def test_the_training_file_is_never_recorded_as_its_own_holdout(tmp_path, tiny_f
     np.save(tmp_path / "same_holdout.npy", tiny_faces[:64])
     _, config, _ = train.prepare_run(train.parse_args(["--data", str(tmp_path / "same_train.npy"), *flags]))
     assert config["holdout"] is None and "--real" in capsys.readouterr().out
+    np.save(tmp_path / "same_holdout.npy", np.concatenate([tiny_faces[64:], tiny_faces[[3]]]))  # one training face
+    _, config, _ = train.prepare_run(train.parse_args(["--data", str(tmp_path / "same_train.npy"), *flags]))
+    assert config["holdout"] is None and "1 of its 33 images is in the training data" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("holdout, message", [("faces.npy", "is the training data"),
-                                              ("missing.npy", "no held-out images at")])
+                                              ("missing.npy", "no held-out images at"),
+                                              ("shuffled.npy", "20 of its 20 images are in the training data"),
+                                              ("small.npy", "holds 16 px images, not 32 px")])
 def test_a_wrong_holdout_flag_is_refused(tmp_path, tiny_faces, capsys, holdout, message):
     np.save(tmp_path / "faces.npy", tiny_faces[:64])
+    np.save(tmp_path / "shuffled.npy", tiny_faces[np.random.default_rng(0).permutation(64)[:20]])
+    np.save(tmp_path / "small.npy", tiny_faces[64:, ::2, ::2])
     assert train.main(["--data", str(tmp_path / "faces.npy"), "--holdout", str(tmp_path / holdout),
                        "--out", str(tmp_path / "outputs"), *TINY_TRAIN_FLAGS]) == 2
     assert message in _one_line(capsys.readouterr().err)
