@@ -13,6 +13,7 @@ metrics.json, losses.png, comparison.png. With --curve: the generator snapshots 
 (--snapshot-every) scored one by one against images seen, in curve.md, curve.json and curve.png.
 """
 import argparse
+import json
 import os
 import re
 import sys
