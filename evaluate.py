@@ -69,15 +69,16 @@ def check_held_out(real_path, real, config, run_dir):
         raise data_io.NotHeldOut(f"{error}; pass --real PATH with real faces the run never trained on") from None
 
 
-def read_losses(path, keys=None):
-    """A loss file: a .npy array, or the `keys` of an .npz as a dict. A damaged one is one line (DataError)."""
+def read_losses(path, keys=None, optional=()):
+    """A loss file: a .npy array, or the `keys` (and those of `optional` it has) of an .npz as a dict. A damaged
+    one is one line (DataError)."""
     try:
         if keys is None:
             return np.load(path, allow_pickle=False)
         if not zipfile.is_zipfile(path):
             raise ValueError("not an .npz archive")
         with np.load(path, allow_pickle=False) as saved:
-            return {key: saved[key] for key in keys}
+            return {key: saved[key] for key in (*keys, *[k for k in optional if k in saved.files])}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise data_io.DataError(f"cannot read {path}: {error}") from None
 
@@ -87,7 +88,7 @@ def check_loss_files(run_dir):
     for name in ("d_losses.npy", "g_losses.npy"):
         read_losses(os.path.join(run_dir, name))
     if os.path.exists(os.path.join(run_dir, "steps.npz")):
-        read_losses(os.path.join(run_dir, "steps.npz"), run_state.STEP_KEYS)
+        read_losses(os.path.join(run_dir, "steps.npz"), run_state.STEP_KEYS[:4], optional=("ada_p",))
 
 
 # ----- measurements --------------------------------------------------------------------------------------
@@ -180,7 +181,7 @@ def plot_losses(run_dir, path):
     axes[0].set(title="mean loss per epoch (d_losses.npy, g_losses.npy)", xlabel="epoch", ylabel="loss")
     steps_path = os.path.join(run_dir, "steps.npz")
     if os.path.exists(steps_path):
-        steps = read_losses(steps_path, run_state.STEP_KEYS)
+        steps = read_losses(steps_path, run_state.STEP_KEYS[:4], optional=("ada_p",))  # runs before ADA lack it
         n = len(steps["d_loss"])
         x = np.arange(1, n + 1) * len(d_losses) / max(n, 1)  # in epochs
         window = max(1, n // 100)
@@ -196,7 +197,7 @@ def plot_losses(run_dir, path):
         axes[1].set(title=f"per-step loss (moving average of {window})", xlabel="epoch")
         axes[2].plot(x_smooth, smooth(steps["d_real"]), label="D(x)  real")
         axes[2].plot(x_smooth, smooth(steps["d_fake"]), label="D(G(z))  fake")
-        if "ada_p" in steps.files and steps["ada_p"].any():
+        if "ada_p" in steps and steps["ada_p"].any():
             axes[2].plot(x, steps["ada_p"], color="C3", label="ADA's augmentation probability p")
     accuracies = memorisation_history(run_dir)
     if accuracies:
