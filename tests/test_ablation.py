@@ -73,7 +73,7 @@ def test_long_rows_each_change_one_setting_of_preset_best(tmp_path, tiny_dataset
     assert changed["long_sn_hinge"] == {"spectral_norm", "loss", "label_smoothing"}  # smoothing is bce-only
 
 
-ROW_FLAGS = ["--rows", "dcgan", "--batch-size", "16", "--n", "16", "--no-fid", "--train-args",
+ROW_FLAGS = ["--rows", "dcgan", "--batch-size", "16", "--n", "20", "--no-fid", "--train-args",
              "--g-width 8 --d-width 8 --max-steps 4 --n-samples 16 --precision fp32"]
 
 
