@@ -327,14 +327,21 @@ def load_fid_inception(path=None):
     import keras
     network = build_network(load_weights(path))
 
-    def features(images):
+    def resized_features(images):
         rows = resize_matrix(images.shape[1])
         columns = resize_matrix(images.shape[2])
         resized = keras.ops.einsum("ph,nhwc,qw->npqc", rows, keras.ops.cast(images, "float32"), columns)
         return network(resized / 128.0 - 1.0, training=False)
-    if keras.backend.backend() == "tensorflow":  # compiled; on other backends Keras runs it eagerly
+    features = resized_features  # compiled for the backend Keras runs on
+    if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
-        features = tf.function(features, reduce_retracing=True)
+        features = tf.function(resized_features, reduce_retracing=True)
+    elif keras.backend.backend() == "jax":
+        import jax
+        compiled = jax.jit(resized_features)
+
+        def features(images):
+            return compiled(np.asarray(images))  # jit takes arrays (metrics.inception_features gives tf tensors)
     features.checksum = "sha256:" + WEIGHTS_SHA256  # load_weights checked it: what cached scores are keyed on
     return features
 
