@@ -22,13 +22,13 @@ PRESETS = {
     "dcgan": {"ema": 0.0, "diffaug": "", "loss": "bce", "r1": 0.0, "r1_every": 1, "spectral_norm": False,
               "minibatch_std": False, "minibatch_std_group": 4, "label_smoothing": 0.0, "mode_seeking": 0.0,
               "lecam": 0.0, "bcr": 0.0, "g_lr": None, "d_lr": None, "ada_target": 0.0, "ada_kimg": 100,
-              "upsample": "transposed"},
+              "ada_ops": "", "upsample": "transposed"},
     # EMA of G, translation-only DiffAugment, G's learning rate doubled, one-sided label smoothing and a
     # mode-seeking term for diversity.
     "best": {"ema": 0.999, "diffaug": "translation", "loss": "bce", "r1": 0.0, "r1_every": 1, "spectral_norm": False,
              "minibatch_std": False, "minibatch_std_group": 4, "label_smoothing": 0.1, "mode_seeking": 3.0,
              "lecam": 0.0, "bcr": 0.0, "g_lr": 4e-4, "d_lr": None, "ada_target": 0.0, "ada_kimg": 100,
-             "upsample": "transposed"},
+             "ada_ops": "", "upsample": "transposed"},
 }
 RECIPE_KEYS = tuple(PRESETS["dcgan"])  # the settings a preset fills and a resumed run must keep
 # The paper's model and optimizer, with the dcgan recipe: every key build_models and build_train_step read.
@@ -209,18 +209,21 @@ def ema_update(averages, weights, decay):
         average.assign(decay * average + (1.0 - decay) * weight)
 
 
-def diff_augment(x, ops_text, seed, p=None):
+def diff_augment(x, ops_text, seed, p=None, gated=None):
     """DiffAugment (Zhao et al. 2020) on images in [-1, 1]: random colour (brightness, saturation, contrast),
     translation by up to 1/8 of the size (zero-filled), cutout of a half-size square and a horizontal flip
     (of half the images), each drawn per image. Differentiable, so G learns through it. p: None, every op on
-    every image; else a scalar tensor, each op applied to each image with probability p (ADA)."""
+    every image; else a scalar tensor, each op in `gated` (a comma-separated subset of ops_text; None: all of
+    them) applied to each image with probability p (ADA), the others to every image."""
     batch, size = ops.shape(x)[0], x.shape[1]
 
     def uniform(low, high):
         return ops.cast(keras.random.uniform((batch, 1, 1, 1), low, high, seed=seed), x.dtype)
 
-    def maybe(augmented, original):  # ADA: keep each image's original with probability 1 - p
-        if p is None:
+    gated_ops = set((gated or ops_text).split(","))
+
+    def maybe(augmented, original, op):  # ADA: keep each image's original with probability 1 - p
+        if p is None or op not in gated_ops:
             return augmented
         return ops.where(keras.random.uniform((batch, 1, 1, 1), seed=seed) < p, augmented, original)
 
@@ -231,7 +234,7 @@ def diff_augment(x, ops_text, seed, p=None):
         mean = (y[..., 0:1] + y[..., 1:2] + y[..., 2:3]) / 3.0
         y = (y - mean) * uniform(0.0, 2.0) + mean
         mean = ops.mean(y, axis=(1, 2, 3), keepdims=True)
-        x = maybe((y - mean) * uniform(0.5, 1.5) + mean, x)
+        x = maybe((y - mean) * uniform(0.5, 1.5) + mean, x, "color")
     positions = ops.arange(size)[None, :]
     if "translation" in ops_text:
         shift = size // 8
@@ -240,14 +243,14 @@ def diff_augment(x, ops_text, seed, p=None):
         rows = positions + shift + offsets[0]  # (batch, size): the source row of each output row
         y = ops.take_along_axis(padded, rows[:, :, None, None], axis=1)
         columns = positions + shift + offsets[1]
-        x = maybe(ops.take_along_axis(y, columns[:, None, :, None], axis=2), x)
+        x = maybe(ops.take_along_axis(y, columns[:, None, :, None], axis=2), x, "translation")
     if "cutout" in ops_text:
         centres = keras.random.randint((2, batch, 1), 0, size, seed=seed)
         inside = [ops.abs(positions - centres[i]) < size // 4 for i in range(2)]
         keep = ops.logical_not(ops.logical_and(inside[0][:, :, None], inside[1][:, None, :]))
-        x = maybe(x * ops.cast(keep, x.dtype)[..., None], x)
+        x = maybe(x * ops.cast(keep, x.dtype)[..., None], x, "cutout")
     if "flip" in ops_text:
-        x = maybe(ops.where(uniform(0.0, 1.0) < 0.5, ops.flip(x, axis=2), x), x)
+        x = maybe(ops.where(uniform(0.0, 1.0) < 0.5, ops.flip(x, axis=2), x), x, "flip")
     return x
 
 
@@ -255,7 +258,7 @@ def augment(images, recipe, nets):
     if not recipe["diffaug"]:
         return images
     p = nets["ada_state"][0] if recipe["ada_target"] else None
-    return diff_augment(images, recipe["diffaug"], nets["aug_seed"], p)
+    return diff_augment(images, recipe["diffaug"], nets["aug_seed"], p, recipe["ada_ops"] or None)
 
 
 def update_ada(state, real_logits, d_iterations, recipe):

@@ -96,7 +96,7 @@ def add_recipe_flags(p):
                         "generator.keras and the grids then use the averaged G; the trained G is saved as "
                         "generator_raw.keras")
     p.add_argument("--diffaug", default=None, metavar="OPS",
-                   help="DiffAugment (Zhao et al. 2020): comma-separated subset of color,translation,cutout, "
+                   help="DiffAugment (Zhao et al. 2020): comma-separated subset of color,translation,cutout,flip, "
                         "applied to real and fake images before D in both updates ('' = off)")
     p.add_argument("--loss", default=None, choices=("bce", "hinge"),
                    help="bce: the paper's cross-entropy with the non-saturating G loss; hinge: hinge loss "
@@ -138,6 +138,10 @@ def add_recipe_flags(p):
                         "on every image)")
     p.add_argument("--ada-kimg", type=cli.positive_int, default=None, metavar="K",
                    help="ADA's speed: p can move from 0 to 1 in K thousand real images (default 100)")
+    p.add_argument("--ada-ops", default=None, metavar="OPS",
+                   help="the --diffaug ops whose probability ADA adapts (comma-separated); the other --diffaug "
+                        "ops apply to every image, e.g. --diffaug translation,color,cutout --ada-ops color,cutout "
+                        "keeps translation always on ('' = default: all of them)")
     p.add_argument("--upsample", default=None, choices=("transposed", "resize"),
                    help="G's upsampling: transposed = the paper's k4 s2 transposed convolutions; resize = "
                         "nearest-neighbour resize + k3 convolution, against checkerboard artefacts (Odena et "
@@ -262,6 +266,10 @@ def check_args(p, args):
         unknown = unknown_diffaug_ops(args.diffaug)
         if unknown:
             p.error(f"--diffaug: unknown {', '.join(sorted(unknown))}; choose from {','.join(gan_step.DIFFAUG_OPS)}")
+    if args.ada_ops:
+        unknown = unknown_diffaug_ops(args.ada_ops)
+        if unknown:
+            p.error(f"--ada-ops: unknown {', '.join(sorted(unknown))}; choose from {','.join(gan_step.DIFFAUG_OPS)}")
     if args.label_smoothing and args.loss == "hinge":
         p.error("--label-smoothing applies to the bce loss only")
     if args.minibatch_std_group == 1:
@@ -442,6 +450,11 @@ def prepare_run(args, new_run_check=True):
         config["g_lr"], config["d_lr"] = config["g_lr"] or config["lr"], config["d_lr"] or config["lr"]
         if config["ada_target"] and not config["diffaug"]:
             raise data_io.DataError("--ada adapts how often the --diffaug ops are applied: give --diffaug OPS")
+        if config["ada_ops"] and not config["ada_target"]:
+            raise data_io.DataError("--ada-ops names the ops whose probability --ada adapts: give --ada TARGET")
+        if config["ada_ops"] and set(config["ada_ops"].split(",")) - set(config["diffaug"].split(",")):
+            raise data_io.DataError(f"--ada-ops {config['ada_ops']}: each op must also be in --diffaug "
+                                    f"({config['diffaug'] or 'none given'})")
         config["precision"], config["precision_reason"] = (gan_step.auto_precision() if args.precision == "auto"
                                                            else (args.precision, "chosen with --precision"))
         dataset_name = "demo" if config["demo"] else os.path.basename(config["data"]).replace("_train.npy", "")
@@ -512,8 +525,9 @@ def saved_setting_checks():
         if defaults[key] is None:
             accepts = (lambda value, accepts=accepts: value is None or accepts(value))
         checks[key] = (accepts, what)
-    checks["diffaug"] = (lambda value: isinstance(value, str) and not (value and unknown_diffaug_ops(value)),
-                         f"a comma-separated list of {', '.join(gan_step.DIFFAUG_OPS)}")
+    for key in ("diffaug", "ada_ops"):
+        checks[key] = (lambda value: isinstance(value, str) and not (value and unknown_diffaug_ops(value)),
+                       f"a comma-separated list of {', '.join(gan_step.DIFFAUG_OPS)}")
     return checks
 
 

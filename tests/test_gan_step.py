@@ -39,6 +39,11 @@ def test_diff_augment_with_ada_probability_p_augments_a_share_p_of_the_images():
     assert not cut[0.0].any() and cut[1.0].all() and 16 < cut[0.5].sum() < 48
     untouched = gan_step.diff_augment(images, "color,translation,cutout,flip", seed, tf.constant(0.0))
     np.testing.assert_array_equal(np.asarray(untouched), np.asarray(images))
+    # --ada-ops: only the gated ops follow p, the others apply to every image (here colour, at p = 0)
+    coloured = np.asarray(gan_step.diff_augment(images, "color,cutout", seed, tf.constant(0.0), "cutout"))
+    assert not (coloured == 0).all(-1).any() and (np.abs(coloured - np.asarray(images)).max(axis=(1, 2, 3)) > 0).all()
+    cut_always = np.asarray(gan_step.diff_augment(images, "color,cutout", seed, tf.constant(1.0), "cutout"))
+    assert (cut_always == 0).all(-1).any((1, 2)).all()
     # flip mirrors about half the images, each exactly
     flipped = np.asarray(gan_step.diff_augment(images, "flip", seed))
     mirrored = np.array([np.array_equal(f, i[:, ::-1]) for f, i in zip(flipped, np.asarray(images))])

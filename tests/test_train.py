@@ -126,13 +126,15 @@ def test_hinge_lazy_r1_lecam_bcr_ttur_ada_resize_and_every_diffaug_op_train_and_
                                                                                              tiny_dataset):
     flags = ["--ema", "0.9", "--diffaug", "color,translation,cutout,flip", "--loss", "hinge", "--r1", "1",
              "--r1-every", "3", "--lecam", "0.3", "--bcr", "1", "--d-lr", "4e-4", "--g-lr", "1e-4",
-             "--ada", "0.05", "--ada-kimg", "1", "--upsample", "resize", "--precision", "fp32"]
+             "--ada", "0.05", "--ada-kimg", "1", "--ada-ops", "color,cutout,flip", "--upsample", "resize",
+             "--precision", "fp32"]
     assert _train(tmp_path, tiny_dataset, "--epochs", "1", *flags) == 0
     run = tmp_path / "outputs" / "run"
     assert train.main(["--resume", str(run), "--epochs", "2"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["loss"] == "hinge" and config["r1_every"] == 3 and config["lecam"] == 0.3 and config["bcr"] == 1
-    assert (config["ada_target"], config["ada_kimg"], config["upsample"]) == (0.05, 1, "resize")
+    assert (config["ada_target"], config["ada_kimg"], config["ada_ops"], config["upsample"]) == (
+        0.05, 1, "color,cutout,flip", "resize")
     # the LeCam anchors, ADA's state and the lazy-R1 phase are part of the checkpoint: the resumed run equals a
     # straight one
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), "--name", "straight",
@@ -147,6 +149,12 @@ def test_hinge_lazy_r1_lecam_bcr_ttur_ada_resize_and_every_diffaug_op_train_and_
 def test_ada_needs_diffaug_ops_and_a_single_device(tmp_path, tiny_dataset, capsys):
     assert _train(tmp_path, tiny_dataset, "--ada", "0.6") == 2  # the paper's recipe has no DiffAugment
     assert "--ada adapts how often the --diffaug ops are applied" in capsys.readouterr().err
+    assert _train(tmp_path, tiny_dataset, "--diffaug", "translation", "--ada-ops", "translation") == 2
+    assert "--ada-ops names the ops whose probability --ada adapts" in capsys.readouterr().err
+    assert _train(tmp_path, tiny_dataset, "--diffaug", "translation", "--ada", "0.6", "--ada-ops", "cutout") == 2
+    assert "--ada-ops cutout: each op must also be in --diffaug (translation)" in capsys.readouterr().err
+    assert "--ada-ops: unknown rotate" in usage_error(train.parse_args, ["--ada-ops", "rotate"], capsys)
+    assert not (tmp_path / "outputs").exists()  # refused before the run directory is made
     assert "--ada is single-device only" in usage_error(train.parse_args, ["--ada", "0.6", "--diffaug", "flip",
                                                                            "--strategy", "mirrored"], capsys)
 
