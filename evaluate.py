@@ -94,16 +94,9 @@ def check_loss_files(run_dir):
 # ----- measurements --------------------------------------------------------------------------------------
 
 def discriminator_scores(discriminator, images, batch_size=128):
-    """D's probability of 'real' for each uint8 image.
-
-    D runs as it was trained: batch norm with the statistics of each batch, every batch from one set only
-    (training=True; the loaded copy's moving averages change, the saved file does not). Its inference mode
-    uses moving averages that mix real and fake batches, and is miscalibrated for a DCGAN discriminator.
-    """
-    logits = np.concatenate([np.asarray(discriminator(
-        images[i:i + batch_size].astype(np.float32) / 127.5 - 1.0, training=True)).reshape(-1)
-        for i in range(0, len(images), batch_size)])
-    return 1.0 / (1.0 + np.exp(-logits))
+    """D's probability of 'real' for each uint8 image, D run as it was trained (models.discriminator_logits)."""
+    import models
+    return 1.0 / (1.0 + np.exp(-models.discriminator_logits(discriminator, images, batch_size)))
 
 
 def build_judge(size):

@@ -225,6 +225,20 @@ def recalibrate_batchnorm(generator, batches=16, batch_size=128, seed=0):
             layer.momentum = momentum
 
 
+def discriminator_logits(discriminator, images, batch_size=128):
+    """D's logits for uint8 images, with D run as it trains: batch norm on each batch's own statistics, every
+    batch from one set only. A stateless call, so D's moving averages (and spectral norm's vectors) are left as
+    they were: a training run's result does not depend on being probed. D's inference mode uses moving averages
+    that mix real and fake batches, and is miscalibrated for a DCGAN discriminator."""
+    trainable = [v.value for v in discriminator.trainable_variables]
+    non_trainable = [v.value for v in discriminator.non_trainable_variables]
+    logits = [np.asarray(discriminator.stateless_call(trainable, non_trainable,
+                                                      images[i:i + batch_size].astype(np.float32) / 127.5 - 1.0,
+                                                      training=True)[0], np.float32).reshape(-1)
+              for i in range(0, len(images), batch_size)]
+    return np.concatenate(logits)
+
+
 def count_trainable(model):
     return sum(int(math.prod(w.shape)) for w in model.trainable_weights)
 

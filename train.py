@@ -723,7 +723,7 @@ def train_in(run_dir, config, images, strategy, chief, args):
             means = run_state.record_epoch(history, epoch, run_state.steps_into_epoch(history) - done,
                                            config["batch_size"], time.perf_counter() - start)
             sync()
-            record_memorisation(history, nets["discriminator"], probe)
+            record_memorisation(history, nets["discriminator"], probe, config["batch_size"])
             run_state.save_history(out_dir, history)
             grid = save_epoch_outputs(out_dir, config, epoch, nets, fixed_noise)
             log_epoch(writer, history, means, grid)
@@ -775,16 +775,16 @@ def memorisation_probe(config, images, count=512):
     return np.asarray(holdout[:count]), np.asarray(images[:count])
 
 
-def record_memorisation(history, discriminator, probe, batch_size=256):
-    """D's accuracy on held-out and on training reals (the share it calls real, inference mode) in the history:
-    a D that calls its training faces real but not unseen ones is memorising them (Karras et al. 2020)."""
+def record_memorisation(history, discriminator, probe, batch_size):
+    """D's accuracy on held-out and on training reals (the share it calls real, D run as it trains on batches of
+    the training batch size) in the history: a D that calls its training faces real but not unseen ones is
+    memorising them (Karras et al. 2020)."""
+    import models
     accuracies = [None, None]
     if probe is not None:
         for i, reals in enumerate(probe):
-            logits = [np.asarray(discriminator(reals[j:j + batch_size].astype(np.float32) / 127.5 - 1.0,
-                                               training=False), np.float32)
-                      for j in range(0, len(reals), batch_size)]
-            accuracies[i] = round(float(np.mean(np.concatenate(logits) > 0)), 4)
+            logits = models.discriminator_logits(discriminator, reals, batch_size)
+            accuracies[i] = round(float(np.mean(logits > 0)), 4)
     history["d_holdout_accuracy"].append(accuracies[0])
     history["d_train_accuracy"].append(accuracies[1])
 

@@ -119,3 +119,22 @@ def test_spectral_norm_discriminator_runs_in_inference_mode_under_bf16():
     images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
     logits = np.asarray(discriminator(images, training=False), np.float32)
     assert logits.shape == (2, 1) and np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_discriminator_logits_use_each_batchs_statistics_and_leave_d_unchanged(spectral_norm):
+    discriminator = models.build_discriminator(image_size=32, width=8, spectral_norm=spectral_norm)
+    images = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    before = [np.array(v) for v in discriminator.non_trainable_variables]
+    logits = models.discriminator_logits(discriminator, images, batch_size=4)  # batches of 4, 4 and 2
+    for kept, variable in zip(before, discriminator.non_trainable_variables):  # moving averages, SN vectors
+        np.testing.assert_array_equal(np.array(variable), kept)
+    # the same as D in training mode on each batch by itself, from the state it had (such a call updates it)
+    scaled, expected = images.astype(np.float32) / 127.5 - 1.0, []
+    for i in (0, 4, 8):
+        for kept, variable in zip(before, discriminator.non_trainable_variables):
+            variable.assign(kept)
+        expected.append(np.asarray(discriminator(scaled[i:i + 4], training=True)).reshape(-1))
+    expected = np.concatenate(expected)
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(logits, np.asarray(discriminator(scaled, training=False)).reshape(-1), atol=1e-3)
