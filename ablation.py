@@ -87,7 +87,8 @@ def epochs_done(path):
 def new_run_flags(out, row, seed, epochs, batch_size, data, extra=()):
     """The train.py flags of a row's run."""
     return ["--data", data, "--epochs", str(epochs), "--batch-size", str(batch_size), "--seed", str(seed),
-            "--out", out, "--name", os.path.basename(run_dir(out, row, seed)), *EMA, *ROWS[row][1], *extra]
+            "--out", out, "--name", os.path.basename(run_dir(out, row, seed)), *EMA,
+            *([] if "--preset" in ROWS[row][1] else ["--preset", "dcgan"]), *ROWS[row][1], *extra]
 
 
 # train.py flags that --train-args may not give: ablation.py sets them for each run, or they make a row's

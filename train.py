@@ -87,10 +87,9 @@ def add_recipe_flags(p):
     p.add_argument("--lr", type=cli.positive_float, default=gan_step.PAPER["lr"],
                    help="Adam learning rate for both networks (the paper: 2e-4)")
     p.add_argument("--preset", default=None, choices=sorted(gan_step.PRESETS),
-                   help="dcgan: the 2015 paper, unchanged (default on CelebA); best (default on the demo faces): "
-                        "the paper plus the changes that won docs/ablation.md's ablation (--ema 0.999 --diffaug "
-                        "translation --g-lr 4e-4 --label-smoothing "
-                        "0.1 --mode-seeking 3). The flags below override the preset one by one")
+                   help="best (the default): the paper plus the changes that won docs/ablation.md's ablation "
+                        "(--ema 0.999 --diffaug translation --g-lr 4e-4 --label-smoothing 0.1 --mode-seeking 3); "
+                        "dcgan: the 2015 paper, unchanged. The flags below override the preset one by one")
     p.add_argument("--ema", type=UNIT_INTERVAL, default=None, metavar="DECAY",
                    help="keep an exponential moving average of G's weights with this decay (e.g. 0.999; 0 = off). "
                         "generator.keras and the grids then use the averaged G; the trained G is saved as "
@@ -431,7 +430,7 @@ def settings(args, demo):
     """The run's settings from the flags; those not given come from the preset and the paper (or the demo)."""
     config = {k: v for k, v in vars(args).items()
               if k not in ("resume", "data", "holdout", "dry_run", "given_flags", "allow_data_change")}
-    config["preset"] = args.preset or ("best" if demo else "dcgan")
+    config["preset"] = args.preset or "best"
     for key, value in {**(DEMO_DEFAULTS if demo else PAPER_DEFAULTS), **gan_step.PRESETS[config["preset"]]}.items():
         if config[key] is None:
             config[key] = value
@@ -474,8 +473,9 @@ def resume_run(args):
     paper's), checked against the flags given (KEPT_ON_RESUME must match, HONOURED_ON_RESUME are taken) and
     its data against the data it trained on. Raises NothingToDo for a run that has trained all its epochs."""
     run_dir, given = args.resume, given_flags(args)
-    config = run_state.load_config(run_dir, settings(parse_args([]), demo=False), required=RESUME_REQUIRED,
-                                   checks=saved_setting_checks())
+    # a run saved before a setting existed trained with it off, as in the paper's recipe
+    paper = settings(parse_args(["--preset", "dcgan"]), demo=False)
+    config = run_state.load_config(run_dir, paper, required=RESUME_REQUIRED, checks=saved_setting_checks())
     if {"out", "name"} & given:
         raise data_io.DataError(f"--out and --name name a new run; --resume continues {run_dir} in its own folder")
     run_state.check_resume_settings(config, {key: getattr(args, key) for key in KEPT_ON_RESUME if key in given})

@@ -15,7 +15,8 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, tiny_dataset)
     out = str(tmp_path / "outputs")
     # with lazy R1 (the step count read on the host) and LeCam (anchors averaged over the replicas)
     common = ["--data", tiny_dataset, "--out", out, *TINY_TRAIN_FLAGS, "--epochs", "2", "--r1", "1", "--r1-every", "2",
-              "--lecam", "0.3", "--precision", "fp32"]  # this process and the child compute alike
+              "--lecam", "0.3", "--precision", "fp32",  # this process and the child compute alike
+              "--preset", "dcgan"]  # no DiffAugment: each replica draws its own shifts
     assert train.main(common + ["--name", "single"]) == 0
     result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *common, "--name", "mirrored",
                              "--strategy", "mirrored", "--logical-cpus", "2"],
@@ -54,7 +55,8 @@ def test_multiworker_with_two_local_workers_matches_one_device(tmp_path, tiny_da
     out = str(tmp_path / "outputs")
     # with lazy R1 (the step count read on the host) and LeCam (anchors averaged over the replicas)
     common = ["--data", tiny_dataset, "--out", out, *TINY_TRAIN_FLAGS, "--epochs", "2", "--r1", "1", "--r1-every", "2",
-              "--lecam", "0.3", "--precision", "fp32"]  # this process and the child compute alike
+              "--lecam", "0.3", "--precision", "fp32",  # this process and the child compute alike
+              "--preset", "dcgan"]  # no DiffAugment: each replica draws its own shifts
     assert train.main(common + ["--name", "single"]) == 0
     workers = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
     processes = []

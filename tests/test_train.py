@@ -51,7 +51,8 @@ def test_resume_continues_the_epoch_count_without_gaps_and_keeps_the_newest_chec
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_dataset, precision):
-    flags = [*TINY_TRAIN_FLAGS, "--precision", precision]
+    # bf16: the default recipe; fp32: the paper's, as a run saved before the recipe settings existed trained
+    flags = [*TINY_TRAIN_FLAGS, "--precision", precision, *(["--preset", "dcgan"] if precision == "fp32" else [])]
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "straight", "--epochs", "2",
                        *flags]) == 0
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "split", "--epochs", "1",
@@ -78,11 +79,15 @@ def test_demo_mode_without_celeba(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "outputs" / "demo" / "samples" / "epoch_001.png").exists()
     config = json.loads((tmp_path / "outputs" / "demo" / "config.json").read_text())
     assert config["demo"] is True
-    # the demo trains the best recipe, CelebA the paper's, unless --preset says otherwise
+    # the demo and CelebA both train the best recipe, the paper's only with --preset dcgan
     assert config["preset"] == "best" and config["mode_seeking"] == gan_step.PRESETS["best"]["mode_seeking"]
-    _, celeba_config, _ = train.prepare_run(train.parse_args(["--data", str(tmp_path / "data" / "demo64_train.npy"),
-                                                              "--batch-size", "16", "--out", str(tmp_path / "o")]))
-    assert celeba_config["preset"] == "dcgan" and celeba_config["mode_seeking"] == 0
+    data = ["--data", str(tmp_path / "data" / "demo64_train.npy"), "--batch-size", "16", "--out", str(tmp_path / "o")]
+    _, celeba_config, _ = train.prepare_run(train.parse_args(data))
+    assert {k: celeba_config[k] for k in gan_step.RECIPE_KEYS if k not in ("g_lr", "d_lr")} == {
+        k: v for k, v in gan_step.PRESETS["best"].items() if k not in ("g_lr", "d_lr")}
+    assert celeba_config["preset"] == "best" and (celeba_config["g_lr"], celeba_config["d_lr"]) == (4e-4, 2e-4)
+    _, paper_config, _ = train.prepare_run(train.parse_args([*data, "--preset", "dcgan"]))
+    assert paper_config["preset"] == "dcgan" and paper_config["mode_seeking"] == 0 and paper_config["ema"] == 0
 
 
 def test_wrong_data_file_is_a_clear_error(tmp_path, capsys):
@@ -147,7 +152,7 @@ def test_hinge_lazy_r1_lecam_bcr_ttur_ada_resize_and_every_diffaug_op_train_and_
 
 
 def test_ada_needs_diffaug_ops_and_a_single_device(tmp_path, tiny_dataset, capsys):
-    assert _train(tmp_path, tiny_dataset, "--ada", "0.6") == 2  # the paper's recipe has no DiffAugment
+    assert _train(tmp_path, tiny_dataset, "--ada", "0.6", "--preset", "dcgan") == 2  # the paper has no DiffAugment
     assert "--ada adapts how often the --diffaug ops are applied" in capsys.readouterr().err
     assert _train(tmp_path, tiny_dataset, "--diffaug", "translation", "--ada-ops", "translation") == 2
     assert "--ada-ops names the ops whose probability --ada adapts" in capsys.readouterr().err
@@ -170,9 +175,9 @@ def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_data
                                                        "--out", str(tmp_path), "--batch-size", "16"]))
     assert config["loss"] == "hinge" and config["label_smoothing"] == 0  # the hinge loss has no labels to smooth
     _, config, _ = train.prepare_run(train.parse_args(["--data", tiny_dataset, "--out", str(tmp_path),
-                                                       "--batch-size", "16"]))
+                                                       "--batch-size", "16", "--preset", "dcgan"]))
     assert {k: config[k] for k in gan_step.RECIPE_KEYS if k not in ("g_lr", "d_lr")} == {
-        k: v for k, v in gan_step.PRESETS["dcgan"].items() if k not in ("g_lr", "d_lr")}  # no flag: the paper
+        k: v for k, v in gan_step.PRESETS["dcgan"].items() if k not in ("g_lr", "d_lr")}  # the paper, unchanged
     assert config["g_lr"] == config["d_lr"] == config["lr"]
 
 
