@@ -97,6 +97,9 @@ def tiny_dataset(tmp_path, tiny_faces):
 
 TINY_TRAIN_FLAGS = ["--g-width", "8", "--d-width", "8", "--batch-size", "16", "--max-steps", "2",
                     "--n-samples", "16"]
+# The paper's recipe, the cheapest to train: for tests of the loop's mechanics (signals, checkpoints), which no
+# recipe option changes. The default recipe's own resume, EMA, DiffAugment and seeds are tested by name.
+PAPER_RECIPE = ["--preset", "dcgan"]
 
 
 def jpeg_bytes(h=109, w=89, seed=0):

@@ -20,7 +20,7 @@ import preprocess
 import gan_step
 import run_state
 import train
-from conftest import ROOT, TINY_TRAIN_FLAGS, flip_a_byte_inside, jpeg_bytes, wait_for_checkpoint
+from conftest import PAPER_RECIPE, ROOT, TINY_TRAIN_FLAGS, flip_a_byte_inside, jpeg_bytes, wait_for_checkpoint
 
 
 def _folder_with(tmp_path, odd_name, odd_bytes, n_good=4):
@@ -157,7 +157,7 @@ def test_resume_on_data_of_another_size_is_refused(tmp_path, tiny_dataset, capsy
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_dataset, capsys):
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "2",
-                       *TINY_TRAIN_FLAGS]) == 0
+                       *TINY_TRAIN_FLAGS, *PAPER_RECIPE]) == 0
     newest = run_state.latest_checkpoint(str(tmp_path / "run"))
     with open(newest, "r+b") as f:
         f.truncate(1000)
@@ -210,8 +210,8 @@ def _start(args):
 
 
 def test_kill_9_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path, tiny_dataset):
-    flags = ["--data", tiny_dataset, *TINY_TRAIN_FLAGS, "--max-steps", "4", "--checkpoint-every", "1",
-             "--precision", "fp32"]
+    flags = ["--data", tiny_dataset, *TINY_TRAIN_FLAGS, *PAPER_RECIPE, "--max-steps", "4", "--checkpoint-every",
+             "1", "--precision", "fp32"]
     assert train.main([*flags, "--out", str(tmp_path), "--name", "straight", "--epochs", "3"]) == 0
     # The child reports the checkpoint after step 5 and then hangs in step 6, so kill -9 always lands
     # mid-run (mid-epoch 2), however fast the machine.
@@ -248,8 +248,8 @@ sys.exit(train.main({[*flags, "--out", str(tmp_path), "--name", "killed", "--epo
 
 def test_ctrl_c_and_sigterm_checkpoint_and_exit_cleanly(tmp_path, tiny_dataset):
     # both signals at once, one process each (their start-ups overlap on two cores)
-    processes = {sig: _start(["--data", tiny_dataset, *TINY_TRAIN_FLAGS, "--max-steps", "4", "--out", str(tmp_path),
-                              "--name", sig.name, "--epochs", "1000", "--precision", "fp32"])
+    processes = {sig: _start(["--data", tiny_dataset, *TINY_TRAIN_FLAGS, *PAPER_RECIPE, "--max-steps", "4", "--out",
+                              str(tmp_path), "--name", sig.name, "--epochs", "1000", "--precision", "fp32"])
                  for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for sig, process in processes.items():
@@ -551,7 +551,7 @@ def test_resume_with_damaged_fixed_noise_is_one_line(finished_run, tmp_path, cap
 
 
 def test_a_flipped_byte_in_the_newest_checkpoint_falls_back_and_resumes_bit_exactly(tmp_path, tiny_dataset, capsys):
-    flags = ["--data", tiny_dataset, "--out", str(tmp_path), *TINY_TRAIN_FLAGS, "--precision", "fp32"]
+    flags = ["--data", tiny_dataset, "--out", str(tmp_path), *TINY_TRAIN_FLAGS, *PAPER_RECIPE, "--precision", "fp32"]
     assert train.main([*flags, "--name", "straight", "--epochs", "3"]) == 0
     assert train.main([*flags, "--name", "damaged", "--epochs", "2"]) == 0
     flip_a_byte_inside(tmp_path / "damaged" / "checkpoints" / "step_000000004.npz")

@@ -8,7 +8,7 @@ import pytest
 import gan_step
 import models
 import train
-from conftest import TINY_TRAIN_FLAGS, usage_error
+from conftest import PAPER_RECIPE, TINY_TRAIN_FLAGS, usage_error
 
 
 def _train(tmp_path, data, *extra):
@@ -129,8 +129,8 @@ def test_preset_best_trains_saves_the_ema_generator_and_resumes_bit_exactly(tmp_
 
 def test_hinge_lazy_r1_lecam_bcr_ttur_ada_resize_and_every_diffaug_op_train_and_resume_exactly(tmp_path,
                                                                                              tiny_dataset):
-    flags = ["--ema", "0.9", "--diffaug", "color,translation,cutout,flip", "--loss", "hinge", "--r1", "1",
-             "--r1-every", "3", "--lecam", "0.3", "--bcr", "1", "--d-lr", "4e-4", "--g-lr", "1e-4",
+    flags = [*PAPER_RECIPE, "--ema", "0.9", "--diffaug", "color,translation,cutout,flip", "--loss", "hinge",
+             "--r1", "1", "--r1-every", "3", "--lecam", "0.3", "--bcr", "1", "--d-lr", "4e-4", "--g-lr", "1e-4",
              "--ada", "0.05", "--ada-kimg", "1", "--ada-ops", "color,cutout,flip", "--upsample", "resize",
              "--precision", "fp32"]
     assert _train(tmp_path, tiny_dataset, "--epochs", "1", *flags) == 0
@@ -182,7 +182,7 @@ def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_data
 
 
 def test_spectral_norm_keeps_d_kernels_at_norm_one_and_resumes_exactly(tmp_path, tiny_dataset, capsys):
-    assert _train(tmp_path, tiny_dataset, "--epochs", "1", "--spectral-norm") == 0
+    assert _train(tmp_path, tiny_dataset, "--epochs", "1", "--spectral-norm", *PAPER_RECIPE) == 0
     run = tmp_path / "outputs" / "run"
     assert train.main(["--resume", str(run), "--epochs", "2"]) == 0
     assert json.loads((run / "config.json").read_text())["spectral_norm"] is True
@@ -199,7 +199,7 @@ def test_spectral_norm_keeps_d_kernels_at_norm_one_and_resumes_exactly(tmp_path,
         assert (v @ kernel @ u.T).item() == pytest.approx(np.linalg.norm(kernel, 2), rel=0.05)
     # the power-iteration state is checkpointed too: resumed == straight
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), "--name", "straight",
-                       *TINY_TRAIN_FLAGS, "--epochs", "2", "--spectral-norm"]) == 0
+                       *TINY_TRAIN_FLAGS, "--epochs", "2", "--spectral-norm", *PAPER_RECIPE]) == 0
     np.testing.assert_array_equal(np.load(run / "steps.npz")["d_loss"],
                                   np.load(tmp_path / "outputs" / "straight" / "steps.npz")["d_loss"])
     # a dry run passes the on/off flag through
