@@ -199,10 +199,13 @@ def plot_losses(run_dir, path):
     axes[2].set(title="discriminator outputs and memorisation", xlabel="epoch", ylim=(0, 1))
     for ax in axes:
         ax.grid(alpha=0.3)
+    for ax in axes[:2]:
         if ax.lines:
             ax.legend()
+    if axes[2].lines:  # below the panel: its curves fill the whole 0..1 range
+        axes[2].legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
