@@ -261,14 +261,10 @@ def check_args(p, args):
         if ignored:
             p.error(f"--dry-run trains 2 epochs of one step in a temporary folder: --{ignored[0].replace('_', '-')} "
                     "would change nothing")
-    if args.diffaug:
-        unknown = unknown_diffaug_ops(args.diffaug)
+    for flag, text in (("--diffaug", args.diffaug), ("--ada-ops", args.ada_ops)):
+        unknown = unknown_diffaug_ops(text) if text else None
         if unknown:
-            p.error(f"--diffaug: unknown {', '.join(sorted(unknown))}; choose from {','.join(gan_step.DIFFAUG_OPS)}")
-    if args.ada_ops:
-        unknown = unknown_diffaug_ops(args.ada_ops)
-        if unknown:
-            p.error(f"--ada-ops: unknown {', '.join(sorted(unknown))}; choose from {','.join(gan_step.DIFFAUG_OPS)}")
+            p.error(f"{flag}: unknown {', '.join(sorted(unknown))}; choose from {','.join(gan_step.DIFFAUG_OPS)}")
     if args.label_smoothing and args.loss == "hinge":
         p.error("--label-smoothing applies to the bce loss only")
     if args.minibatch_std_group == 1:
