@@ -65,7 +65,7 @@ LONG_ROWS = {
     "long_best": ("--preset best", BEST),
     "long_r1": ("--preset best + lazy R1 (gamma 1, every 16th D update)", [*BEST, "--r1", "1", "--r1-every", "16"]),
     "long_sn_hinge": ("--preset best + spectral norm in D + hinge loss", [*BEST, "--spectral-norm", "--loss", "hinge"]),
-    "long_lecam": ("--preset best + LeCam 0.3", [*BEST, "--lecam", "0.3"]),
+    "long_lecam": ("--preset best + LeCam 0.01", [*BEST, "--lecam", "0.01"]),
     "long_bcr": ("--preset best + bCR 10", [*BEST, "--bcr", "10"]),
     "long_diffaug3": ("--preset best with DiffAugment color, translation, cutout",
                       [*BEST, "--diffaug", "color,translation,cutout"]),

@@ -108,7 +108,9 @@ def add_recipe_flags(p):
     p.add_argument("--lecam", type=NON_NEGATIVE, default=None, metavar="LAMBDA",
                    help="LeCam regularisation of D (Tseng et al. 2021): LAMBDA * (E relu(D(x) - mean_fake)^2 + "
                         "E relu(mean_real - D(G(z)))^2), with running means of D's real and fake logits; keeps D "
-                        "from over-separating a small training set (0 = off)")
+                        "from over-separating a small training set (0 = off; e.g. 0.01: the penalty caps D's "
+                        "real-fake logit gap, and a large LAMBDA such as 0.3 caps it so low that G never learns "
+                        "faces, see docs/training_length.md)")
     p.add_argument("--bcr", type=NON_NEGATIVE, default=None, metavar="LAMBDA",
                    help="balanced consistency regularisation (Zhao et al. 2020): LAMBDA * E (D(x) - D(T(x)))^2 "
                         "for real and fake batches, T a random flip and translation; two extra D passes per "
