@@ -597,17 +597,23 @@ def plot_curve(path, points, floor):
     keys = [key for key in ("fid", "swd_avg") if key in floor]
     figure, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
     runs = list(dict.fromkeys(p["run"] for p in points))
+    # the default cycle repeats its colours after 10 lines
+    colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20").colors
     for ax, key in zip(axes[0], keys):
-        for run in runs:
+        for i, run in enumerate(runs):
             mine = [p for p in points if p["run"] == run]
-            ax.plot([p["images_seen"] for p in mine], [p[key] for p in mine], "o-", label=run)
+            ax.plot([p["images_seen"] for p in mine], [p[key] for p in mine], "o-", label=run,
+                    color=colours[i % len(colours)])
         ax.axhline(floor[key], color="grey", linestyle="--", label=f"real vs real (n={floor['n']})")
         ax.set(xlabel="images seen", ylabel={"fid": "FID", "swd_avg": "SWD avg (x1e3)"}[key], xlim=(0, None),
                ylim=(0, None))
         ax.grid(alpha=0.3)
-        ax.legend()
+    # one legend below both panels, where it hides no point
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)),
+                  fontsize="small", frameon=False)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
 
 
