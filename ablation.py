@@ -26,6 +26,7 @@ import time
 
 import cli
 import data_io
+import presets
 import run_state
 
 EMA = ["--ema", "0.999"]
@@ -92,7 +93,7 @@ def new_run_flags(out, row, seed, epochs, batch_size, data, extra=()):
 
 
 # train.py flags that --train-args may not give: ablation.py sets them for each run, or they make a row's
-# recipe (with gan_step.RECIPE_KEYS, added where gan_step is imported)
+# recipe (with presets.RECIPE_KEYS)
 STUDY_FLAGS = {**dict.fromkeys(("seed", "epochs", "batch_size"), "ablation.py sets it (--seeds, --epochs, "
                                                                   "--batch-size)"),
                **dict.fromkeys(("data", "holdout", "demo"), "ablation.py trains on --data and scores against its "
@@ -113,7 +114,7 @@ def parse_train_args(flags):
     except SystemExit:
         message = (stderr.getvalue().strip().splitlines() or ["--help is not a training flag"])[-1]
         raise data_io.DataError(f"--train-args {' '.join(flags)!r}: {message.partition('error: ')[2] or message}")
-    refused = {**dict.fromkeys(train.gan_step.RECIPE_KEYS, STUDY_FLAGS["preset"]), **STUDY_FLAGS}
+    refused = {**dict.fromkeys(presets.RECIPE_KEYS, STUDY_FLAGS["preset"]), **STUDY_FLAGS}
     for key in parsed.given_flags:
         if key in refused:
             raise data_io.DataError(f"--train-args may not give --{key.replace('_', '-')}: {refused[key]}")
@@ -256,7 +257,6 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
     import keras
 
     import evaluate
-    import gan_step
     import metrics
     runs = [(row, seed, run_dir(out, row, seed)) for row in rows for seed in seeds]
     runs = [(row, seed, path) for row, seed, path in runs if finished(path, epochs)]
@@ -321,7 +321,7 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
             result["train_seconds"] = round(sum(history["epoch_seconds"]), 1)
             result.update(epochs=history["epoch"], train_seed=run_config["seed"],
                           precision=run_config.get("precision"),
-                          recipe={key: run_config.get(key) for key in gan_step.RECIPE_KEYS})
+                          recipe={key: run_config.get(key) for key in presets.RECIPE_KEYS})
         results.append(result)
     for note in notes:
         print(f"note: {note}")

@@ -22,6 +22,7 @@ import numpy as np
 
 import cli
 import data_io
+import presets
 
 GFLOP_PER_IMAGE = 2.48
 # JAX's float32 matrix products: fp32 = true float32; tf32 = float32 storage with TensorFloat-32 matrix units
@@ -46,7 +47,7 @@ def tf_rows(modes, precisions, batches, warmup, steps):
     for precision in precisions:
         for mode in modes:
             for batch in batches:
-                recipe = gan_step.recipe(precision=precision)  # the paper's model and recipe
+                recipe = presets.recipe(precision=precision)  # the paper's model and recipe
                 step = gan_step.build_train_step(gan_step.build_models(recipe), recipe, mode=mode)
                 real = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
                 seconds = time_steps(lambda: [float(v) for v in step(real)],
@@ -88,7 +89,7 @@ def jax_row(precision, batch, warmup, steps, images, order):
     import jax.numpy as jnp
     import keras
     import gan_step
-    recipe = gan_step.recipe(precision="fp32" if precision == "tf32" else precision)
+    recipe = presets.recipe(precision="fp32" if precision == "tf32" else precision)
     nets = gan_step.build_models(recipe)
     epoch = images is not None
     if not epoch:

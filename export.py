@@ -36,6 +36,7 @@ import numpy as np
 import cli
 import data_io
 import inception
+import presets
 import run_state
 from data_io import DataError
 
@@ -193,7 +194,6 @@ def trained_epochs(run):
 
 
 def describe(run, config, generator, checks, tolerance, as_trained):
-    import gan_step
     import keras
     import onnxruntime
     import tensorflow as tf
@@ -202,7 +202,7 @@ def describe(run, config, generator, checks, tolerance, as_trained):
     return {
         "generator": os.path.join(os.path.basename(os.path.normpath(run)), "generator.keras"),
         "latent_dim": latent_dim, "image_size": size, "epoch": trained_epochs(run), "fid": measured_fid(run),
-        "recipe": {"preset": config.get("preset"), **{k: config[k] for k in gan_step.RECIPE_KEYS if k in config},
+        "recipe": {"preset": config.get("preset"), **{k: config[k] for k in presets.RECIPE_KEYS if k in config},
                    "g_width": config.get("g_width"), "demo": config.get("demo")},
         "precision_trained": config.get("precision"), "precision_exported": "fp32",
         "files": {fmt: FILES[fmt] for fmt in checks},

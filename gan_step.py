@@ -1,6 +1,6 @@
 """The training recipe: what one GAN step computes, and the compiled step that runs it.
 
-A recipe is one dict (a run's config: PAPER with a preset and flags applied). The recipe's math -- the
+A recipe is one dict (a run's config: presets.PAPER with a preset and flags applied). The recipe's math -- the
 losses, DiffAugment, the mode-seeking term, the R1, LeCam and consistency penalties, the EMA of G's weights --
 is written in keras.ops,
 so it means the same on every Keras backend. The compiled step is written once per backend, both calling
@@ -16,25 +16,6 @@ from keras import ops
 
 import models
 
-# Training recipes. "dcgan" is the 2015 paper, unchanged; "best" adds the changes that won the ablation in
-# README.md. A flag given on the command line overrides its preset.
-PRESETS = {
-    "dcgan": {"ema": 0.0, "diffaug": "", "loss": "bce", "r1": 0.0, "r1_every": 1, "spectral_norm": False,
-              "minibatch_std": False, "minibatch_std_group": 4, "label_smoothing": 0.0, "mode_seeking": 0.0,
-              "lecam": 0.0, "bcr": 0.0, "g_lr": None, "d_lr": None, "ada_target": 0.0, "ada_kimg": 100,
-              "ada_ops": "", "upsample": "transposed"},
-    # EMA of G, translation-only DiffAugment, G's learning rate doubled, one-sided label smoothing and a
-    # mode-seeking term for diversity.
-    "best": {"ema": 0.999, "diffaug": "translation", "loss": "bce", "r1": 0.0, "r1_every": 1, "spectral_norm": False,
-             "minibatch_std": False, "minibatch_std_group": 4, "label_smoothing": 0.1, "mode_seeking": 3.0,
-             "lecam": 0.0, "bcr": 0.0, "g_lr": 4e-4, "d_lr": None, "ada_target": 0.0, "ada_kimg": 100,
-             "ada_ops": "", "upsample": "transposed"},
-}
-RECIPE_KEYS = tuple(PRESETS["dcgan"])  # the settings a preset fills and a resumed run must keep
-# The paper's model and optimizer, with the dcgan recipe: every key build_models and build_train_step read.
-PAPER = {"latent_dim": 100, "image_size": 64, "g_width": 64, "d_width": 64, "lr": 2e-4, "beta1": 0.5,
-         "beta2": 0.999, "seed": 0, "precision": "fp32", **PRESETS["dcgan"]}
-DIFFAUG_OPS = ("color", "translation", "cutout", "flip")
 ADA_INTERVAL = 4  # D updates between adjustments of the adaptive augmentation probability (Karras et al. 2020)
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
@@ -83,11 +64,6 @@ def backend_accelerators():
     return ([("tpu", None) for _ in tf.config.list_physical_devices("TPU")]
             + [("gpu", tf.config.experimental.get_device_details(gpu).get("compute_capability"))
                for gpu in tf.config.list_physical_devices("GPU")])
-
-
-def recipe(preset="dcgan", **changes):
-    """A complete recipe: the paper's model with a preset's settings and `changes` (e.g. latent_dim=16)."""
-    return {**PAPER, **PRESETS[preset], **changes}
 
 
 # ----- the recipe's math (keras.ops) ---------------------------------------------------------------------

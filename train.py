@@ -24,7 +24,7 @@ import numpy as np
 
 import cli
 import data_io
-import gan_step
+import presets
 import run_state
 
 DEFAULT_DATA = os.path.join("data", "celeba64_train.npy")
@@ -33,12 +33,12 @@ DEMO_SIZE = 8000
 # batch 64 makes many more updates per minute than the paper's width 64 / batch 128; --preset best (the
 # default there) keeps its faces sharp and varied at so few updates.
 DEMO_DEFAULTS = {"epochs": 7, "batch_size": 64, "g_width": 32, "d_width": 32}
-PAPER_DEFAULTS = {"epochs": 25, "batch_size": 128, "g_width": gan_step.PAPER["g_width"],
-                  "d_width": gan_step.PAPER["d_width"]}
+PAPER_DEFAULTS = {"epochs": 25, "batch_size": 128, "g_width": presets.PAPER["g_width"],
+                  "d_width": presets.PAPER["d_width"]}
 # What a resumed run keeps: its model, optimizer and recipe, its steps per epoch, its sample grid and its data
 # source. Given with --resume, they must equal the run's.
 KEPT_ON_RESUME = ("latent_dim", "g_width", "d_width", "batch_size", "lr", "beta1", "beta2", "seed", "precision",
-                  "preset", *gan_step.RECIPE_KEYS, "max_steps", "n_samples", "demo")
+                  "preset", *presets.RECIPE_KEYS, "max_steps", "n_samples", "demo")
 # What a resumed run takes from its command line (and records): how long it trains, and how it checkpoints,
 # watches, logs and spreads its work.
 HONOURED_ON_RESUME = ("epochs", "checkpoint_every", "keep_checkpoints", "collapse_steps", "sample_every",
@@ -84,11 +84,12 @@ def add_data_flags(p):
 
 
 def add_recipe_flags(p):
-    p.add_argument("--lr", type=cli.positive_float, default=gan_step.PAPER["lr"],
+    p.add_argument("--lr", type=cli.positive_float, default=presets.PAPER["lr"],
                    help="Adam learning rate for both networks (the paper: 2e-4)")
-    p.add_argument("--preset", default=None, choices=sorted(gan_step.PRESETS),
-                   help="best (the default): the paper plus the changes that won docs/ablation.md's ablation "
-                        "(--ema 0.999 --diffaug translation --g-lr 4e-4 --label-smoothing 0.1 --mode-seeking 3); "
+    p.add_argument("--preset", default=None, choices=sorted(presets.PRESETS),
+                   help=f"best (the default): the paper plus the changes that won the ablation and the long-run "
+                        f"study of docs/ablation.md and docs/training_length.md "
+                        f"({' '.join(presets.preset_flags('best'))}); "
                         "dcgan: the 2015 paper, unchanged. The flags below override the preset one by one")
     p.add_argument("--ema", type=UNIT_INTERVAL, default=None, metavar="DECAY",
                    help="keep an exponential moving average of G's weights with this decay (e.g. 0.999; 0 = off). "
@@ -150,9 +151,9 @@ def add_recipe_flags(p):
     p.add_argument("--g-lr", type=cli.positive_float, default=None,
                    help="G learning rate (default --lr); TTUR sets G and D apart")
     p.add_argument("--d-lr", type=cli.positive_float, default=None, help="D learning rate (default --lr)")
-    p.add_argument("--beta1", type=UNIT_INTERVAL, default=gan_step.PAPER["beta1"], help="Adam beta_1 (the paper: 0.5)")
-    p.add_argument("--beta2", type=UNIT_INTERVAL, default=gan_step.PAPER["beta2"], help="Adam beta_2")
-    p.add_argument("--latent-dim", type=cli.positive_int, default=gan_step.PAPER["latent_dim"],
+    p.add_argument("--beta1", type=UNIT_INTERVAL, default=presets.PAPER["beta1"], help="Adam beta_1 (the paper: 0.5)")
+    p.add_argument("--beta2", type=UNIT_INTERVAL, default=presets.PAPER["beta2"], help="Adam beta_2")
+    p.add_argument("--latent-dim", type=cli.positive_int, default=presets.PAPER["latent_dim"],
                    help="size of the noise vector z ~ N(0, I)")
     p.add_argument("--g-width", type=cli.positive_int, default=None,
                    help="generator base channels, ngf (default 64, the "
@@ -176,7 +177,7 @@ def add_run_flags(p):
                         "uses the global batch's statistics")
     p.add_argument("--logical-cpus", type=cli.non_negative_int, default=0, metavar="N",
                    help="split the CPU into N logical devices, to try --strategy mirrored without GPUs")
-    p.add_argument("--seed", type=cli.seed, default=gan_step.PAPER["seed"],
+    p.add_argument("--seed", type=cli.seed, default=presets.PAPER["seed"],
                    help="seed for weights, noise and data order")
     p.add_argument("--sample-every", type=cli.positive_int, default=1,
                    help="save a fixed-noise sample grid every N epochs")
@@ -266,7 +267,7 @@ def check_args(p, args):
     for flag, text in (("--diffaug", args.diffaug), ("--ada-ops", args.ada_ops)):
         unknown = unknown_diffaug_ops(text) if text else None
         if unknown:
-            p.error(f"{flag}: unknown {', '.join(sorted(unknown))}; choose from {','.join(gan_step.DIFFAUG_OPS)}")
+            p.error(f"{flag}: unknown {', '.join(sorted(unknown))}; choose from {','.join(presets.DIFFAUG_OPS)}")
     if args.label_smoothing and args.loss == "hinge":
         p.error("--label-smoothing applies to the bce loss only")
     if args.minibatch_std_group == 1:
@@ -315,15 +316,15 @@ def tf_config_problem(text):
 
 def unknown_diffaug_ops(text):
     """The names in a --diffaug list that are not DiffAugment operations."""
-    return set(text.split(",")) - set(gan_step.DIFFAUG_OPS)
+    return set(text.split(",")) - set(presets.DIFFAUG_OPS)
 
 
 def recipe_option_off(args, key):
     """Whether a recipe option (e.g. "r1") is off for this new run: not given, and off in every preset it can
     come from."""
-    presets = [args.preset] if args.preset else list(gan_step.PRESETS)
-    return not getattr(args, key) and (getattr(args, key) is not None or not any(gan_step.PRESETS[p][key]
-                                                                                for p in presets))
+    chosen = [args.preset] if args.preset else list(presets.PRESETS)
+    return not getattr(args, key) and (getattr(args, key) is not None or not any(presets.PRESETS[p][key]
+                                                                                for p in chosen))
 
 
 # ----- data ----------------------------------------------------------------------------------------------
@@ -429,7 +430,7 @@ def settings(args, demo):
     config = {k: v for k, v in vars(args).items()
               if k not in ("resume", "data", "holdout", "dry_run", "given_flags", "allow_data_change")}
     config["preset"] = args.preset or "best"
-    for key, value in {**(DEMO_DEFAULTS if demo else PAPER_DEFAULTS), **gan_step.PRESETS[config["preset"]]}.items():
+    for key, value in {**(DEMO_DEFAULTS if demo else PAPER_DEFAULTS), **presets.PRESETS[config["preset"]]}.items():
         if config[key] is None:
             config[key] = value
     if config["loss"] == "hinge":
@@ -439,6 +440,7 @@ def settings(args, demo):
 
 def prepare_run(args, new_run_check=True):
     """(run_dir, config, images) for a new run or a resumed one, every input checked; writes nothing."""
+    import gan_step
     if args.resume:
         run_dir, config, images = resume_run(args)
     else:
@@ -525,7 +527,7 @@ def saved_setting_checks():
         checks[key] = (accepts, what)
     for key in ("diffaug", "ada_ops"):
         checks[key] = (lambda value: isinstance(value, str) and not (value and unknown_diffaug_ops(value)),
-                       f"a comma-separated list of {', '.join(gan_step.DIFFAUG_OPS)}")
+                       f"a comma-separated list of {', '.join(presets.DIFFAUG_OPS)}")
     return checks
 
 
@@ -562,6 +564,7 @@ def make_step(nets, config, strategy, images):
     done), that epoch's batches after the first `done`; sync() writes the step's state into the Keras
     variables (before checkpoints and samples). TensorFlow: tf.data batches of uint8 images; JAX: the
     batches' index rows, the images held on the device and each batch gathered inside the step."""
+    import gan_step
     batches = dict(batch_size=config["batch_size"], seed=config["seed"], steps=config["steps_per_epoch"])
     if keras_backend() == "jax":
         import jax
@@ -684,6 +687,7 @@ def missing_folders(path):
 
 def train_in(run_dir, config, images, strategy, chief, args):
     """train() once the run and its output folder are checked. Returns (run_dir, exit code)."""
+    import gan_step
     replicas = strategy.num_replicas_in_sync if strategy else 1
     # Every worker of a multi-worker run reads the run directory (a shared folder, for --resume); only the
     # chief writes to it, the others write to a scratch folder.

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import ablation
+import presets
 import run_state
 import train
 from conftest import ROOT, wait_for_checkpoint
@@ -45,27 +46,25 @@ def test_ablation_trains_each_row_and_scores_raw_and_ema_generators(tmp_path, ti
 def test_preset_best_is_exactly_the_ablation_row_it_was_chosen_from(tmp_path, tiny_dataset):
     import inspect
 
-    import gan_step
     import train
     best_row = inspect.signature(ablation.write_table).parameters["best"].default
     flags = ["--data", tiny_dataset, "--out", str(tmp_path), "--batch-size", "16"]
     _, from_row, _ = train.prepare_run(train.parse_args([*flags, "--name", "row", *ablation.EMA,
                                                          *ablation.ROWS[best_row][1]]))
     _, from_preset, _ = train.prepare_run(train.parse_args([*flags, "--name", "preset", "--preset", "best"]))
-    assert {k: from_row[k] for k in gan_step.RECIPE_KEYS} == {k: from_preset[k] for k in gan_step.RECIPE_KEYS}
+    assert {k: from_row[k] for k in presets.RECIPE_KEYS} == {k: from_preset[k] for k in presets.RECIPE_KEYS}
 
 
 def test_long_rows_each_change_one_setting_of_preset_best(tmp_path, tiny_dataset):
-    import gan_step
     import train
     flags = ["--data", tiny_dataset, "--out", str(tmp_path), "--batch-size", "16"]
 
     def recipe_of(row):
         argv = [*flags, "--name", row, *ablation.EMA, *ablation.ROWS[row][1]]
         _, config, _ = train.prepare_run(train.parse_args(argv))
-        return {k: config[k] for k in gan_step.RECIPE_KEYS}
+        return {k: config[k] for k in presets.RECIPE_KEYS}
     best = recipe_of("long_best")
-    assert best == {**gan_step.PRESETS["best"], "d_lr": gan_step.PAPER["lr"]}  # a run records D's resolved lr
+    assert best == {**presets.PRESETS["best"], "d_lr": presets.PAPER["lr"]}  # a run records D's resolved lr
     changed = {row: {k for k in best if recipe_of(row)[k] != best[k]} for row in ablation.SETS["long"][0]}
     assert changed["long_r1"] == {"r1", "r1_every"} and changed["long_lecam"] == {"lecam"}
     assert changed["long_bcr"] == {"bcr"} and changed["long_diffaug3"] == {"diffaug"}

@@ -5,11 +5,12 @@ import pytest
 
 import gan_step
 import models
+import presets
 import run_state
 
 
 def tiny_recipe(**changes):
-    return gan_step.recipe(latent_dim=16, image_size=32, g_width=8, d_width=8, **changes)
+    return presets.recipe(latent_dim=16, image_size=32, g_width=8, d_width=8, **changes)
 
 
 def real_batch(n=8, seed=0):
@@ -67,7 +68,7 @@ def test_ada_raises_p_while_d_is_sure_of_the_reals_and_lowers_it_otherwise():
 
 def test_label_smoothing_lowers_only_the_real_target():
     def first_step(label_smoothing):
-        recipe = gan_step.recipe(latent_dim=16, image_size=32, g_width=8, d_width=8,
+        recipe = presets.recipe(latent_dim=16, image_size=32, g_width=8, d_width=8,
                                  label_smoothing=label_smoothing)
         nets = gan_step.build_models(recipe)
         real = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
@@ -84,7 +85,7 @@ def test_label_smoothing_lowers_only_the_real_target():
 
 def test_mode_seeking_pushes_samples_from_different_noise_apart():
     def spread_after_steps(mode_seeking):
-        recipe = gan_step.recipe(latent_dim=16, image_size=32, g_width=8, d_width=8, g_lr=2e-3,
+        recipe = presets.recipe(latent_dim=16, image_size=32, g_width=8, d_width=8, g_lr=2e-3,
                                  mode_seeking=mode_seeking)
         nets = gan_step.build_models(recipe)
         generator = nets["generator"]

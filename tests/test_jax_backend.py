@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import gan_step
+import presets
 import train
 from conftest import TINY_TRAIN_FLAGS
 
@@ -54,7 +55,7 @@ def jax_process(tmp_path_factory, tiny_faces):
     result = run_on_jax(f"""
 import os, shutil
 import numpy as np
-import benchmark, gan_step, train
+import benchmark, gan_step, presets, train
 
 # two epochs; then the same run stopped after epoch 1 (its newer checkpoint removed) and resumed
 assert train.main([*{flags!r}, "--name", "straight", "--epochs", "2"]) == 0
@@ -69,7 +70,7 @@ assert train.main(["--resume", {str(damaged)!r}, "--epochs", "2"]) == 0
 
 # two steps of the shared recipe, with the initial weights saved for the TensorFlow side
 inputs = np.load({str(tmp / "inputs.npz")!r})
-recipe = gan_step.recipe(**{SAME_STEP_RECIPE!r})
+recipe = presets.recipe(**{SAME_STEP_RECIPE!r})
 nets = gan_step.build_models(recipe)
 weights = {{f"{{name}}/{{i}}": v.numpy() for name in ("generator", "discriminator")
             for i, v in enumerate(nets[name].variables)}}
@@ -116,7 +117,7 @@ def test_jax_run_resumes_bit_exactly_and_saves_a_generator_tensorflow_loads(jax_
 
 def test_jax_and_tensorflow_steps_compute_the_same_losses(jax_process, monkeypatch):
     inputs, saved = np.load(jax_process / "inputs.npz"), np.load(jax_process / "jax_step.npz")
-    recipe = gan_step.recipe(**SAME_STEP_RECIPE)
+    recipe = presets.recipe(**SAME_STEP_RECIPE)
     nets = gan_step.build_models(recipe)
     for name in ("generator", "discriminator"):  # the JAX run's initial weights
         for i, variable in enumerate(nets[name].variables):

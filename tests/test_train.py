@@ -7,6 +7,7 @@ import pytest
 
 import gan_step
 import models
+import presets
 import train
 from conftest import PAPER_RECIPE, TINY_TRAIN_FLAGS, usage_error
 
@@ -63,7 +64,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_dataset, precision):
         config_path = tmp_path / "split" / "config.json"
         config = json.loads(config_path.read_text())
         config_path.write_text(json.dumps({k: v for k, v in config.items()
-                                           if k not in (*gan_step.RECIPE_KEYS, "preset", "precision", "strategy")}))
+                                           if k not in (*presets.RECIPE_KEYS, "preset", "precision", "strategy")}))
     assert train.main(["--resume", str(tmp_path / "split"), "--epochs", "2"]) == 0
     straight, split = np.load(tmp_path / "straight" / "steps.npz"), np.load(tmp_path / "split" / "steps.npz")
     for key in ("d_loss", "g_loss"):  # bitwise: same data order, noise RNG, optimizer state, precision
@@ -80,11 +81,11 @@ def test_demo_mode_without_celeba(tmp_path, monkeypatch, capsys):
     config = json.loads((tmp_path / "outputs" / "demo" / "config.json").read_text())
     assert config["demo"] is True
     # the demo and CelebA both train the best recipe, the paper's only with --preset dcgan
-    assert config["preset"] == "best" and config["mode_seeking"] == gan_step.PRESETS["best"]["mode_seeking"]
+    assert config["preset"] == "best" and config["mode_seeking"] == presets.PRESETS["best"]["mode_seeking"]
     data = ["--data", str(tmp_path / "data" / "demo64_train.npy"), "--batch-size", "16", "--out", str(tmp_path / "o")]
     _, celeba_config, _ = train.prepare_run(train.parse_args(data))
-    assert {k: celeba_config[k] for k in gan_step.RECIPE_KEYS if k not in ("g_lr", "d_lr")} == {
-        k: v for k, v in gan_step.PRESETS["best"].items() if k not in ("g_lr", "d_lr")}
+    assert {k: celeba_config[k] for k in presets.RECIPE_KEYS if k not in ("g_lr", "d_lr")} == {
+        k: v for k, v in presets.PRESETS["best"].items() if k not in ("g_lr", "d_lr")}
     assert celeba_config["preset"] == "best" and (celeba_config["g_lr"], celeba_config["d_lr"]) == (4e-4, 2e-4)
     _, paper_config, _ = train.prepare_run(train.parse_args([*data, "--preset", "dcgan"]))
     assert paper_config["preset"] == "dcgan" and paper_config["mode_seeking"] == 0 and paper_config["ema"] == 0
@@ -176,10 +177,34 @@ def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_data
     assert config["loss"] == "hinge" and config["label_smoothing"] == 0  # the hinge loss has no labels to smooth
     _, config, _ = train.prepare_run(train.parse_args(["--data", tiny_dataset, "--out", str(tmp_path),
                                                        "--batch-size", "16", "--preset", "dcgan"]))
-    assert {k: config[k] for k in gan_step.RECIPE_KEYS if k not in ("g_lr", "d_lr")} == {
-        k: v for k, v in gan_step.PRESETS["dcgan"].items() if k not in ("g_lr", "d_lr")}  # the paper, unchanged
+    assert {k: config[k] for k in presets.RECIPE_KEYS if k not in ("g_lr", "d_lr")} == {
+        k: v for k, v in presets.PRESETS["dcgan"].items() if k not in ("g_lr", "d_lr")}  # the paper, unchanged
     assert config["g_lr"] == config["d_lr"] == config["lr"]
 
+
+
+def test_each_preset_is_reachable_by_the_flags_its_help_lists(tmp_path, tiny_dataset):
+    flags = ["--data", tiny_dataset, "--out", str(tmp_path), "--batch-size", "16"]
+    for name in presets.PRESETS:
+        _, by_preset, _ = train.prepare_run(train.parse_args([*flags, "--preset", name]))
+        _, by_flags, _ = train.prepare_run(train.parse_args([*flags, "--preset", "dcgan",
+                                                             *presets.preset_flags(name)]))
+        assert {k: by_flags[k] for k in presets.RECIPE_KEYS} == {k: by_preset[k] for k in presets.RECIPE_KEYS}
+    help_text = "".join(train.build_parser().format_help().split())  # argparse may wrap lines at any hyphen
+    assert "".join(presets.preset_flags("best")) in help_text and presets.preset_flags("best")
+
+
+def test_help_is_instant_and_quiet_it_loads_no_deep_learning_framework():
+    import subprocess
+    import sys
+    probe = ("import sys, contextlib, io, train\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             "    try: train.main(['--help'])\n"
+             "    except SystemExit: pass\n"
+             "print(sorted({'keras', 'tensorflow', 'jax'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0 and done.stdout.strip() == "[]" and done.stderr == ""
 
 def test_spectral_norm_keeps_d_kernels_at_norm_one_and_resumes_exactly(tmp_path, tiny_dataset, capsys):
     assert _train(tmp_path, tiny_dataset, "--epochs", "1", "--spectral-norm", *PAPER_RECIPE) == 0
