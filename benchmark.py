@@ -2,6 +2,7 @@
 
     python benchmark.py                                   # TF: graph/xla/eager x fp32/bf16 x batch 64/128/256
     python benchmark.py --modes graph --precisions fp32 bf16 --batches 128
+    python benchmark.py --modes graph --batches 128 --presets dcgan best    # the paper's recipe vs --preset best
     python benchmark.py --backend jax --precisions fp32 bf16 --batches 128 512 --epoch-images 50000
 
 Both backends time exactly train.py's step on synthetic uint8 batches, after warm-up: gan_step.build_train_step
@@ -10,7 +11,8 @@ here). With --epoch-images the JAX path also times one whole epoch of that many 
 device, each batch gathered in a shuffled order inside the compiled step, with a host read of the losses
 every step as train.py's progress bar does.
 Cost model: 2.48 GFLOP per trained image at 64 px (G forward, D forward and backward on real and fake,
-G backward through D). --measure-peak times a large matrix multiply per precision first, so that each row
+G backward through D) for the paper's model; rows of a preset with another generator (resize upsampling) have
+no GFLOP/s figure. --measure-peak times a large matrix multiply per precision first, so that each row
 says what share of the machine's measured ceiling the step reaches.
 """
 import argparse
@@ -39,7 +41,7 @@ def time_steps(run_step, warmup, steps):
     return (time.perf_counter() - start) / steps
 
 
-def tf_rows(modes, precisions, batches, warmup, steps):
+def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",)):
     import keras
     import tensorflow as tf
     import gan_step
@@ -47,19 +49,20 @@ def tf_rows(modes, precisions, batches, warmup, steps):
     for precision in precisions:
         for mode in modes:
             for batch in batches:
-                recipe = presets.recipe(precision=precision)  # the paper's model and recipe
-                step = gan_step.build_train_step(gan_step.build_models(recipe), recipe, mode=mode)
-                real = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
-                seconds = time_steps(lambda: [float(v) for v in step(real)],
-                                     warmup if mode != "eager" else 1, steps if mode != "eager" else 2)
-                rows.append(dict(backend="tensorflow", mode=mode, precision=precision, batch=batch,
-                                 seconds_per_step=seconds))
-                print(format_row(rows[-1]), flush=True)
+                for preset in preset_names:  # side by side, so that their ratio holds on a busy machine too
+                    recipe = presets.recipe(preset, precision=precision)  # the paper's model, the preset's recipe
+                    step = gan_step.build_train_step(gan_step.build_models(recipe), recipe, mode=mode)
+                    real = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
+                    seconds = time_steps(lambda: [float(v) for v in step(real)],
+                                         warmup if mode != "eager" else 1, steps if mode != "eager" else 2)
+                    rows.append(dict(backend="tensorflow", mode=mode, precision=precision, batch=batch,
+                                     preset=preset, seconds_per_step=seconds))
+                    print(format_row(rows[-1]), flush=True)
         keras.mixed_precision.set_global_policy("float32")
     return rows
 
 
-def jax_rows(precisions, batches, warmup, steps, epoch_images):
+def jax_rows(precisions, batches, warmup, steps, epoch_images, preset_names=("dcgan",)):
     import jax
     import jax.numpy as jnp
     import keras
@@ -74,22 +77,24 @@ def jax_rows(precisions, batches, warmup, steps, epoch_images):
         policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(precision, "float32")
         keras.mixed_precision.set_global_policy(policy)
         for batch in batches:
-            try:
-                rows.append(jax_row(precision, batch, warmup, steps, images, order))
-                print(format_row(rows[-1]), flush=True)
-            except Exception as error:  # one failing setting must not cost the others (device time is scarce)
-                print(f"jax {precision} batch {batch} failed: {type(error).__name__}: {error}", flush=True)
+            for preset in preset_names:
+                try:
+                    rows.append(jax_row(precision, batch, warmup, steps, images, order, preset))
+                    print(format_row(rows[-1]), flush=True)
+                except Exception as error:  # one failing setting must not cost the others (device time is scarce)
+                    print(f"jax {precision} batch {batch} {preset} failed: {type(error).__name__}: {error}",
+                          flush=True)
     keras.mixed_precision.set_global_policy("float32")
     return rows
 
 
-def jax_row(precision, batch, warmup, steps, images, order):
+def jax_row(precision, batch, warmup, steps, images, order, preset="dcgan"):
     """Time one setting of train.py's JAX step (gan_step.build_jax_train_step)."""
     import jax
     import jax.numpy as jnp
     import keras
     import gan_step
-    recipe = presets.recipe(precision="fp32" if precision == "tf32" else precision)
+    recipe = presets.recipe(preset, precision="fp32" if precision == "tf32" else precision)
     nets = gan_step.build_models(recipe)
     epoch = images is not None
     if not epoch:
@@ -104,7 +109,7 @@ def jax_row(precision, batch, warmup, steps, images, order):
     run_step()
     compile_seconds = time.perf_counter() - compile_start
     seconds = time_steps(run_step, warmup, steps)
-    row = dict(backend="jax", mode="jit", precision=precision, batch=batch, seconds_per_step=seconds,
+    row = dict(backend="jax", mode="jit", precision=precision, batch=batch, preset=preset, seconds_per_step=seconds,
                first_step_seconds=round(compile_seconds, 2), device=str(jax.devices()[0]),
                jax=jax.__version__, keras=keras.__version__)
     if epoch:
@@ -153,10 +158,12 @@ def use_backend(backend):
 def format_row(row, peak=None):
     images_per_second = row["batch"] / row["seconds_per_step"]
     row["images_per_second"] = round(images_per_second, 1)
-    row["gflops"] = round(images_per_second * GFLOP_PER_IMAGE, 1)
-    text = (f"{row['backend']:>10} {row['mode']:>5} {row['precision']:>4} batch {row['batch']:>3}: "
-            f"{images_per_second:8.1f} images/s  {row['gflops']:8.1f} GFLOP/s")
-    if peak:
+    preset = row.setdefault("preset", "dcgan")
+    paper_model = presets.PRESETS[preset]["upsample"] == presets.PAPER["upsample"]  # the cost model's FLOPs
+    row["gflops"] = round(images_per_second * GFLOP_PER_IMAGE, 1) if paper_model else None
+    text = (f"{row['backend']:>10} {row['mode']:>5} {row['precision']:>4} batch {row['batch']:>3} {preset:>5}: "
+            f"{images_per_second:8.1f} images/s" + (f"  {row['gflops']:8.1f} GFLOP/s" if paper_model else ""))
+    if peak and paper_model:
         row["percent_of_peak"] = round(100 * row["gflops"] / peak, 1)
         text += f"  {row['percent_of_peak']:5.1f}% of {peak:.0f}"
     if "epoch_seconds" in row:
@@ -177,6 +184,9 @@ def main(argv=None):
                         help="fp32 or mixed precision (bf16, fp16 with loss scaling); tf32: jax only, "
                              "float32 with TensorFloat-32 matrix units (GPU)")
     parser.add_argument("--batches", nargs="+", type=cli.positive_int, default=[64, 128, 256], help="batch sizes")
+    parser.add_argument("--presets", nargs="+", default=["dcgan"], choices=sorted(presets.PRESETS),
+                        help="train.py recipes to time, each on the paper's model (default dcgan, the paper's; "
+                             "best: --preset best, the default of train.py)")
     parser.add_argument("--warmup", type=cli.non_negative_int, default=3, help="untimed steps first (compilation)")
     parser.add_argument("--steps", type=cli.positive_int, default=10, help="timed steps per setting")
     parser.add_argument("--peak-gflops", type=cli.positive_float, default=None,
@@ -212,18 +222,19 @@ def main(argv=None):
         for precision, gflops in peaks.items():
             print(f"measured peak, {precision} 2048^3 matrix multiply: {gflops:.1f} GFLOP/s", flush=True)
     if args.backend == "jax":
-        rows = jax_rows(args.precisions, args.batches, args.warmup, args.steps, args.epoch_images)
+        rows = jax_rows(args.precisions, args.batches, args.warmup, args.steps, args.epoch_images, args.presets)
     else:
-        rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps)
+        rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps, args.presets)
     for row in rows:
         format_row(row, peaks[row["precision"]])
     with_peak = any(peaks.values())
-    print("\n| backend | mode | precision | batch | images/s | GFLOP/s |" + (" % of peak |" if with_peak else ""))
-    print("|---|---|---|---|---|---|" + ("---|" if with_peak else ""))
+    print("\n| backend | mode | precision | batch | preset | images/s | GFLOP/s |" + (" % of peak |" if with_peak
+                                                                                     else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if with_peak else ""))
     for row in rows:
-        print(f"| {row['backend']} | {row['mode']} | {row['precision']} | {row['batch']} | "
-              f"{row['images_per_second']} | {row['gflops']} |" + (f" {row['percent_of_peak']} |"
-                                                                   if "percent_of_peak" in row else ""))
+        print(f"| {row['backend']} | {row['mode']} | {row['precision']} | {row['batch']} | {row['preset']} | "
+              f"{row['images_per_second']} | {row['gflops'] or '–'} |"
+              + (f" {row.get('percent_of_peak', '–')} |" if with_peak else ""))
     data_io.save_json(args.out, {"argv": sys.argv[1:], "peak_gflops": peaks, "measured_peak": args.measure_peak,
                                  "rows": rows})
     print(f"wrote {args.out}")
