@@ -90,17 +90,28 @@ def seed_z(seeds, latent_dim):
 
 # ----- the generator in float32, and the three formats -------------------------------------------------------
 
-def float32_copy(generator):
-    """The generator with every layer computing in float32. A mixed-precision run saves its layers with a bf16
-    (or fp16) policy; ONNX Runtime has no bf16 transposed convolution and LiteRT would need TensorFlow's Flex
-    ops for one. The weights are float32 under either policy, so the copy is the same function, computed with
-    more precision."""
+def export_copy(generator, resize_op=False):
+    """The generator as an exported file computes it: every layer in float32, and with resize_op (for LiteRT)
+    `--upsample resize`'s nearest-neighbour upsampling as a resize op. A mixed-precision run saves its layers
+    with a bf16 (or fp16) policy; ONNX Runtime has no bf16 transposed convolution and LiteRT would need
+    TensorFlow's Flex ops for one. Keras' UpSampling2D repeats pixels through reshapes that hide the channel
+    count from the LiteRT converter, which then leaves the next convolution to Flex ops too; a nearest-neighbour
+    Resizing to the same size picks the same pixels in one builtin op (the ONNX file keeps the repeat: tf2onnx's
+    Resize of it disagrees with TensorFlow in ONNX Runtime). The weights are float32 under every policy, so the
+    copy is the same function, computed with more precision."""
     import keras
-    if all(layer.dtype_policy.name == "float32" for layer in generator.layers):
+
+    def clone(layer):
+        config = {**layer.get_config(), "dtype": "float32"}
+        if resize_op and isinstance(layer, keras.layers.UpSampling2D):
+            height, width = layer.output.shape[1:3]
+            return keras.layers.Resizing(height, width, interpolation="nearest", name=config["name"],
+                                         dtype="float32")
+        return layer.__class__.from_config(config)
+    if all(layer.dtype_policy.name == "float32" and not (resize_op and isinstance(layer, keras.layers.UpSampling2D))
+           for layer in generator.layers):
         return generator
-    copy = keras.models.clone_model(
-        generator, clone_function=lambda layer: layer.__class__.from_config({**layer.get_config(),
-                                                                            "dtype": "float32"}))
+    copy = keras.models.clone_model(generator, clone_function=clone)
     copy.set_weights(generator.get_weights())
     return copy
 
@@ -162,8 +173,15 @@ RUNNERS = {"onnx": run_onnx, "savedmodel": run_savedmodel, "litert": run_litert}
 def check_export(fmt, path, z, expected, tolerance):
     """The export's largest |difference| from Keras on z (as one batch, and its first vector alone: the batch
     size is free); ExportMismatch when over the tolerance."""
-    run = RUNNERS[fmt](path)
-    got = np.concatenate([run(z[:1]), run(z)])
+    try:
+        run = RUNNERS[fmt](path)
+        got = np.concatenate([run(z[:1]), run(z)])
+    except DataError:
+        raise
+    except Exception as error:  # the file does not load or run in its runtime: one line, as for a mismatch
+        message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ExportMismatch(f"{os.path.basename(path)} does not run in {RUNTIMES[fmt]}: {message[:300]}; "
+                             "nothing written") from None
     difference = float(np.max(np.abs(got - np.concatenate([expected[:1], expected]))))
     if not difference <= tolerance:  # NaN fails too
         raise ExportMismatch(f"{os.path.basename(path)} disagrees with Keras: {RUNTIMES[fmt]} gives images up to "
@@ -315,7 +333,7 @@ def export(run, formats=FORMATS, web=True, tolerance=TOLERANCE):
     cli.check_output_folder(run)
     runtime = web_runtime() if web else None  # before any work: the page cannot be made without it
     generator = data_io.load_generator_file(os.path.join(run, "generator.keras"))
-    model = float32_copy(generator)
+    model = export_copy(generator)
     z = data_io.sample_z(CHECK_N, generator.input_shape[-1], CHECK_SEED)
     expected = np.asarray(model.predict_on_batch(z), np.float32)
     # what the float32 export changes in a mixed-precision run's images: the rounding of its bf16/fp16 compute
@@ -327,7 +345,7 @@ def export(run, formats=FORMATS, web=True, tolerance=TOLERANCE):
         checks = {}
         for fmt in formats:
             path = os.path.join(out, FILES[fmt])
-            WRITERS[fmt](model, path)
+            WRITERS[fmt](export_copy(generator, resize_op=True) if fmt == "litert" else model, path)
             checks[fmt] = check_export(fmt, path, z, expected, tolerance)
         info = describe(run, config, generator, checks, tolerance, as_trained)
         data_io.save_json(os.path.join(out, "generator.json"), info)

@@ -29,13 +29,13 @@ LATENT, SIZE = 8, 32
 PIXEL_TOLERANCE = 2  # browser vs Keras, in 8-bit levels: WebAssembly sums in another order than TensorFlow
 
 
-def make_run(path, precision):
+def make_run(path, precision, upsample="transposed"):
     """What train.py leaves behind, as far as export.py reads it: config.json, generator.keras, d_losses.npy."""
     import keras
     os.makedirs(path)
     if precision == "bf16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    generator = models.build_generator(latent_dim=LATENT, image_size=SIZE, width=8)
+    generator = models.build_generator(latent_dim=LATENT, image_size=SIZE, width=8, upsample=upsample)
     keras.mixed_precision.set_global_policy("float32")
     for layer in generator.layers:
         if hasattr(layer, "kernel"):
@@ -43,17 +43,19 @@ def make_run(path, precision):
     generator.save(os.path.join(path, "generator.keras"))
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump({"latent_dim": LATENT, "image_size": SIZE, "epochs": 3, "precision": precision,
-                   "preset": "best", "ema": 0.999, "g_width": 8}, f)
+                   "preset": "best", "ema": 0.999, "g_width": 8, "upsample": upsample}, f)
     np.save(os.path.join(path, "d_losses.npy"), np.zeros(2, np.float32))
     return str(path)
 
 
-def test_a_bf16_run_exports_float32_onnx_savedmodel_and_litert_that_match_keras_at_any_batch(tmp_path, capsys):
+@pytest.mark.parametrize("upsample", ["transposed", "resize"])
+def test_a_bf16_run_exports_float32_onnx_savedmodel_and_litert_that_match_keras_at_any_batch(tmp_path, capsys,
+                                                                                              upsample):
     import onnx
     import onnxruntime
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
-    run = make_run(tmp_path / "bf16_run", "bf16")
+    run = make_run(tmp_path / "bf16_run", "bf16", upsample)
     assert export.main([run, "--no-web"]) == 0
     assert "ONNX Runtime vs Keras" in capsys.readouterr().out
     out = os.path.join(run, "export")
@@ -66,7 +68,7 @@ def test_a_bf16_run_exports_float32_onnx_savedmodel_and_litert_that_match_keras_
 
     # every file maps float32 z of any batch size to what Keras makes of it
     z = data_io.sample_z(3, LATENT, seed=7)
-    keras_float32 = export.float32_copy(data_io.load_generator_file(os.path.join(run, "generator.keras")))
+    keras_float32 = export.export_copy(data_io.load_generator_file(os.path.join(run, "generator.keras")))
     expected = keras_float32.predict_on_batch(z)
     graph = onnx.load(os.path.join(out, "generator.onnx")).graph
     casts = [a.i for node in graph.node if node.op_type == "Cast" for a in node.attribute if a.name == "to"]
@@ -107,6 +109,20 @@ def test_an_export_that_disagrees_with_keras_exits_3_in_one_line_and_leaves_the_
     assert open(os.path.join(run, "export", "generator.json")).read() == '{"epoch": 1}'
     assert sorted(os.listdir(run)) == ["config.json", "d_losses.npy", "export", "generator.keras"]  # no temporaries
 
+
+
+def test_a_file_its_runtime_cannot_run_exits_3_in_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    run = make_run(tmp_path / "run", "fp32")
+
+    def runtime_that_refuses(path):
+        def run(z):
+            raise RuntimeError("Select TensorFlow op(s) are not supported by this interpreter.\nNode 36 failed")
+        return run
+    monkeypatch.setitem(export.RUNNERS, "onnx", runtime_that_refuses)
+    assert export.main([run, "--formats", "onnx", "--no-web"]) == export.EXIT_MISMATCH
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "generator.onnx does not run in ONNX Runtime: Select TensorFlow op(s)" in err[0]
+    assert sorted(os.listdir(run)) == ["config.json", "d_losses.npy", "generator.keras"]  # nothing half-written
 
 def test_page_seeds_name_standard_normal_noise_the_same_at_every_latent_size():
     z = export.seed_z(range(1000), 100)
@@ -165,10 +181,11 @@ def close(a, b):
     return np.abs(a.astype(int) - b.astype(int)).max() <= PIXEL_TOLERANCE
 
 
-def test_the_web_page_draws_keras_faces_and_its_walk_and_arithmetic_change_the_picture(tmp_path):
+@pytest.mark.parametrize("upsample", ["transposed", "resize"])
+def test_the_web_page_draws_keras_faces_and_its_walk_and_arithmetic_change_the_picture(tmp_path, upsample):
     from playwright.sync_api import sync_playwright
     chromium = chromium_or_skip()
-    run = os.environ.get("FACEGAN_WEB_RUN") or make_run(tmp_path / "run", "fp32")
+    run = os.environ.get("FACEGAN_WEB_RUN") or make_run(tmp_path / "run", "fp32", upsample)
     export.export(run, formats=("onnx",))
     generator = data_io.load_generator_file(os.path.join(run, "generator.keras"))
     latent = generator.input_shape[-1]
