@@ -55,6 +55,10 @@ ROWS = {
     "best_ms": (SMOOTH[0] + " + mode seeking 1", [*SMOOTH[1], "--mode-seeking", "1"]),
     "best_ms3": (SMOOTH[0] + " + mode seeking 3", [*SMOOTH[1], "--mode-seeking", "3"]),
     "best_mbstd4": (SMOOTH[0] + " + minibatch std (groups of 4)", [*SMOOTH[1], "--minibatch-std"]),
+    # best_ms3 with G's upsampling as resize + convolution: --preset best since the long-run study
+    # (docs/training_length.md)
+    "best_resize": (SMOOTH[0] + " + mode seeking 3 + resize upsampling",
+                    [*SMOOTH[1], "--mode-seeking", "3", "--upsample", "resize"]),
 }
 
 
@@ -71,6 +75,8 @@ LONG_ROWS = {
     "long_diffaug3": ("--preset best with DiffAugment color, translation, cutout",
                       [*BEST, "--diffaug", "color,translation,cutout"]),
     "long_ms10": ("--preset best with mode seeking 10", [*BEST, "--mode-seeking", "10"]),
+    "long_transposed": ("--preset best with the paper's transposed-convolution upsampling",
+                        [*BEST, "--upsample", "transposed"]),
 }
 SETS = {"short": (list(ROWS), 10), "long": (list(LONG_ROWS), 50)}  # rows, epochs
 ROWS.update(LONG_ROWS)
@@ -328,7 +334,7 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
     return reference, results, pictures, notes
 
 
-def write_table(folder, reference, results, pictures, n, best="best_ms3", notes=()):
+def write_table(folder, reference, results, pictures, n, best="best_resize", notes=()):
     import evaluate
     os.makedirs(folder, exist_ok=True)
     columns = [("train_seed", "{}"), ("epochs", "{}"), ("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"),

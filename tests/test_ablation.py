@@ -68,7 +68,7 @@ def test_long_rows_each_change_one_setting_of_preset_best(tmp_path, tiny_dataset
     changed = {row: {k for k in best if recipe_of(row)[k] != best[k]} for row in ablation.SETS["long"][0]}
     assert changed["long_r1"] == {"r1", "r1_every"} and changed["long_lecam"] == {"lecam"}
     assert changed["long_bcr"] == {"bcr"} and changed["long_diffaug3"] == {"diffaug"}
-    assert changed["long_ms10"] == {"mode_seeking"}
+    assert changed["long_ms10"] == {"mode_seeking"} and changed["long_transposed"] == {"upsample"}
     assert changed["long_sn_hinge"] == {"spectral_norm", "loss", "label_smoothing"}  # smoothing is bce-only
 
 
