@@ -77,7 +77,8 @@ def add_data_flags(p):
                    help="with --resume: continue even though the training data differs from what the run "
                         "trained on (another size or other images); its steps per epoch follow the new data")
     p.add_argument("--epochs", type=cli.positive_int, default=None,
-                   help="passes over the training set (default 25; 7 on the demo)")
+                   help="passes over the training set (default 25, where one more epoch on 50,000 faces gains "
+                        "little: docs/training_length.md; 7 on the demo)")
     p.add_argument("--batch-size", type=cli.positive_int, default=None,
                    help="images per step (default 128, the paper; 64 on "
                                                                "the demo)")
