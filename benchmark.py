@@ -50,7 +50,7 @@ def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",)):
         for mode in modes:
             for batch in batches:
                 for preset in preset_names:  # side by side, so that their ratio holds on a busy machine too
-                    recipe = presets.recipe(preset, precision=precision)  # the paper's model, the preset's recipe
+                    recipe = presets.recipe(preset, precision=precision)  # the paper's size, the preset's recipe
                     step = gan_step.build_train_step(gan_step.build_models(recipe), recipe, mode=mode)
                     real = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
                     seconds = time_steps(lambda: [float(v) for v in step(real)],
@@ -185,7 +185,7 @@ def main(argv=None):
                              "float32 with TensorFloat-32 matrix units (GPU)")
     parser.add_argument("--batches", nargs="+", type=cli.positive_int, default=[64, 128, 256], help="batch sizes")
     parser.add_argument("--presets", nargs="+", default=["dcgan"], choices=sorted(presets.PRESETS),
-                        help="train.py recipes to time, each on the paper's model (default dcgan, the paper's; "
+                        help="train.py recipes to time, each at the paper's size (default dcgan, the paper's; "
                              "best: --preset best, the default of train.py)")
     parser.add_argument("--warmup", type=cli.non_negative_int, default=3, help="untimed steps first (compilation)")
     parser.add_argument("--steps", type=cli.positive_int, default=10, help="timed steps per setting")

@@ -182,7 +182,6 @@ def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_data
     assert config["g_lr"] == config["d_lr"] == config["lr"]
 
 
-
 def test_each_preset_is_reachable_by_the_flags_its_help_lists(tmp_path, tiny_dataset):
     flags = ["--data", tiny_dataset, "--out", str(tmp_path), "--batch-size", "16"]
     for name in presets.PRESETS:
@@ -205,6 +204,7 @@ def test_help_is_instant_and_quiet_it_loads_no_deep_learning_framework():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0 and done.stdout.strip() == "[]" and done.stderr == ""
+
 
 def test_spectral_norm_keeps_d_kernels_at_norm_one_and_resumes_exactly(tmp_path, tiny_dataset, capsys):
     assert _train(tmp_path, tiny_dataset, "--epochs", "1", "--spectral-norm", *PAPER_RECIPE) == 0
