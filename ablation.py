@@ -24,10 +24,10 @@ import subprocess
 import sys
 import time
 
-import cli
-import data_io
-import presets
-import run_state
+from facegan import cli
+from facegan import data_io
+from facegan import presets
+from facegan import run_state
 
 EMA = ["--ema", "0.999"]
 # translation + G lr 4e-4 + label smoothing (row fastg_smooth): the base of the last rows
@@ -154,9 +154,9 @@ def check_run(path, planned, data_fingerprint, epochs):
 
 def study_data(data, table_only=False):
     """The fingerprint of the training data --data, checked before any training, with the _holdout.npy beside
-    it that every row is scored against (at least evaluate.MIN_HOLDOUT images, at the training images' size,
+    it that every row is scored against (at least evaluation.MIN_HOLDOUT images, at the training images' size,
     none of them a training image). With table_only, None when --data is absent (nothing is trained)."""
-    import evaluate
+    from facegan import evaluation
     import train
     if table_only and not os.path.exists(data):
         return None
@@ -167,9 +167,9 @@ def study_data(data, table_only=False):
             raise data_io.DataError(f"no _holdout.npy beside {data}: ablation.py scores every row against the held-out "
                                     "images preprocess.py writes beside its PREFIX_train.npy")
         holdout = data_io.load_image_array(holdout_path, images.shape[1], resize=False)
-        if len(holdout) < evaluate.MIN_HOLDOUT:
+        if len(holdout) < evaluation.MIN_HOLDOUT:
             raise data_io.DataError(f"only {len(holdout)} held-out images in {holdout_path}; need at least "
-                                    f"{evaluate.MIN_HOLDOUT}")
+                                    f"{evaluation.MIN_HOLDOUT}")
         data_io.check_held_out(holdout, holdout_path, images.shape[1], data, run="the study")
     return data_io.array_fingerprint(images)
 
@@ -262,8 +262,8 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
     Inception network loads. Each row's seed, epochs and recipe are read from its run's files."""
     import keras
 
-    import evaluate
-    import metrics
+    from facegan import evaluation
+    from facegan import metrics
     runs = [(row, seed, run_dir(out, row, seed)) for row in rows for seed in seeds]
     runs = [(row, seed, path) for row, seed, path in runs if finished(path, epochs)]
     if not runs:
@@ -281,16 +281,16 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
         notes += [note for note in [data_io.check_held_out(holdout, config["holdout"], config["image_size"],
                                                            trained["data"], trained.get("data_fingerprint"), path)]
                   if note]
-    reference, real_b = evaluate.split_holdout(holdout, eval_seed)
+    reference, real_b = evaluation.split_holdout(holdout, eval_seed)
     fid_network, reference_features = None, None
     if fid:
-        engines, _ = evaluate.load_fid_engines()
+        engines, _ = evaluation.load_fid_engines()
         if engines:
             fid_network = engines[0][1]
             reference_features = metrics.inception_features(reference, fid_network)
     # what every cached score depends on besides its generator file
     common_key = (f"holdout={data_io.array_fingerprint(holdout)} n={n} eval_seed={eval_seed} "
-                  f"fid={evaluate.network_checksum(fid_network) if fid_network else None} "
+                  f"fid={evaluation.network_checksum(fid_network) if fid_network else None} "
                   f"backend={keras.backend.backend()}")
     results, pictures = [], [("real (held out)", real_b)]
     candidates = [("real", "held-out reals (floor)", None, None, real_b)]
@@ -309,13 +309,13 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
             cache_path = os.path.join(os.path.dirname(model_path), "ablation_scores.json")
             cache_key = f"{os.path.basename(model_path)} {data_io.file_digest(model_path)} {common_key}"
             cache = data_io.load_json_cache(cache_path)
-        if evaluate.usable(cache.get(cache_key), ("swd_avg", "judge_accuracy", *(("fid",) if fid_network else ()))):
+        if evaluation.usable(cache.get(cache_key), ("swd_avg", "judge_accuracy", *(("fid",) if fid_network else ()))):
             print(f"scored before: {label} (seed {seed})", flush=True)
             result.update(cache[cache_key])
         else:
             print(f"scoring {label} (seed {seed}) ...", flush=True)
-            scores = evaluate.image_metrics(reference, images[:n], eval_seed, fid_network, reference_features)
-            scores["judge_accuracy"], scores["judge_test_n"] = evaluate.judge_accuracy(reference, images[:n],
+            scores = evaluation.image_metrics(reference, images[:n], eval_seed, fid_network, reference_features)
+            scores["judge_accuracy"], scores["judge_test_n"] = evaluation.judge_accuracy(reference, images[:n],
                                                                                        eval_seed)
             result.update(scores)
             if cache_path:
@@ -335,7 +335,7 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
 
 
 def write_table(folder, reference, results, pictures, n, best="best_resize", notes=()):
-    import evaluate
+    from facegan import evaluation
     os.makedirs(folder, exist_ok=True)
     columns = [("train_seed", "{}"), ("epochs", "{}"), ("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"),
                ("swd_32", "{:.1f}"), ("swd_16", "{:.1f}"), ("ms_ssim_diversity", "{:.3f}"), ("face_rate", "{:.3f}"),
@@ -344,7 +344,7 @@ def write_table(folder, reference, results, pictures, n, best="best_resize", not
         columns[-1:-1] = [("fid", "{:.2f}"), ("kid", "{:.4f}"), ("fid_n", "{}")]
     if len({row["precision"] for row in results if row.get("precision")}) > 1:
         columns.insert(2, ("precision", "{}"))
-    table = evaluate.markdown_table(results, columns)
+    table = evaluation.markdown_table(results, columns)
     epochs = sorted({row["epochs"] for row in results if row.get("epochs")})
     text = [f"# Ablation: {len(reference)} held-out reference faces, {n} samples per row, "
             f"{' / '.join(map(str, epochs))} epochs each", "", table, "", *[f"**Note**: {note}." for note in notes],
@@ -357,14 +357,14 @@ def write_table(folder, reference, results, pictures, n, best="best_resize", not
         f.write("\n".join(text))
     data_io.save_json(os.path.join(folder, "ablation.json"), {"n": n, "reference_count": len(reference),
                                                             "rows": results})
-    evaluate.grids_figure(os.path.join(folder, "ablation.png"), pictures, columns=12, rows=1, stacked=True,
+    evaluation.grids_figure(os.path.join(folder, "ablation.png"), pictures, columns=12, rows=1, stacked=True,
                           title_size=9)
     best_title = "--preset best (EMA generator)"  # its recipe is in README.md; the full label does not fit
     labels = {"--preset dcgan (the paper)": f"{ROWS['dcgan'][0]}, seed 0",
               best_title: f"{ROWS[best][0]} + EMA, seed 0"}
     chosen = [(title, images) for title, label in labels.items() for name, images in pictures if name == label]
     if len(chosen) == 2:
-        evaluate.grids_figure(os.path.join(folder, "presets.png"), chosen, columns=6, rows=6, title_size=10)
+        evaluation.grids_figure(os.path.join(folder, "presets.png"), chosen, columns=6, rows=6, title_size=10)
     print("\n" + table)
     print(f"\nwrote {folder}/ablation.md, ablation.json, ablation.png (and presets.png when both presets' rows "
           "were scored)")

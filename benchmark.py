@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 
-import cli
-import data_io
-import presets
+from facegan import cli
+from facegan import data_io
+from facegan import presets
 
 GFLOP_PER_IMAGE = 2.48
 # JAX's float32 matrix products: fp32 = true float32; tf32 = float32 storage with TensorFloat-32 matrix units
@@ -44,7 +44,7 @@ def time_steps(run_step, warmup, steps):
 def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",)):
     import keras
     import tensorflow as tf
-    import gan_step
+    from facegan import gan_step
     rows = []
     for precision in precisions:
         for mode in modes:
@@ -93,7 +93,7 @@ def jax_row(precision, batch, warmup, steps, images, order, preset="dcgan"):
     import jax
     import jax.numpy as jnp
     import keras
-    import gan_step
+    from facegan import gan_step
     recipe = presets.recipe(preset, precision="fp32" if precision == "tf32" else precision)
     nets = gan_step.build_models(recipe)
     epoch = images is not None

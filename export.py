@@ -33,12 +33,12 @@ import warnings
 
 import numpy as np
 
-import cli
-import data_io
-import inception
-import presets
-import run_state
-from data_io import DataError
+from facegan import cli
+from facegan import data_io
+from facegan import inception
+from facegan import presets
+from facegan import run_state
+from facegan.data_io import DataError
 
 FORMATS = ("onnx", "savedmodel", "litert")
 FILES = {"onnx": "generator.onnx", "savedmodel": "generator_savedmodel", "litert": "generator.tflite"}

@@ -25,10 +25,10 @@ import zipfile
 import cv2
 import numpy as np
 
-import cli
-import data_io
-import run_state
-from data_io import DataError
+from facegan import cli
+from facegan import data_io
+from facegan import run_state
+from facegan.data_io import DataError
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 SAMPLE_CHUNK = 1024  # faces made and written at a time by `sample`

@@ -282,7 +282,7 @@ def plan_steps(args, n_images):
 def generate(torch, gan, n, seed):
     """n uint8 (n, 64, 64, 3) samples, z from the GAN's latent distribution, batch norm in training mode
     (batch statistics over batches of the training batch size, as HyperGAN's samplers)."""
-    import data_io
+    from facegan import data_io
     torch.manual_seed(seed)
     chunks, made = [], 0
     with torch.no_grad():
@@ -294,7 +294,7 @@ def generate(torch, gan, n, seed):
 
 
 def run(args):
-    import data_io
+    from facegan import data_io
     torch, hypergan, hc = import_hypergan()
     images = data_io.load_image_array(args.data, IMAGE_SIZE)
     if len(images) < args.batch_size:
@@ -471,7 +471,7 @@ def main(argv=None):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     try:
-        import data_io
+        from facegan import data_io
     except ImportError as error:
         print(f"hypergan_baseline.py: error: {error}; {INSTALL_HINT}", file=sys.stderr)
         return 2

@@ -16,8 +16,8 @@ import zipfile
 import numpy as np
 from tqdm import tqdm
 
-import cli
-import data_io
+from facegan import cli
+from facegan import data_io
 
 _worker = {}  # per-process state: the open zip, so each worker opens it once
 

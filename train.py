@@ -22,10 +22,10 @@ import time
 
 import numpy as np
 
-import cli
-import data_io
-import presets
-import run_state
+from facegan import cli
+from facegan import data_io
+from facegan import presets
+from facegan import run_state
 
 DEFAULT_DATA = os.path.join("data", "celeba64_train.npy")
 DEMO_SIZE = 8000
@@ -381,7 +381,7 @@ def check_holdout(path, data_path, data_shape, data_fingerprint, given):
 
 def draw_demo_faces():
     """(train, holdout) paths of the procedurally drawn demo faces, drawn on first use."""
-    import demo_faces
+    from facegan import demo_faces
     data_path = os.path.join("data", "demo64_train.npy")
     holdout_path = os.path.join("data", "demo64_holdout.npy")
     if not (os.path.exists(data_path) and os.path.exists(holdout_path)):
@@ -441,7 +441,7 @@ def settings(args, demo):
 
 def prepare_run(args, new_run_check=True):
     """(run_dir, config, images) for a new run or a resumed one, every input checked; writes nothing."""
-    import gan_step
+    from facegan import gan_step
     if args.resume:
         run_dir, config, images = resume_run(args)
     else:
@@ -565,7 +565,7 @@ def make_step(nets, config, strategy, images):
     done), that epoch's batches after the first `done`; sync() writes the step's state into the Keras
     variables (before checkpoints and samples). TensorFlow: tf.data batches of uint8 images; JAX: the
     batches' index rows, the images held on the device and each batch gathered inside the step."""
-    import gan_step
+    from facegan import gan_step
     batches = dict(batch_size=config["batch_size"], seed=config["seed"], steps=config["steps_per_epoch"])
     if keras_backend() == "jax":
         import jax
@@ -688,7 +688,7 @@ def missing_folders(path):
 
 def train_in(run_dir, config, images, strategy, chief, args):
     """train() once the run and its output folder are checked. Returns (run_dir, exit code)."""
-    import gan_step
+    from facegan import gan_step
     replicas = strategy.num_replicas_in_sync if strategy else 1
     # Every worker of a multi-worker run reads the run directory (a shared folder, for --resume); only the
     # chief writes to it, the others write to a scratch folder.

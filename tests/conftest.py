@@ -24,7 +24,7 @@ def forced_auto_precision(request, monkeypatch):
     given hardware, it still reads what it is given), so one machine checks both kinds' paths."""
     forced = request.config.getoption("--auto-precision")
     if forced and "keras" in sys.modules:  # the HyperGAN tests run in a virtualenv without Keras
-        import gan_step
+        from facegan import gan_step
         real = gan_step.auto_precision
 
         def auto_precision(cpuinfo=None, accelerators=None):
@@ -51,7 +51,7 @@ def colour_layout_features(images):
 
 
 def colour_centroid_judge(real, fake, seed=0, steps=400):
-    """evaluate.judge_accuracy's contract (train on half, accuracy on the unseen half, test count) with a
+    """evaluation.judge_accuracy's contract (train on half, accuracy on the unseen half, test count) with a
     nearest-centroid classifier on colour_layout_features in place of the CNN: instant, and still a real judge."""
     m = min(len(real), len(fake))
     rng = np.random.default_rng(seed)
@@ -69,8 +69,8 @@ def colour_centroid_judge(real, fake, seed=0, steps=400):
 def quick_judge(monkeypatch):
     """The judge CNN has a test of its own (it catches noise, not real faces); the tests of evaluate.py's and
     ablation.py's outputs only need a judge's numbers in their tables."""
-    import evaluate
-    monkeypatch.setattr(evaluate, "judge_accuracy", colour_centroid_judge)
+    from facegan import evaluation
+    monkeypatch.setattr(evaluation, "judge_accuracy", colour_centroid_judge)
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def celeba_zip():
 @pytest.fixture(scope="session")
 def tiny_faces():
     """Demo faces at 32 px: a small real-looking-enough dataset for fast training tests."""
-    import demo_faces
+    from facegan import demo_faces
     return demo_faces.make_demo_faces(96, size=32, seed=3)
 
 
@@ -129,7 +129,7 @@ def flip_a_byte_inside(checkpoint, member="g/0000.npy"):
 
 def wait_for_checkpoint(run_dir, at_least, process, timeout=600):
     """Return once `process` has written a checkpoint of step `at_least` or later into run_dir."""
-    import run_state
+    from facegan import run_state
     deadline = time.time() + timeout  # a guard against a hung child, far above any machine's start-up
     while time.time() < deadline:
         names = run_state.checkpoint_names(str(run_dir))

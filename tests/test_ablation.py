@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import ablation
-import presets
-import run_state
+from facegan import presets
+from facegan import run_state
 import train
 from conftest import ROOT, wait_for_checkpoint
 
@@ -191,10 +191,10 @@ def test_ablation_checks_its_data_and_output_folder_before_training(tmp_path, ti
 
 def test_ablation_scores_follow_the_held_out_pixels_and_survive_a_damaged_cache(tmp_path, tiny_dataset, capsys,
                                                                                 quick_judge, monkeypatch):
-    import evaluate
+    from facegan import evaluation
     import models
     # a quick stand-in for the metrics: this test is about which rows are scored again
-    monkeypatch.setattr(evaluate, "image_metrics", lambda reference, images, *a: {"swd_avg": float(images.mean())})
+    monkeypatch.setattr(evaluation, "image_metrics", lambda reference, images, *a: {"swd_avg": float(images.mean())})
     out = tmp_path / "outputs"
     run = _hand_made_run(out, "dcgan", 0, tiny_dataset, {"g_width": 8, "latent_dim": 8})
     generator = models.build_generator(latent_dim=8, image_size=32, width=8)

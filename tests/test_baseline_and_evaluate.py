@@ -4,22 +4,24 @@ import shutil
 import numpy as np
 import pytest
 
-import demo_faces
-import data_io
+from facegan import demo_faces
+from facegan import data_io
 import evaluate
+from facegan import evaluation
+from facegan import baseline
 import random_baseline
 import train
 from conftest import TINY_TRAIN_FLAGS, colour_layout_features  # a stand-in FID network
 
 
 def test_uniform_baseline_spans_all_pixel_values():
-    images = random_baseline.make_random_images(50, 32, "uniform", seed=1)
+    images = baseline.make_random_images(50, 32, "uniform", seed=1)
     assert images.shape == (50, 32, 32, 3) and images.dtype == np.uint8
     assert images.min() == 0 and images.max() == 255 and abs(images.mean() - 127.5) < 2
 
 
 def test_gaussian_baseline_matches_the_data_colour_statistics(tiny_faces):
-    images = random_baseline.make_random_images(200, 32, "gaussian", tiny_faces, seed=1)
+    images = baseline.make_random_images(200, 32, "gaussian", tiny_faces, seed=1)
     real = tiny_faces.reshape(-1, 3).astype(float)
     fake = images.reshape(-1, 3).astype(float)
     np.testing.assert_allclose(fake.mean(0), real.mean(0), atol=4)
@@ -34,9 +36,9 @@ def test_baseline_cli_writes_array_and_grid(tmp_path):
 
 def test_judge_catches_noise_but_not_real_faces():
     faces = demo_faces.make_demo_faces(240, size=32, seed=5)
-    noise = random_baseline.make_random_images(120, 32, "uniform", seed=5)
-    noise_accuracy, _ = evaluate.judge_accuracy(faces[:120], noise, steps=150)
-    real_accuracy, _ = evaluate.judge_accuracy(faces[:120], faces[120:], steps=150)
+    noise = baseline.make_random_images(120, 32, "uniform", seed=5)
+    noise_accuracy, _ = evaluation.judge_accuracy(faces[:120], noise, steps=150)
+    real_accuracy, _ = evaluation.judge_accuracy(faces[:120], faces[120:], steps=150)
     assert noise_accuracy > 0.95
     assert real_accuracy < 0.75
 
@@ -50,7 +52,7 @@ def tiny_run(tmp_path, tiny_dataset, quick_judge):
 
 def test_evaluate_writes_report_metrics_and_pictures(tiny_run, tmp_path):
     samples = tmp_path / "other.npy"
-    np.save(samples, random_baseline.make_random_images(30, 32, seed=2))
+    np.save(samples, baseline.make_random_images(30, 32, seed=2))
     np.savez(tmp_path / "losses.npz", d_loss=np.linspace(1.4, 0.5, 50), g_loss=np.linspace(0.7, 3.0, 50))
     copy = shutil.copytree(tiny_run, tmp_path / "copy")  # another run directory, as a system
     assert evaluate.main([str(tiny_run), "random", f"again:{tiny_run / 'generator.keras'}", str(copy),
@@ -76,14 +78,14 @@ def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_evaluate_quality_metrics_and_offline_fid_note(tiny_run, monkeypatch, tmp_path):
-    import inception
-    import metrics
+    from facegan import inception
+    from facegan import metrics
 
     def offline(*args, **kwargs):
         raise metrics._unavailable("no internet")
     monkeypatch.setattr(metrics, "load_inception", offline)
     monkeypatch.setenv(inception.CACHE_ENV, str(tmp_path / "empty-cache"))
-    results = evaluate.evaluate(str(tiny_run), ["random"], n=32)
+    results = evaluation.evaluate(str(tiny_run), ["random"], n=32)
     rows = {row["system"]: row for row in results["systems"]}
     assert rows["random uniform"]["swd_avg"] > 1.5 * rows["real (held out)"]["swd_avg"]  # only 16 vs 16 here
     assert rows["random uniform"]["face_rate"] == 0.0
@@ -93,8 +95,8 @@ def test_evaluate_quality_metrics_and_offline_fid_note(tiny_run, monkeypatch, tm
 
 
 def test_evaluate_reports_fid_at_one_n_with_the_real_floor_and_the_resize(tiny_run, monkeypatch):
-    monkeypatch.setattr(evaluate, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
-    results = evaluate.evaluate(str(tiny_run), ["random"], n=40)
+    monkeypatch.setattr(evaluation, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
+    results = evaluation.evaluate(str(tiny_run), ["random"], n=40)
     rows = {row["system"]: row for row in results["systems"]}
     assert results["fid_n"] == 16  # the real half B has 16 images: every FID is at that n
     assert all(row["fid_n"] == 16 for row in results["systems"])
@@ -106,7 +108,7 @@ def test_evaluate_reports_fid_at_one_n_with_the_real_floor_and_the_resize(tiny_r
 
 
 def test_curve_scores_every_snapshot_of_each_run_against_images_seen(tiny_run, monkeypatch, tmp_path):
-    monkeypatch.setattr(evaluate, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
+    monkeypatch.setattr(evaluation, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
     other = shutil.copytree(tiny_run, tmp_path / "other")  # a second run, drawn beside the first
     shutil.rmtree(other / "eval", ignore_errors=True)
     (other / "snapshots" / "generator_epoch_001.keras").unlink()
@@ -139,7 +141,7 @@ def test_curve_without_snapshots_says_how_to_get_them(tiny_run, capsys):
 
 
 def test_loss_plot_shows_adas_p_and_ds_accuracy_on_held_out_and_training_reals(tmp_path):
-    import evaluate
+    from facegan import evaluation
     run = tmp_path / "run"
     run.mkdir()
     np.save(run / "d_losses.npy", np.array([1.2, 1.0, 0.9], np.float32))
@@ -149,18 +151,18 @@ def test_loss_plot_shows_adas_p_and_ds_accuracy_on_held_out_and_training_reals(t
     # the first epoch ran before the accuracies were recorded
     (run / "history.json").write_text(json.dumps({"epoch": 3, "d_holdout_accuracy": [None, 0.5, 0.3],
                                                   "d_train_accuracy": [None, 0.6, 0.8]}))
-    accuracies = evaluate.memorisation_history(str(run))
+    accuracies = evaluation.memorisation_history(str(run))
     assert list(accuracies) == ["D calls held-out reals real", "D calls training reals real"]
     np.testing.assert_array_equal(accuracies["D calls training reals real"], [np.nan, 0.6, 0.8])
-    evaluate.plot_losses(str(run), str(tmp_path / "losses.png"))
+    evaluation.plot_losses(str(run), str(tmp_path / "losses.png"))
     assert (tmp_path / "losses.png").stat().st_size > 10_000
-    assert evaluate.memorisation_history(str(tmp_path)) == {}  # no history.json: nothing to plot
+    assert evaluation.memorisation_history(str(tmp_path)) == {}  # no history.json: nothing to plot
 
 
 def test_curve_cache_follows_the_held_out_pixels_and_the_network_and_survives_damage(tiny_run, monkeypatch, capsys):
-    import metrics
+    from facegan import metrics
     engines = [("stand-in", colour_layout_features)]
-    monkeypatch.setattr(evaluate, "load_fid_engines", lambda path: (engines, None))
+    monkeypatch.setattr(evaluation, "load_fid_engines", lambda path: (engines, None))
     # quick stand-ins for the slow metrics: this test is about which scores are computed again
     monkeypatch.setattr(metrics, "sliced_wasserstein", lambda a, b, seed: {"swd_avg": float(abs(a.mean() - b.mean()))})
     monkeypatch.setattr(metrics, "ms_ssim_diversity", lambda images, seed: 0.5)

@@ -7,9 +7,10 @@ import os
 import numpy as np
 import pytest
 
-import cli
-import data_io
+from facegan import cli
+from facegan import data_io
 import evaluate
+from facegan import evaluation
 import generate
 import models
 import preprocess
@@ -155,7 +156,7 @@ def test_evaluate_refuses_real_faces_that_are_not_held_out(run, tmp_path, capsys
 @pytest.mark.parametrize("count", [0, 1])
 def test_evaluate_refuses_a_system_too_small_to_score_before_scoring(run, tmp_path, capsys, monkeypatch, count):
     np.save(tmp_path / "few.npy", np.zeros((count, SIZE, SIZE, 3), np.uint8))
-    monkeypatch.setattr(evaluate, "judge_accuracy", lambda *a, **k: pytest.fail("scored before checking"))
+    monkeypatch.setattr(evaluation, "judge_accuracy", lambda *a, **k: pytest.fail("scored before checking"))
     assert evaluate.main([str(run), f"few:{tmp_path / 'few.npy'}", "--no-quality", "--n", "20",
                           "--out", str(tmp_path / "eval")]) == 2
     assert f"holds {count} image(s); a system needs at least 10" in _one_line(capsys.readouterr().err)
@@ -165,7 +166,7 @@ def test_evaluate_reads_the_loss_files_before_scoring(run, tmp_path, capsys, mon
     import shutil
     broken = shutil.copytree(run, tmp_path / "broken")
     (broken / "d_losses.npy").write_bytes(b"\x93NUMPY cut off")
-    monkeypatch.setattr(evaluate, "judge_accuracy", lambda *a, **k: pytest.fail("scored before checking"))
+    monkeypatch.setattr(evaluation, "judge_accuracy", lambda *a, **k: pytest.fail("scored before checking"))
     assert evaluate.main([str(broken), "--no-quality", "--n", "20", "--out", str(tmp_path / "eval")]) == 2
     assert "cannot read" in _one_line(capsys.readouterr().err)
 
@@ -187,7 +188,7 @@ def test_curve_checks_every_run_and_snapshot_before_scoring(run, tmp_path, capsy
         config = {**json.loads((run / "config.json").read_text()), "image_size": size, "steps_per_epoch": 1,
                   "batch_size": 16}
         (tmp_path / name / "config.json").write_text(json.dumps(config))
-    monkeypatch.setattr(evaluate, "load_fid_engines", lambda path: ([], "none here"))
+    monkeypatch.setattr(evaluation, "load_fid_engines", lambda path: ([], "none here"))
     monkeypatch.setattr(data_io, "sample_faces", lambda *a, **k: pytest.fail("sampled before checking"))
     assert evaluate.main([str(tmp_path / "a"), str(tmp_path / "b"), "--curve", "--n", "20",
                           "--out", str(tmp_path / "eval")]) == 2
@@ -203,8 +204,8 @@ def test_evaluate_refuses_a_discriminator_given_as_a_generator(run, tmp_path, ca
 def test_evaluate_checks_its_output_folder_before_scoring(run, tmp_path, capsys, monkeypatch):
     def no_scoring(*args, **kwargs):
         raise AssertionError("scored before checking the output folder")
-    monkeypatch.setattr(evaluate, "judge_accuracy", no_scoring)
-    monkeypatch.setattr(evaluate, "resolve_system", no_scoring)
+    monkeypatch.setattr(evaluation, "judge_accuracy", no_scoring)
+    monkeypatch.setattr(evaluation, "resolve_system", no_scoring)
     (tmp_path / "file").write_text("in the way")
     assert evaluate.main([str(run), "--out", str(tmp_path / "file"), "--no-quality"]) == 2
     assert "cannot write to" in _one_line(capsys.readouterr().err)

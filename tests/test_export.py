@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import data_io
+from facegan import data_io
 import export
 import generate
 import models

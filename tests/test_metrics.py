@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-import metrics  # noqa: E402
+from facegan import metrics  # noqa: E402
 
 CELEBA_ZIP = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "celeba-8k" / "img_align_celeba.zip"
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-import data_io
+from facegan import data_io
 import preprocess
 from conftest import ROOT, jpeg_bytes
 
@@ -282,7 +282,8 @@ def test_ctrl_c_while_decoding_exits_130_with_no_traceback_and_no_files(tmp_path
     # however fast the machine.
     code = f"""
 import sys, threading
-import data_io, preprocess
+from facegan import data_io
+import preprocess
 real_read_bytes = data_io.read_bytes
 def read_bytes(zip_or_none, folder, name, *args, **kwargs):
     if name == {names[-1]!r}:

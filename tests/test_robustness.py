@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import data_io
-import evaluate
+from facegan import data_io
 import preprocess
-import gan_step
-import run_state
+from facegan import gan_step
+from facegan import run_state
 import train
 from conftest import PAPER_RECIPE, ROOT, TINY_TRAIN_FLAGS, flip_a_byte_inside, jpeg_bytes, wait_for_checkpoint
 
@@ -169,8 +168,8 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_dat
 def test_generator_file_that_is_not_a_model(tmp_path):
     path = tmp_path / "generator.keras"
     path.write_text("definitely not a model")
-    with pytest.raises(evaluate.data_io.DataError, match="is not a Keras model"):
-        evaluate.data_io.load_keras_model(str(path))
+    with pytest.raises(data_io.DataError, match="is not a Keras model"):
+        data_io.load_keras_model(str(path))
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tiny_dataset, capsys, monkeypatch):
@@ -217,7 +216,8 @@ def test_kill_9_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path, tiny
     # mid-run (mid-epoch 2), however fast the machine.
     code = f"""
 import sys, threading
-import run_state, train
+from facegan import run_state
+import train
 real_save_checkpoint = run_state.save_checkpoint
 def save_checkpoint(run_dir, variables, history, keep):
     path = real_save_checkpoint(run_dir, variables, history, keep)

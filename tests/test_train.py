@@ -5,9 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-import gan_step
+from facegan import gan_step
 import models
-import presets
+from facegan import presets
 import train
 from conftest import PAPER_RECIPE, TINY_TRAIN_FLAGS, usage_error
 

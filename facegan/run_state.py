@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-import data_io
+from facegan import data_io
 
 # per step: losses, mean D(x), mean D(G(z)), the adaptive augmentation probability (0 without ADA)
 STEP_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "ada_p")

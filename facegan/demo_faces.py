@@ -110,7 +110,7 @@ def make_demo_faces(n, size=64, seed=0):
 
 
 def main():
-    import data_io
+    from facegan import data_io
     parser = argparse.ArgumentParser(description="Draw demo faces and save them as a PNG grid (or .npy).")
     parser.add_argument("--n", type=int, default=64, help="number of faces")
     parser.add_argument("--size", type=int, default=64, help="side in pixels")

@@ -390,7 +390,7 @@ def build_jax_train_step(nets, recipe, images):
     import jax
     import numpy as np
 
-    import run_state
+    from facegan import run_state
     generator, discriminator = nets["generator"], nets["discriminator"]
     g_optimizer, d_optimizer = nets["g_optimizer"], nets["d_optimizer"]
     scale = {opt: getattr(opt, "scale_loss", lambda loss: loss) for opt in (g_optimizer, d_optimizer)}

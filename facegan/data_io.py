@@ -13,7 +13,7 @@ import zipfile
 import cv2
 import numpy as np
 
-import cli
+from facegan import cli
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # CelebA's aligned images are 178x218; the crop several DCGAN repos use is the central 108x108.
