@@ -27,7 +27,10 @@ import time
 from facegan import cli
 from facegan import data_io
 from facegan import presets
+from facegan import history as history_log
 from facegan import run_state
+from facegan import settings
+from facegan import training_data
 
 EMA = ["--ema", "0.999"]
 # translation + G lr 4e-4 + label smoothing (row fastg_smooth): the base of the last rows
@@ -87,7 +90,7 @@ def run_dir(out, row, seed):
 
 
 def epochs_done(path):
-    history = run_state.read_history(path) if os.path.isdir(path) else None
+    history = history_log.read_history(path) if os.path.isdir(path) else None
     return history["epoch"] if history else 0
 
 
@@ -112,11 +115,10 @@ STUDY_FLAGS = {**dict.fromkeys(("seed", "epochs", "batch_size"), "ablation.py se
 def parse_train_args(flags):
     """train.py's parse of --train-args FLAGS, refused in one line (DataError) when train.py would refuse
     them or when they give a flag of STUDY_FLAGS."""
-    import train
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            parsed = train.parse_args(list(flags))
+            parsed = settings.parse_args(list(flags))
     except SystemExit:
         message = (stderr.getvalue().strip().splitlines() or ["--help is not a training flag"])[-1]
         raise data_io.DataError(f"--train-args {' '.join(flags)!r}: {message.partition('error: ')[2] or message}")
@@ -130,11 +132,10 @@ def parse_train_args(flags):
 def planned_settings(out, row, seed, epochs, batch_size, data, extra=()):
     """What train.py records in config.json for this row and seed (its model, recipe, seed, batch size...):
     a run found in the row's folder must have these settings to stand for the row."""
-    import train
-    config = train.settings(train.parse_args(new_run_flags(out, row, seed, epochs, batch_size, data, extra)),
+    config = settings.settings(settings.parse_args(new_run_flags(out, row, seed, epochs, batch_size, data, extra)),
                             demo=False)
     config["g_lr"], config["d_lr"] = config["g_lr"] or config["lr"], config["d_lr"] or config["lr"]
-    return {key: config[key] for key in train.KEPT_ON_RESUME if not (key == "precision" and config[key] == "auto")}
+    return {key: config[key] for key in settings.KEPT_ON_RESUME if not (key == "precision" and config[key] == "auto")}
 
 
 def check_run(path, planned, data_fingerprint, epochs):
@@ -157,12 +158,11 @@ def study_data(data, table_only=False):
     it that every row is scored against (at least evaluation.MIN_HOLDOUT images, at the training images' size,
     none of them a training image). With table_only, None when --data is absent (nothing is trained)."""
     from facegan import evaluation
-    import train
     if table_only and not os.path.exists(data):
         return None
     images = data_io.load_npy_images(data, "training data", hint="run preprocess.py first", mmap=True)
     if not table_only:
-        holdout_path = train.default_holdout(data)
+        holdout_path = training_data.default_holdout(data)
         if not holdout_path or not os.path.isfile(holdout_path):
             raise data_io.DataError(f"no _holdout.npy beside {data}: ablation.py scores every row against the held-out "
                                     "images preprocess.py writes beside its PREFIX_train.npy")

@@ -53,7 +53,7 @@ def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",)):
                     recipe = presets.recipe(preset, precision=precision)  # the paper's size, the preset's recipe
                     step = gan_step.build_train_step(gan_step.build_models(recipe), recipe, mode=mode)
                     real = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
-                    seconds = time_steps(lambda: [float(v) for v in step(real)],
+                    seconds = time_steps(lambda: [float(v) for v in step(real).values()],
                                          warmup if mode != "eager" else 1, steps if mode != "eager" else 2)
                     rows.append(dict(backend="tensorflow", mode=mode, precision=precision, batch=batch,
                                      preset=preset, seconds_per_step=seconds))
@@ -102,9 +102,11 @@ def jax_row(precision, batch, warmup, steps, images, order, preset="dcgan"):
         order = np.arange(batch)
     step = gan_step.build_jax_train_step(nets, recipe, images)
     first_batch = order[:batch]
+    state = {"now": gan_step.jax_state(nets)}  # the step's state, carried from step to step
 
-    def run_step():  # steady state: the first batch every step (same shapes as the epoch: one compilation)
-        step(first_batch)  # returns the losses on the host, as train.py's progress bar reads them
+    def run_step(indices=first_batch):  # steady state: the first batch every step (one compilation)
+        state["now"], logs = step(state["now"], indices)  # the logs on the host, as train.py's progress bar reads them
+        return logs
     compile_start = time.perf_counter()
     run_step()
     compile_seconds = time.perf_counter() - compile_start
@@ -116,12 +118,12 @@ def jax_row(precision, batch, warmup, steps, images, order, preset="dcgan"):
         n_steps = images.shape[0] // batch
         start = time.perf_counter()
         for i in range(n_steps):
-            last_losses = step(order[i * batch:(i + 1) * batch])
+            last_logs = run_step(order[i * batch:(i + 1) * batch])
         row["epoch_seconds"] = time.perf_counter() - start
         row["epoch_images"] = n_steps * batch
-        row["epoch_final_losses"] = [round(float(v), 4) for v in last_losses[:2]]
+        row["epoch_final_losses"] = [round(float(last_logs[key]), 4) for key in ("d_loss", "g_loss")]
     if recipe["precision"] == "fp16":
-        step.sync()
+        gan_step.write_jax_state(nets, state["now"])
         row["final_loss_scale"] = float(nets["g_optimizer"].dynamic_scale.numpy())
     return row
 

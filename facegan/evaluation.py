@@ -13,6 +13,7 @@ from facegan import baseline
 from facegan import cli
 from facegan import data_io
 from facegan import inception
+from facegan import history as history_log
 from facegan import run_state
 
 MIN_HOLDOUT = 20  # held-out images: half are the reference, half the `real` row
@@ -61,7 +62,7 @@ def check_loss_files(run_dir):
     for name in ("d_losses.npy", "g_losses.npy"):
         read_losses(os.path.join(run_dir, name))
     if os.path.exists(os.path.join(run_dir, "steps.npz")):
-        read_losses(os.path.join(run_dir, "steps.npz"), run_state.STEP_KEYS[:4], optional=("ada_p",))
+        read_losses(os.path.join(run_dir, "steps.npz"), history_log.STEP_KEYS[:4], optional=("ada_p",))
 def discriminator_scores(discriminator, images, batch_size=128):
     """D's probability of 'real' for each uint8 image, D run as it was trained (models.discriminator_logits)."""
     import models
@@ -133,7 +134,7 @@ def plot_losses(run_dir, path):
     axes[0].set(title="mean loss per epoch (d_losses.npy, g_losses.npy)", xlabel="epoch", ylabel="loss")
     steps_path = os.path.join(run_dir, "steps.npz")
     if os.path.exists(steps_path):
-        steps = read_losses(steps_path, run_state.STEP_KEYS[:4], optional=("ada_p",))  # runs before ADA lack it
+        steps = read_losses(steps_path, history_log.STEP_KEYS[:4], optional=("ada_p",))  # runs before ADA lack it
         n = len(steps["d_loss"])
         x = np.arange(1, n + 1) * len(d_losses) / max(n, 1)  # in epochs
         window = max(1, n // 100)

@@ -149,17 +149,19 @@ def consistency_penalty(logits, transformed_logits, weight):
     return weight * ops.mean(ops.square(logits - transformed_logits))
 
 
-def d_regularisers(real_in, fake_in, real_logits, fake_logits, logits_of, recipe, nets):
-    """The LeCam and bCR terms of D's loss (0 when the recipe has neither). real_in / fake_in: the batches D
-    saw, with their logits; logits_of(images): D's float32 logits in training mode, for bCR's extra passes."""
+def d_regularisers(real_in, fake_in, real_logits, fake_logits, logits_of, recipe, nets, d_state=None):
+    """(the LeCam and bCR terms of D's loss, D's state after them): 0 when the recipe has neither. real_in /
+    fake_in: the batches D saw, with their logits; logits_of(images, d_state) -> (logits, d_state): D's float32
+    logits in training mode, for bCR's extra passes, threading D's batch-norm state (None where D's variables
+    hold it)."""
     penalty = 0.0
     if recipe["lecam"]:
         penalty += lecam_penalty(real_logits, fake_logits, nets["lecam_anchors"], recipe["lecam"])
     if recipe["bcr"]:
         for images, logits in ((real_in, real_logits), (fake_in, fake_logits)):
-            transformed = logits_of(consistency_transform(images, nets["aug_seed"]))
+            transformed, d_state = logits_of(consistency_transform(images, nets["aug_seed"]), d_state)
             penalty += consistency_penalty(logits, transformed, recipe["bcr"])
-    return penalty
+    return penalty, d_state
 
 
 def ada_probability(nets):
@@ -289,11 +291,19 @@ def build_models(recipe, distributed=False):
     return nets
 
 
+def step_logs(d_value, g_value, real_logits, fake_logits, nets, replicas=1):
+    """What a step reports, by name (history.STEP_KEYS): both losses, mean D(x) and D(G(z)), ADA's p; divided by
+    the replica count where replicas' values are summed."""
+    return {"d_loss": d_value / replicas, "g_loss": g_value / replicas,
+            "d_real": ops.mean(ops.sigmoid(real_logits)) / replicas,
+            "d_fake": ops.mean(ops.sigmoid(fake_logits)) / replicas, "ada_p": ada_probability(nets) / replicas}
+
+
 # ----- the TensorFlow step -------------------------------------------------------------------------------
 
 def build_train_step(nets, recipe, strategy=None, mode="graph"):
-    """The step for real uint8 batches: D update, then G update, then the EMA; returns (d_loss, g_loss, D(x),
-    D(G(z)), ADA's p), d_loss with D's penalties (R1, LeCam, bCR). nets: from build_models. mode: "graph"
+    """The step for real uint8 batches: D update, then G update, then the EMA; returns its logs (step_logs),
+    d_loss with D's penalties (R1, LeCam, bCR). nets: from build_models. mode: "graph"
     (tf.function), "xla" (with jit_compile) or "eager". strategy: a tf.distribute strategy; each replica takes
     its slice of the global batch and of the noise."""
     import tensorflow as tf
@@ -325,7 +335,8 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
                 d_value = d_loss(real_logits, fake_logits, recipe)
                 if with_r1:
                     d_value += r1_penalty(r1_tape.gradient(real_logit_sum, real_in), r1_gamma(recipe))
-                d_value += d_regularisers(real_in, fake_in, real_logits, fake_logits, logits_of, recipe, nets)
+                d_value += d_regularisers(real_in, fake_in, real_logits, fake_logits,
+                                          lambda images, d_state: (logits_of(images), d_state), recipe, nets)[0]
                 scaled_d_loss = scale[d_optimizer](d_value / replicas)
             d_grads = d_tape.gradient(scaled_d_loss, discriminator.trainable_weights)
             d_optimizer.apply_gradients(zip(d_grads, discriminator.trainable_weights))
@@ -342,8 +353,7 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
             scaled_g_loss = scale[g_optimizer](g_objective / replicas)
         g_grads = g_tape.gradient(scaled_g_loss, generator.trainable_weights)
         g_optimizer.apply_gradients(zip(g_grads, generator.trainable_weights))
-        return (d_value / replicas, g_value / replicas, ops.mean(ops.sigmoid(real_logits)) / replicas,
-                ops.mean(ops.sigmoid(fake_logits)) / replicas, ada_probability(nets) / replicas)
+        return step_logs(d_value, g_value, real_logits, fake_logits, nets, replicas)
 
     def replica_update(real_uint8, z, with_r1):
         context = tf.distribute.get_replica_context()
@@ -356,14 +366,14 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
         # The noise is drawn for the whole global batch, so a distributed run sees the same z as one device.
         z = sample_noise(tf.shape(real_uint8)[0], recipe, nets)
         if strategy is None:
-            values = gan_update(real_uint8, z, with_r1)
+            logs = gan_update(real_uint8, z, with_r1)
         else:
-            values = [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                      for v in strategy.run(replica_update, args=(real_uint8, z, with_r1))]
+            logs = {key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                    for key, value in strategy.run(replica_update, args=(real_uint8, z, with_r1)).items()}
         if nets["ema_generator"] is not None:
             ema_update(nets["ema_generator"].trainable_weights, generator.trainable_weights,
                        ema_decay(g_optimizer.iterations, recipe["ema"]))
-        return tuple(values)
+        return logs
 
     # with_r1 is a Python bool: tf.function traces one graph with the R1 penalty and one without
     compiled = train_step if mode == "eager" else tf.function(train_step, jit_compile=(mode == "xla"))
@@ -380,21 +390,20 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
 # ----- the JAX step --------------------------------------------------------------------------------------
 
 def build_jax_train_step(nets, recipe, images):
-    """The step of build_train_step on JAX: step(batch_indices) trains on images[batch_indices], gathered on
-    the device inside the compiled step, and returns (d_loss, g_loss, D(x), D(G(z)), ADA's p) as a numpy array.
-    images: the uint8 training images, on the device. The state (weights, optimizers, batch-norm statistics,
-    EMA, seeds) stays on the device between steps; step.sync() writes it into the Keras variables (before
-    checkpointing or sampling), and the next step reads them back."""
+    """The step of build_train_step on JAX, as Keras' stateless API writes one: step(state, batch_indices) ->
+    (state, logs) trains on images[batch_indices], gathered on the device inside the compiled step; logs as
+    step_logs, on the host. images: the uint8 training images, on the device. The state (jax_state: weights,
+    optimizers, batch-norm statistics, EMA, seeds, and D's update count on the host) stays on the device between
+    steps; write_jax_state puts it into the Keras variables (before checkpointing or sampling), and jax_state
+    reads it back after anything else changed them."""
     import functools
 
     import jax
-    import numpy as np
 
-    from facegan import run_state
     generator, discriminator = nets["generator"], nets["discriminator"]
     g_optimizer, d_optimizer = nets["g_optimizer"], nets["d_optimizer"]
     scale = {opt: getattr(opt, "scale_loss", lambda loss: loss) for opt in (g_optimizer, d_optimizer)}
-    state_variables = list(run_state.state_variables(nets).values())
+    state_variables = jax_state_variables(nets)
 
     # Inside the step every state variable is read from, and assigned to, one keras.StatelessScope: the
     # recipe functions (SeedGenerator draws, ema_update's assigns, loss scaling) work unchanged on it.
@@ -440,13 +449,11 @@ def build_jax_train_step(nets, recipe, images):
             value = d_loss(real_logits, fake_logits, recipe)
             if with_r1:
                 value += r1_penalty(real_grads, r1_gamma(recipe))
-            held_state = [d_state]
-
-            def logits_of(images):  # bCR's extra passes, threading D's batch-norm state
-                logits, held_state[0] = d_logits(d_weights, held_state[0], images)
-                return logits
-            value += d_regularisers(real_in, fake_in, real_logits, fake_logits, logits_of, recipe, nets)
-            return scale[d_optimizer](value), (value, real_logits, fake_logits, held_state[0])
+            penalty, d_state = d_regularisers(real_in, fake_in, real_logits, fake_logits,
+                                              lambda images, d_state: d_logits(d_weights, d_state, images), recipe,
+                                              nets, d_state)
+            value += penalty
+            return scale[d_optimizer](value), (value, real_logits, fake_logits, d_state)
 
         (_, (d_value, real_logits, fake_logits, d_state)), d_grads = jax.value_and_grad(
             d_objective, has_aux=True)(current(discriminator.trainable_variables))
@@ -480,33 +487,35 @@ def build_jax_train_step(nets, recipe, images):
         if nets["ema_generator"] is not None:
             ema_update(nets["ema_generator"].trainable_weights, generator.trainable_weights,
                        ema_decay(g_optimizer.iterations, recipe["ema"]))
-        return ops.stack([d_value, g_value, ops.mean(ops.sigmoid(real_logits)),
-                          ops.mean(ops.sigmoid(fake_logits)), ada_probability(nets)])
+        return step_logs(d_value, g_value, real_logits, fake_logits, nets)
 
     # with_r1 is static: one compiled step with the R1 penalty and one without
     @functools.partial(jax.jit, static_argnums=3)
-    def compiled_step(state, images, batch_indices, with_r1):
-        with keras.StatelessScope(state_mapping=list(zip(state_variables, state))) as scope:
-            values = gan_update(images[batch_indices], with_r1)
-            return [scope.get_current_value(variable) for variable in state_variables], values
+    def compiled_step(values, images, batch_indices, with_r1):
+        with keras.StatelessScope(state_mapping=list(zip(state_variables, values))) as scope:
+            logs = gan_update(images[batch_indices], with_r1)
+            return [scope.get_current_value(variable) for variable in state_variables], logs
 
-    # None: read the state from the Keras variables at the next step. d_iterations: D's update count, kept
-    # on the host so that choosing the lazy-R1 step needs no device read.
-    held = {"state": None, "d_iterations": 0}
-
-    def step(batch_indices):
-        if held["state"] is None:
-            held["state"] = current(state_variables)
-            held["d_iterations"] = int(d_optimizer.iterations.value)
-        with_r1 = r1_due(held["d_iterations"], recipe)
-        held["state"], values = compiled_step(held["state"], images, batch_indices, with_r1)
-        held["d_iterations"] += 1
-        return np.asarray(values)
-
-    def sync():
-        if held["state"] is not None:
-            assign(state_variables, held["state"])
-            held["state"] = None
-
-    step.sync = sync
+    def step(state, batch_indices):
+        # D's update count is kept on the host, so that choosing the lazy-R1 step needs no device read
+        values, logs = compiled_step(state["values"], images, batch_indices, r1_due(state["d_updates"], recipe))
+        return {"values": values, "d_updates": state["d_updates"] + 1}, jax.device_get(logs)
     return step
+
+
+def jax_state_variables(nets):
+    """The Keras variables the JAX step carries as its state, in a fixed order."""
+    from facegan import run_state
+    return list(run_state.state_variables(nets).values())
+
+
+def jax_state(nets):
+    """The JAX step's state, read from the Keras variables."""
+    return {"values": [variable.value for variable in jax_state_variables(nets)],
+            "d_updates": int(nets["d_optimizer"].iterations.value)}
+
+
+def write_jax_state(nets, state):
+    """Write the JAX step's state into the Keras variables (for checkpoints, samples and saved models)."""
+    for variable, value in zip(jax_state_variables(nets), state["values"]):
+        variable.assign(value)

@@ -37,7 +37,7 @@ def forced_auto_precision(request, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def float32_policy_after_each_test():
-    """train.build_models sets Keras' global dtype policy (bf16/fp16 runs): don't let it leak into later tests."""
+    """gan_step.build_models sets Keras' global dtype policy (bf16/fp16 runs): don't let it leak into later tests."""
     yield
     if "keras" in sys.modules:  # the HyperGAN tests run in a virtualenv without Keras
         sys.modules["keras"].mixed_precision.set_global_policy("float32")

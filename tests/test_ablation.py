@@ -11,6 +11,7 @@ import ablation
 from facegan import presets
 from facegan import run_state
 import train
+from facegan import run_setup
 from conftest import ROOT, wait_for_checkpoint
 
 
@@ -49,9 +50,9 @@ def test_preset_best_is_exactly_the_ablation_row_it_was_chosen_from(tmp_path, ti
     import train
     best_row = inspect.signature(ablation.write_table).parameters["best"].default
     flags = ["--data", tiny_dataset, "--out", str(tmp_path), "--batch-size", "16"]
-    _, from_row, _ = train.prepare_run(train.parse_args([*flags, "--name", "row", *ablation.EMA,
+    _, from_row, _ = run_setup.prepare_run(train.parse_args([*flags, "--name", "row", *ablation.EMA,
                                                          *ablation.ROWS[best_row][1]]))
-    _, from_preset, _ = train.prepare_run(train.parse_args([*flags, "--name", "preset", "--preset", "best"]))
+    _, from_preset, _ = run_setup.prepare_run(train.parse_args([*flags, "--name", "preset", "--preset", "best"]))
     assert {k: from_row[k] for k in presets.RECIPE_KEYS} == {k: from_preset[k] for k in presets.RECIPE_KEYS}
 
 
@@ -61,7 +62,7 @@ def test_long_rows_each_change_one_setting_of_preset_best(tmp_path, tiny_dataset
 
     def recipe_of(row):
         argv = [*flags, "--name", row, *ablation.EMA, *ablation.ROWS[row][1]]
-        _, config, _ = train.prepare_run(train.parse_args(argv))
+        _, config, _ = run_setup.prepare_run(train.parse_args(argv))
         return {k: config[k] for k in presets.RECIPE_KEYS}
     best = recipe_of("long_best")
     assert best == {**presets.PRESETS["best"], "d_lr": presets.PAPER["lr"]}  # a run records D's resolved lr
@@ -151,7 +152,7 @@ def _hand_made_run(out, row, seed, data, config_changes=None, epochs=1):
     path = out / f"abl_{row}_s{seed}"
     flags = ["--data", data, "--epochs", "1", "--batch-size", "16", "--seed", str(seed), "--out", str(out),
              "--name", path.name, *ablation.EMA, *ablation.ROWS[row][1]]
-    _, config, _ = train.prepare_run(train.parse_args(flags))
+    _, config, _ = run_setup.prepare_run(train.parse_args(flags))
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps({**config, **(config_changes or {})}))
     (path / "history.json").write_text(json.dumps({"epoch": epochs, "epoch_seconds": [1.0] * epochs}))

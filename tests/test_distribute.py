@@ -8,6 +8,7 @@ import sys
 import numpy as np
 
 import train
+from facegan import run_setup
 from conftest import ROOT, TINY_TRAIN_FLAGS
 
 
@@ -37,7 +38,7 @@ def test_batch_that_does_not_split_over_the_replicas_is_a_clear_error(tmp_path, 
     class TwoReplicas:  # what make_strategy gives on two devices, as far as the check looks
         num_replicas_in_sync = 2
         cluster_resolver = None
-    monkeypatch.setattr(train, "make_strategy", lambda name, logical_cpus: TwoReplicas())
+    monkeypatch.setattr(run_setup, "make_strategy", lambda name, logical_cpus: TwoReplicas())
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), *TINY_TRAIN_FLAGS,
                        "--batch-size", "15", "--strategy", "mirrored"]) == 2
     assert "does not split evenly over 2 replicas" in capsys.readouterr().err

@@ -75,7 +75,7 @@ def test_label_smoothing_lowers_only_the_real_target():
         # D's logits on this batch before the step (batch norm in training mode: batch statistics)
         real_logits = nets["discriminator"](real.astype("float32") / 127.5 - 1.0, training=True)
         step = gan_step.build_train_step(nets, recipe, mode="eager")
-        return float(step(real)[0]), float(np.mean(real_logits))
+        return float(step(real)["d_loss"]), float(np.mean(real_logits))
 
     plain, logit_mean = first_step(0.0)
     smoothed, _ = first_step(0.2)
@@ -91,7 +91,7 @@ def test_mode_seeking_pushes_samples_from_different_noise_apart():
         generator = nets["generator"]
         real = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
         step = gan_step.build_train_step(nets, recipe, mode="eager")
-        losses = [float(step(real)[1]) for _ in range(5)]
+        losses = [float(step(real)["g_loss"]) for _ in range(5)]
         z = np.random.default_rng(2).standard_normal((32, 16)).astype("float32")
         fake = np.asarray(generator(z, training=True))
         return np.mean(np.abs(fake[:16] - fake[16:])), losses
@@ -126,7 +126,7 @@ def first_step_d_loss(recipe, z, monkeypatch):
     # D's logits before its update, in training mode (batch statistics), as the step computes them
     real_logits = np.asarray(nets["discriminator"](real.astype("float32") / 127.5 - 1.0, training=True))
     fake_logits = np.asarray(nets["discriminator"](nets["generator"](z, training=True), training=True))
-    d_value = float(gan_step.build_train_step(nets, recipe, mode="eager")(real)[0])
+    d_value = float(gan_step.build_train_step(nets, recipe, mode="eager")(real)["d_loss"])
     return d_value, real_logits, fake_logits, nets
 
 
@@ -176,7 +176,7 @@ def test_lazy_r1_scales_gamma_on_its_steps_and_skips_the_others(monkeypatch):
     for target, source in zip(run_state.state_variables(plain_nets).values(),
                               run_state.state_variables(lazy_nets).values()):
         target.assign(source)
-    second = [float(gan_step.build_train_step(nets, recipe, mode="eager")(real_batch(16, seed=5))[0])
+    second = [float(gan_step.build_train_step(nets, recipe, mode="eager")(real_batch(16, seed=5))["d_loss"])
               for nets, recipe in ((lazy_nets, tiny_recipe(r1=1.0, r1_every=4)), (plain_nets, tiny_recipe()))]
     assert second[0] == pytest.approx(second[1], rel=1e-5)
 
@@ -192,7 +192,7 @@ def test_mixed_precision_steps_train_with_float32_weights_and_losses(precision, 
     before = keras.ops.convert_to_numpy(generator.trainable_weights[0]).copy()
     step = gan_step.build_train_step(nets, recipe)
     values = [step(real_batch(16, seed)) for seed in range(3)]
-    assert all(v.dtype == "float32" and np.isfinite(float(v)) for losses in values for v in losses)
+    assert all(v.dtype == "float32" and np.isfinite(float(v)) for logs in values for v in logs.values())
     assert not np.array_equal(keras.ops.convert_to_numpy(generator.trainable_weights[0]), before)
 
 

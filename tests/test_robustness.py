@@ -17,8 +17,11 @@ from PIL import Image
 from facegan import data_io
 import preprocess
 from facegan import gan_step
+from facegan import history as history_log
 from facegan import run_state
 import train
+from facegan import training_loop
+from facegan import run_setup
 from conftest import PAPER_RECIPE, ROOT, TINY_TRAIN_FLAGS, flip_a_byte_inside, jpeg_bytes, wait_for_checkpoint
 
 
@@ -180,9 +183,9 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, tin
 
     def exploding_step(*args, **kwargs):
         step = real_build(*args, **kwargs)
-        return lambda real: (float("nan"), *step(real)[1:])
+        return lambda real: {**step(real), "d_loss": float("nan")}
     monkeypatch.setattr(gan_step, "build_train_step", exploding_step)
-    assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "3"]) == train.EXIT_DIVERGED
+    assert train.main(["--resume", str(tmp_path / "run"), "--epochs", "3"]) == training_loop.EXIT_DIVERGED
     message = _last_line(capsys.readouterr().err)
     assert "training diverged: non-finite loss at epoch 2 step 1" in message and good in message
     assert run_state.latest_checkpoint(str(tmp_path / "run")) == good
@@ -194,11 +197,11 @@ def test_collapse_guard_stops_when_d_wins_for_too_long(tmp_path, tiny_dataset, c
 
     def collapsed_step(*args, **kwargs):
         step = real_build(*args, **kwargs)
-        return lambda real: (*step(real)[:2], 0.999, 0.001, 0.0)  # D(x) = 0.999, D(G(z)) = 0.001
+        return lambda real: {**step(real), "d_real": 0.999, "d_fake": 0.001}  # D(x) = 0.999, D(G(z)) = 0.001
     monkeypatch.setattr(gan_step, "build_train_step", collapsed_step)
     code = train.main(["--data", tiny_dataset, "--out", str(tmp_path), "--name", "run", "--epochs", "3",
                        "--collapse-steps", "3", *TINY_TRAIN_FLAGS])
-    assert code == train.EXIT_DIVERGED and "discriminator collapse" in capsys.readouterr().err
+    assert code == training_loop.EXIT_DIVERGED and "discriminator collapse" in capsys.readouterr().err
 
 
 # ----- real processes: kill -9, Ctrl-C ---------------------------------------------------------------------
@@ -257,7 +260,7 @@ def test_ctrl_c_and_sigterm_checkpoint_and_exit_cleanly(tmp_path, tiny_dataset):
             wait_for_checkpoint(run_dir, 4, process)
             process.send_signal(sig)
             output, _ = process.communicate(timeout=60)
-            assert process.returncode == train.EXIT_INTERRUPTED, sig.name
+            assert process.returncode == training_loop.EXIT_INTERRUPTED, sig.name
             assert "Traceback" not in output and f"python train.py --resume {run_dir}" in output
             newest = run_state.latest_checkpoint(str(run_dir))
             assert int(os.path.basename(newest)[5:14]) > 4  # the checkpoint taken at the signal, mid-epoch
@@ -378,14 +381,14 @@ def test_a_dataset_that_is_not_the_one_its_json_describes_is_refused(tmp_path, t
 def test_the_training_file_is_never_recorded_as_its_own_holdout(tmp_path, tiny_faces, capsys):
     np.save(tmp_path / "faces.npy", tiny_faces[:64])
     flags = ["--out", str(tmp_path / "outputs"), "--batch-size", "16"]
-    _, config, _ = train.prepare_run(train.parse_args(["--data", str(tmp_path / "faces.npy"), *flags]))
+    _, config, _ = run_setup.prepare_run(train.parse_args(["--data", str(tmp_path / "faces.npy"), *flags]))
     assert config["holdout"] is None and "--real" in capsys.readouterr().out
     np.save(tmp_path / "same_train.npy", tiny_faces[:64])  # a _holdout.npy beside it, identical to the training set
     np.save(tmp_path / "same_holdout.npy", tiny_faces[:64])
-    _, config, _ = train.prepare_run(train.parse_args(["--data", str(tmp_path / "same_train.npy"), *flags]))
+    _, config, _ = run_setup.prepare_run(train.parse_args(["--data", str(tmp_path / "same_train.npy"), *flags]))
     assert config["holdout"] is None and "--real" in capsys.readouterr().out
     np.save(tmp_path / "same_holdout.npy", np.concatenate([tiny_faces[64:], tiny_faces[[3]]]))  # one training face
-    _, config, _ = train.prepare_run(train.parse_args(["--data", str(tmp_path / "same_train.npy"), *flags]))
+    _, config, _ = run_setup.prepare_run(train.parse_args(["--data", str(tmp_path / "same_train.npy"), *flags]))
     assert config["holdout"] is None and "1 of its 33 images is in the training data" in capsys.readouterr().out
 
 
@@ -408,11 +411,11 @@ def test_divergence_names_the_checkpoint_that_exists(tmp_path, tiny_dataset, cap
 
     def exploding_step(*args, **kwargs):
         step = real_build(*args, **kwargs)
-        return lambda real: (float("nan"), *step(real)[1:])
+        return lambda real: {**step(real), "d_loss": float("nan")}
     monkeypatch.setattr(gan_step, "build_train_step", exploding_step)
     # a new run that diverges before its first checkpoint: nothing to resume, nothing left behind
     assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), "--name", "run",
-                       *TINY_TRAIN_FLAGS]) == train.EXIT_DIVERGED
+                       *TINY_TRAIN_FLAGS]) == training_loop.EXIT_DIVERGED
     message = _last_line(capsys.readouterr().err)
     assert "no checkpoint was saved" in message and "--resume" not in message
     assert not (tmp_path / "outputs").exists()
@@ -561,7 +564,7 @@ def test_a_flipped_byte_in_the_newest_checkpoint_falls_back_and_resumes_bit_exac
     assert "step_000000004.npz: Bad CRC-32 for file 'g/0000.npy'; falling back to the previous intact " \
            "checkpoint, step_000000002.npz" in out and "resuming" in out
     straight, damaged = np.load(tmp_path / "straight" / "steps.npz"), np.load(tmp_path / "damaged" / "steps.npz")
-    for key in run_state.STEP_KEYS:  # epoch 2 trained again from step 2, exactly as the first time
+    for key in history_log.STEP_KEYS:  # epoch 2 trained again from step 2, exactly as the first time
         np.testing.assert_array_equal(damaged[key], straight[key])
 
 
@@ -588,11 +591,11 @@ def test_a_checkpoint_with_other_variables_than_the_model_falls_back(finished_ru
 
 
 def test_a_checkpoint_saved_before_ada_and_the_memorisation_signal_is_intact():
-    history = run_state.new_history()
-    for key in run_state.STEP_KEYS:
+    history = history_log.new_history()
+    for key in history_log.STEP_KEYS:
         history[key] = [0.5, 0.6]
     legacy = {k: v for k, v in history.items()
               if k not in ("ada_p", "ada_p_epoch", "d_holdout_accuracy", "d_train_accuracy")}
-    run_state.check_history(legacy, "a checkpoint's history", per_step=True)  # no error: it had no ADA
-    filled = run_state.fill_legacy_history(legacy, steps_per_epoch=2)
+    history_log.check_history(legacy, "a checkpoint's history", per_step=True)  # no error: it had no ADA
+    filled = history_log.fill_legacy_history(legacy, steps_per_epoch=2)
     assert filled["ada_p"] == [0.0, 0.0] and filled["d_holdout_accuracy"] == []

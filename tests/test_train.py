@@ -9,6 +9,9 @@ from facegan import gan_step
 import models
 from facegan import presets
 import train
+from facegan import data_io
+from facegan import training_data
+from facegan import run_setup
 from conftest import PAPER_RECIPE, TINY_TRAIN_FLAGS, usage_error
 
 
@@ -74,7 +77,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_dataset, precision):
 
 def test_demo_mode_without_celeba(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # a fresh clone: no data/ folder
-    monkeypatch.setattr(train, "DEMO_SIZE", 64)
+    monkeypatch.setattr(training_data, "DEMO_SIZE", 64)
     assert train.main(["--epochs", "1", "--name", "demo", *TINY_TRAIN_FLAGS]) == 0
     assert "DEMO MODE" in capsys.readouterr().out
     assert (tmp_path / "outputs" / "demo" / "samples" / "epoch_001.png").exists()
@@ -83,11 +86,11 @@ def test_demo_mode_without_celeba(tmp_path, monkeypatch, capsys):
     # the demo and CelebA both train the best recipe, the paper's only with --preset dcgan
     assert config["preset"] == "best" and config["mode_seeking"] == presets.PRESETS["best"]["mode_seeking"]
     data = ["--data", str(tmp_path / "data" / "demo64_train.npy"), "--batch-size", "16", "--out", str(tmp_path / "o")]
-    _, celeba_config, _ = train.prepare_run(train.parse_args(data))
+    _, celeba_config, _ = run_setup.prepare_run(train.parse_args(data))
     assert {k: celeba_config[k] for k in presets.RECIPE_KEYS if k not in ("g_lr", "d_lr")} == {
         k: v for k, v in presets.PRESETS["best"].items() if k not in ("g_lr", "d_lr")}
     assert celeba_config["preset"] == "best" and (celeba_config["g_lr"], celeba_config["d_lr"]) == (4e-4, 2e-4)
-    _, paper_config, _ = train.prepare_run(train.parse_args([*data, "--preset", "dcgan"]))
+    _, paper_config, _ = run_setup.prepare_run(train.parse_args([*data, "--preset", "dcgan"]))
     assert paper_config["preset"] == "dcgan" and paper_config["mode_seeking"] == 0 and paper_config["ema"] == 0
 
 
@@ -168,14 +171,14 @@ def test_ada_needs_diffaug_ops_and_a_single_device(tmp_path, tiny_dataset, capsy
 def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_dataset):
     args = train.parse_args(["--data", tiny_dataset, "--preset", "best", "--ema", "0.99", "--out", str(tmp_path),
                              "--batch-size", "16"])
-    _, config, _ = train.prepare_run(args)
+    _, config, _ = run_setup.prepare_run(args)
     assert config["ema"] == 0.99 and config["diffaug"] == "translation"
     assert config["g_lr"] == 4e-4 and config["d_lr"] == 2e-4  # G twice D's rate, D the paper's
     assert config["label_smoothing"] == 0.1 and config["mode_seeking"] == 3
-    _, config, _ = train.prepare_run(train.parse_args(["--data", tiny_dataset, "--preset", "best", "--loss", "hinge",
+    _, config, _ = run_setup.prepare_run(train.parse_args(["--data", tiny_dataset, "--preset", "best", "--loss", "hinge",
                                                        "--out", str(tmp_path), "--batch-size", "16"]))
     assert config["loss"] == "hinge" and config["label_smoothing"] == 0  # the hinge loss has no labels to smooth
-    _, config, _ = train.prepare_run(train.parse_args(["--data", tiny_dataset, "--out", str(tmp_path),
+    _, config, _ = run_setup.prepare_run(train.parse_args(["--data", tiny_dataset, "--out", str(tmp_path),
                                                        "--batch-size", "16", "--preset", "dcgan"]))
     assert {k: config[k] for k in presets.RECIPE_KEYS if k not in ("g_lr", "d_lr")} == {
         k: v for k, v in presets.PRESETS["dcgan"].items() if k not in ("g_lr", "d_lr")}  # the paper, unchanged
@@ -185,8 +188,8 @@ def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_data
 def test_each_preset_is_reachable_by_the_flags_its_help_lists(tmp_path, tiny_dataset):
     flags = ["--data", tiny_dataset, "--out", str(tmp_path), "--batch-size", "16"]
     for name in presets.PRESETS:
-        _, by_preset, _ = train.prepare_run(train.parse_args([*flags, "--preset", name]))
-        _, by_flags, _ = train.prepare_run(train.parse_args([*flags, "--preset", "dcgan",
+        _, by_preset, _ = run_setup.prepare_run(train.parse_args([*flags, "--preset", name]))
+        _, by_flags, _ = run_setup.prepare_run(train.parse_args([*flags, "--preset", "dcgan",
                                                              *presets.preset_flags(name)]))
         assert {k: by_flags[k] for k in presets.RECIPE_KEYS} == {k: by_preset[k] for k in presets.RECIPE_KEYS}
     help_text = "".join(train.build_parser().format_help().split())  # argparse may wrap lines at any hyphen
@@ -252,7 +255,7 @@ def test_minibatch_std_run_saves_a_discriminator_that_reloads_and_resumes(tmp_pa
 def test_epoch_batches_follow_the_seeded_order_and_the_pipeline_has_no_autotuner():
     import tensorflow as tf
     images = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
-    dataset = train.make_dataset(tf.constant(images), 8, seed=3, epoch=2, steps=4, skip_steps=1)
+    dataset = training_data.make_dataset(tf.constant(images), 8, seed=3, epoch=2, steps=4, skip_steps=1)
     batches = [batch.numpy()[:, 0, 0, 0] for batch in dataset]
     order = np.random.default_rng([3, 2]).permutation(40)
     assert [list(b) for b in batches] == [list(order[8 * i: 8 * i + 8]) for i in (1, 2, 3)]
@@ -276,7 +279,8 @@ def test_label_smoothing_is_refused_with_hinge(capsys):
     ("--epochs", "0", "must be >= 1"), ("--batch-size", "0", "must be >= 1"), ("--g-width", "0", "must be >= 1"),
     ("--d-width", "-8", "must be >= 1"), ("--latent-dim", "0", "must be >= 1"),
     ("--seed", "-1", "must be between 0 and 4294967295"), ("--logical-cpus", "-1", "must be >= 0"),
-    ("--sample-every", "0", "must be >= 1"), ("--n-samples", "0", "must be >= 1"),
+    ("--sample-every", "0", "must be >= 1"), ("--n-samples", "0", "must be between 1 and 1024"),
+        ("--n-samples", "40000", "must be between 1 and 1024"),
     ("--minibatch-std-group", "-1", "must be >= 0"), ("--r1-every", "0", "must be >= 1"),
     ("--lecam", "-0.1", "must be >= 0"), ("--bcr", "nan", "must be a finite number"),
     ("--batch-size", "1e3", "'1e3' is not an integer"),
@@ -309,9 +313,9 @@ def test_auto_precision_is_recorded_with_its_reason_and_a_resumed_run_keeps_it(t
     # resumed where auto would choose otherwise: the run keeps its precision
     monkeypatch.setattr(gan_step, "auto_precision", lambda: ("fp32", "CPU without native bf16"))
     assert keras.models.load_model(run / "discriminator.keras").compute_dtype == "bfloat16"
-    _, config, _ = train.prepare_run(train.parse_args(["--resume", str(run), "--epochs", "2"]))
+    _, config, _ = run_setup.prepare_run(train.parse_args(["--resume", str(run), "--epochs", "2"]))
     assert config["precision"] == "bf16"
-    _, config, _ = train.prepare_run(train.parse_args(["--data", tiny_dataset, "--out", str(tmp_path),
+    _, config, _ = run_setup.prepare_run(train.parse_args(["--data", tiny_dataset, "--out", str(tmp_path),
                                                        "--batch-size", "16", "--precision", "fp32"]))
     assert (config["precision"], config["precision_reason"]) == ("fp32", "chosen with --precision")
 
@@ -360,5 +364,5 @@ def test_flags_that_take_effect_together_are_taken():
 def test_logical_cpus_are_refused_where_mirrored_would_use_gpus(monkeypatch):
     import tensorflow as tf
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu0"] if kind == "GPU" else [])
-    with pytest.raises(train.data_io.DataError, match="trains on this machine's GPUs instead"):
-        train.make_strategy("mirrored", logical_cpus=2)
+    with pytest.raises(data_io.DataError, match="trains on this machine's GPUs instead"):
+        run_setup.make_strategy("mirrored", logical_cpus=2)
