@@ -52,11 +52,53 @@ def _upsample(x, channels, name, upsample):
                                   kernel_initializer=_conv_init(), name=name)(x)
 
 
-def build_generator(latent_dim=100, image_size=64, width=64, synchronized_bn=False, upsample="transposed"):
+def _normalise(x, z, name, norm, synchronized):
+    """G's normalisation after a convolution: batch norm (the paper), or "selfmod": batch norm without its own
+    scale and shift, which instead come from z through a small MLP (self-modulation, Chen et al. 2019), so each
+    sample's noise sets its features' gains."""
+    if norm == "batch":
+        return _batch_norm(name, synchronized)(x)
+    channels = x.shape[-1]
+    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=False, scale=False, synchronized=synchronized,
+                                  name=name)(x)
+    hidden = layers.Dense(32, activation="relu", kernel_initializer=_conv_init(), name=f"{name}_mlp")(z)
+    gain = layers.Dense(channels, kernel_initializer=_conv_init(), name=f"{name}_gain")(hidden)
+    shift = layers.Dense(channels, kernel_initializer=_conv_init(), name=f"{name}_shift")(hidden)
+    # x * (1 + gain) + shift: at the start (gain and shift near 0) plain batch norm
+    gain, shift = layers.Reshape((1, 1, channels))(gain), layers.Reshape((1, 1, channels))(shift)
+    return layers.Add(name=f"{name}_modulated")([layers.Multiply()([x, gain]), x, shift])
+
+
+def _conv(channels, kernel, name, initializer, strides=1):
+    return layers.Conv2D(channels, kernel, strides=strides, padding="same", use_bias=False,
+                         kernel_initializer=initializer, name=name)
+
+
+# Without batch norm to rescale them, the residual networks keep their activations' scale by initialisation:
+# He-normal convolutions, and each residual branch's last convolution at zero, so that every block starts as
+# its shortcut (as Fixup, Zhang et al. 2019, and R3GAN do).
+_RESIDUAL_INIT = "he_normal"
+
+
+def _residual_up(x, channels, name):
+    """G's residual block without batch norm: 2x nearest-neighbour resize, two k3 convolutions, and a k1
+    convolution on the shortcut (pre-activation, as SNGAN's ResNet G)."""
+    x = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize")(x)
+    shortcut = _conv(channels, 1, f"{name}_shortcut", _RESIDUAL_INIT)(x)
+    y = _conv(channels, 3, f"{name}_conv1", _RESIDUAL_INIT)(layers.LeakyReLU(negative_slope=0.2)(x))
+    y = _conv(channels, 3, f"{name}_conv2", "zeros")(layers.LeakyReLU(negative_slope=0.2)(y))
+    return layers.Add(name=name)([shortcut, y])
+
+
+def build_generator(latent_dim=100, image_size=64, width=64, synchronized_bn=False, upsample="transposed",
+                    norm="batch", arch="dcgan"):
     """z of shape (latent_dim,) -> image (image_size, image_size, 3) in [-1, 1]. upsample: "transposed" (the
-    paper) or "resize" (see _upsample)."""
+    paper) or "resize" (see _upsample). norm: "batch" (the paper) or "selfmod" (see _normalise). arch: "dcgan"
+    or "resnet": residual blocks (_residual_up) without normalisation, which ignore upsample and norm."""
     if upsample not in ("transposed", "resize"):
         raise ValueError(f"upsample must be 'transposed' or 'resize', got {upsample!r}")
+    if norm not in ("batch", "selfmod") or arch not in ("dcgan", "resnet"):
+        raise ValueError(f"norm must be 'batch' or 'selfmod' and arch 'dcgan' or 'resnet', got {norm!r}, {arch!r}")
     n = _n_doublings(image_size)
     channels = width * 2 ** (n - 1)  # 512 at 64 px / width 64
     z = keras.Input(shape=(latent_dim,), name="z")
@@ -64,12 +106,21 @@ def build_generator(latent_dim=100, image_size=64, width=64, synchronized_bn=Fal
     # The "project and reshape" step: a 4x4 transposed convolution of the 1x1 input.
     x = layers.Conv2DTranspose(channels, 4, strides=1, padding="valid", use_bias=False,
                                kernel_initializer=_conv_init(), name="project")(x)
-    x = _batch_norm("project_bn", synchronized_bn)(x)
+    if arch == "resnet":
+        for i in range(n - 1):
+            channels //= 2
+            x = _residual_up(x, channels, f"up{i + 1}")
+        x = layers.LeakyReLU(negative_slope=0.2)(x)
+        x = layers.UpSampling2D(2, interpolation="nearest", name="to_rgb_resize")(x)
+        x = _conv(3, 3, "to_rgb", _conv_init())(x)
+        image = layers.Activation("tanh", dtype="float32", name="tanh")(x)
+        return keras.Model(z, image, name="generator")
+    x = _normalise(x, z, "project_bn", norm, synchronized_bn)
     x = layers.ReLU()(x)
     for i in range(n - 1):
         channels //= 2
         x = _upsample(x, channels, f"up{i + 1}", upsample)
-        x = _batch_norm(f"up{i + 1}_bn", synchronized_bn)(x)
+        x = _normalise(x, z, f"up{i + 1}_bn", norm, synchronized_bn)
         x = layers.ReLU()(x)
     x = _upsample(x, 3, "to_rgb", upsample)
     # tanh in float32 even under a mixed-precision policy.
@@ -162,23 +213,30 @@ def _l2_normalize(x):
 
 
 def build_discriminator(image_size=64, width=64, synchronized_bn=False, spectral_norm=False, minibatch_std=False,
-                        minibatch_std_group=0):
+                        minibatch_std_group=0, arch="dcgan"):
     """image (image_size, image_size, 3) in [-1, 1] -> one logit (real > 0).
     spectral_norm: not the paper; every convolution is a SpectralNormConv2D, and D has no batch norm, as in
     Miyato et al.'s DCGAN-style discriminator (batch norm after a normalised convolution undoes its scale).
     minibatch_std: not the paper; a MinibatchStd feature map before the logit convolution (Karras et al. 2018),
-    over groups of minibatch_std_group images (0 = the whole batch)."""
+    over groups of minibatch_std_group images (0 = the whole batch).
+    arch "resnet": after the first convolution, residual blocks (_residual_down) without batch norm."""
+    if arch not in ("dcgan", "resnet"):
+        raise ValueError(f"arch must be 'dcgan' or 'resnet', got {arch!r}")
     n = _n_doublings(image_size)
 
-    def conv(filters, strides, padding, name):
+    def conv(filters, strides, padding, name, initializer=None):
         return (SpectralNormConv2D if spectral_norm else layers.Conv2D)(
-            filters, 4, strides=strides, padding=padding, use_bias=False, kernel_initializer=_conv_init(),
-            name=name)
+            filters, 4, strides=strides, padding=padding, use_bias=False,
+            kernel_initializer=initializer or _conv_init(), name=name)
     image = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = image
     channels = width
     for i in range(n):
-        x = conv(channels, 2, "same", f"down{i + 1}")(x)
+        if arch == "resnet" and i > 0:
+            x = _residual_down(x, channels, f"down{i + 1}", conv)
+            channels *= 2
+            continue
+        x = conv(channels, 2, "same", f"down{i + 1}", _RESIDUAL_INIT if arch == "resnet" else None)(x)
         if i > 0 and not spectral_norm:  # the paper: no batch norm on the discriminator's input layer
             x = _batch_norm(f"down{i + 1}_bn", synchronized_bn)(x)
         x = layers.LeakyReLU(negative_slope=0.2)(x)
@@ -188,6 +246,15 @@ def build_discriminator(image_size=64, width=64, synchronized_bn=False, spectral
     x = conv(1, 1, "valid", "to_logit")(x)
     logit = layers.Flatten(dtype="float32", name="logit")(x)
     return keras.Model(image, logit, name="discriminator")
+
+
+def _residual_down(x, channels, name, conv):
+    """D's residual block without batch norm: a k3 convolution, then the paper's k4 stride-2 one (pre-activation),
+    beside a shortcut of 2x average pooling and a k1 convolution; ends activated, as the paper's layers do."""
+    shortcut = _conv(channels, 1, f"{name}_shortcut", _RESIDUAL_INIT)(layers.AveragePooling2D(2)(x))
+    y = _conv(x.shape[-1], 3, f"{name}_conv1", _RESIDUAL_INIT)(x)
+    y = conv(channels, 2, "same", name, "zeros")(layers.LeakyReLU(negative_slope=0.2)(y))
+    return layers.LeakyReLU(negative_slope=0.2)(layers.Add(name=f"{name}_sum")([shortcut, y]))
 
 
 def build_gan(generator, discriminator):

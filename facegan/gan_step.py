@@ -1,7 +1,7 @@
 """The training recipe: what one GAN step computes, and the compiled step that runs it.
 
 A recipe is one dict (a run's config: presets.PAPER with a preset and flags applied). The recipe's math -- the
-losses, DiffAugment, the mode-seeking term, the R1, LeCam and consistency penalties, the EMA of G's weights --
+losses, DiffAugment, the mode-seeking term, the R1/R2, LeCam and consistency penalties, the EMA of G's weights --
 is written in keras.ops,
 so it means the same on every Keras backend. The compiled step is written once per backend, both calling
 those functions: build_train_step (TensorFlow: gradient tapes, tf.function, tf.distribute replicas) and
@@ -79,23 +79,34 @@ def bce(labels, logits):
 
 
 def d_loss(real_logits, fake_logits, recipe):
-    """D's loss. bce: real target 1 - label_smoothing (one-sided smoothing, Salimans et al. 2016), fake 0."""
+    """D's loss. bce: real target 1 - label_smoothing (one-sided smoothing, Salimans et al. 2016), fake 0.
+    lsgan: least squares to targets 1 and 0 (Mao et al. 2017). rpgan: the relativistic pairing loss, each real
+    against the fake at its place in the batch (Jolicoeur-Martineau 2019; Huang et al. 2024)."""
     if recipe["loss"] == "hinge":
         return ops.mean(ops.relu(1.0 - real_logits)) + ops.mean(ops.relu(1.0 + fake_logits))
+    if recipe["loss"] == "lsgan":
+        return 0.5 * (ops.mean(ops.square(real_logits - 1.0)) + ops.mean(ops.square(fake_logits)))
+    if recipe["loss"] == "rpgan":
+        return ops.mean(ops.softplus(fake_logits - real_logits))
     return (bce(ops.full_like(real_logits, 1.0 - recipe["label_smoothing"]), real_logits)
             + bce(ops.zeros_like(fake_logits), fake_logits))
 
 
-def g_loss(fake_logits, recipe):
-    """G's adversarial loss; bce: the non-saturating loss, maximising log D(G(z)) by labelling fakes real."""
+def g_loss(fake_logits, recipe, real_logits=None):
+    """G's adversarial loss; bce: the non-saturating loss, maximising log D(G(z)) by labelling fakes real.
+    rpgan needs D's logits of the real batch (constants here): G pushes each fake above its paired real."""
     if recipe["loss"] == "hinge":
         return -ops.mean(fake_logits)
+    if recipe["loss"] == "lsgan":
+        return 0.5 * ops.mean(ops.square(fake_logits - 1.0))
+    if recipe["loss"] == "rpgan":
+        return ops.mean(ops.softplus(real_logits - fake_logits))
     return bce(ops.ones_like(fake_logits), fake_logits)
 
 
-def r1_penalty(real_grads, gamma):
-    """R1 (Mescheder et al. 2018): gamma/2 * E|grad D(x)|^2 over the real batch."""
-    grads = ops.cast(real_grads, "float32")
+def gradient_penalty(grads, gamma):
+    """R1 on reals or R2 on fakes (Mescheder et al. 2018): gamma/2 * E|grad D|^2 over the batch."""
+    grads = ops.cast(grads, "float32")
     return gamma / 2 * ops.mean(ops.sum(ops.square(grads), axis=[1, 2, 3]))
 
 
@@ -109,15 +120,16 @@ def mode_seeking_penalty(fake, z, weight):
     return weight / (ratio + 1e-5)
 
 
-def r1_due(d_iterations, recipe):
-    """Whether the D update after `d_iterations` updates takes the R1 penalty: every update, or with lazy R1
-    (StyleGAN2, Karras et al. 2020) every r1_every-th, then with gamma scaled by r1_every (r1_gamma) so that
-    the penalty's average weight is unchanged."""
-    return bool(recipe["r1"]) and d_iterations % recipe["r1_every"] == 0
+def penalties_due(d_iterations, recipe):
+    """Whether the D update after `d_iterations` updates takes the R1 / R2 penalties: every update, or lazily
+    (StyleGAN2, Karras et al. 2020) every r1_every-th, then with gamma scaled by r1_every (penalty_gamma) so
+    that the penalty's average weight is unchanged."""
+    return bool(recipe["r1"] or recipe["r2"]) and d_iterations % recipe["r1_every"] == 0
 
 
-def r1_gamma(recipe):
-    return recipe["r1"] * recipe["r1_every"]
+def penalty_gamma(recipe, key):
+    """The gamma of the "r1" or "r2" penalty when it is taken."""
+    return recipe[key] * recipe["r1_every"]
 
 
 def lecam_penalty(real_logits, fake_logits, anchors, weight):
@@ -263,10 +275,10 @@ def build_models(recipe, distributed=False):
     keras.mixed_precision.set_global_policy(POLICIES[recipe["precision"]])
     keras.utils.set_random_seed(recipe["seed"])
     generator = models.build_generator(recipe["latent_dim"], recipe["image_size"], recipe["g_width"], distributed,
-                                       recipe["upsample"])
+                                       recipe["upsample"], recipe["g_norm"], recipe["arch"])
     discriminator = models.build_discriminator(recipe["image_size"], recipe["d_width"], distributed,
                                                recipe["spectral_norm"], recipe["minibatch_std"],
-                                               recipe["minibatch_std_group"])
+                                               recipe["minibatch_std_group"], recipe["arch"])
     nets = {"generator": generator, "discriminator": discriminator}
     for name, model, lr in (("g_optimizer", generator, recipe["g_lr"]), ("d_optimizer", discriminator,
                                                                          recipe["d_lr"])):
@@ -303,7 +315,7 @@ def step_logs(d_value, g_value, real_logits, fake_logits, nets, replicas=1):
 
 def build_train_step(nets, recipe, strategy=None, mode="graph"):
     """The step for real uint8 batches: D update, then G update, then the EMA; returns its logs (step_logs),
-    d_loss with D's penalties (R1, LeCam, bCR). nets: from build_models. mode: "graph"
+    d_loss with D's penalties (R1, R2, LeCam, bCR). nets: from build_models. mode: "graph"
     (tf.function), "xla" (with jit_compile) or "eager". strategy: a tf.distribute strategy; each replica takes
     its slice of the global batch and of the noise."""
     import tensorflow as tf
@@ -315,7 +327,7 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
     def logits_of(images):
         return ops.cast(discriminator(images, training=True), "float32")  # the losses stay float32
 
-    def gan_update(real_uint8, z, with_r1, replicas=1):
+    def gan_update(real_uint8, z, with_penalties, replicas=1):
         # Each replica's losses are divided by the replica count: the optimizers sum gradients over
         # replicas, so the update is that of the global batch's mean loss.
         real = to_model_range(real_uint8, generator.compute_dtype)
@@ -331,10 +343,15 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
                     real_logits = logits_of(real_in)  # real and fake in separate batch-norm passes
                     real_logit_sum = ops.sum(real_logits)  # taken inside the tape, for R1
                 fake_in = augment(tf.stop_gradient(fake), recipe, nets)
-                fake_logits = logits_of(fake_in)
+                with tf.GradientTape(watch_accessed_variables=False) as r2_tape:
+                    r2_tape.watch(fake_in)
+                    fake_logits = logits_of(fake_in)
+                    fake_logit_sum = ops.sum(fake_logits)
                 d_value = d_loss(real_logits, fake_logits, recipe)
-                if with_r1:
-                    d_value += r1_penalty(r1_tape.gradient(real_logit_sum, real_in), r1_gamma(recipe))
+                if with_penalties and recipe["r1"]:
+                    d_value += gradient_penalty(r1_tape.gradient(real_logit_sum, real_in), penalty_gamma(recipe, "r1"))
+                if with_penalties and recipe["r2"]:
+                    d_value += gradient_penalty(r2_tape.gradient(fake_logit_sum, fake_in), penalty_gamma(recipe, "r2"))
                 d_value += d_regularisers(real_in, fake_in, real_logits, fake_logits,
                                           lambda images, d_state: (logits_of(images), d_state), recipe, nets)[0]
                 scaled_d_loss = scale[d_optimizer](d_value / replicas)
@@ -346,7 +363,9 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
                 update_ada(nets["ada_state"], real_logits, d_iterations, recipe)
             # G differentiates through the updated D (the combined model of models.build_gan, D's BN in
             # training mode). The logged g_loss is the adversarial loss alone, comparable across recipes.
-            g_value = g_loss(logits_of(augment(fake, recipe, nets)), recipe)
+            # rpgan pairs each fake with a real: D's logits of the real batch, as constants
+            real_logits_now = tf.stop_gradient(logits_of(real_in)) if recipe["loss"] == "rpgan" else None
+            g_value = g_loss(logits_of(augment(fake, recipe, nets)), recipe, real_logits_now)
             g_objective = g_value
             if recipe["mode_seeking"]:
                 g_objective += mode_seeking_penalty(fake, z, recipe["mode_seeking"])
@@ -355,35 +374,35 @@ def build_train_step(nets, recipe, strategy=None, mode="graph"):
         g_optimizer.apply_gradients(zip(g_grads, generator.trainable_weights))
         return step_logs(d_value, g_value, real_logits, fake_logits, nets, replicas)
 
-    def replica_update(real_uint8, z, with_r1):
+    def replica_update(real_uint8, z, with_penalties):
         context = tf.distribute.get_replica_context()
         local = tf.shape(real_uint8)[0] // context.num_replicas_in_sync
         start = context.replica_id_in_sync_group * local
-        return gan_update(real_uint8[start:start + local], z[start:start + local], with_r1,
+        return gan_update(real_uint8[start:start + local], z[start:start + local], with_penalties,
                           context.num_replicas_in_sync)
 
-    def train_step(real_uint8, with_r1):
+    def train_step(real_uint8, with_penalties):
         # The noise is drawn for the whole global batch, so a distributed run sees the same z as one device.
         z = sample_noise(tf.shape(real_uint8)[0], recipe, nets)
         if strategy is None:
-            logs = gan_update(real_uint8, z, with_r1)
+            logs = gan_update(real_uint8, z, with_penalties)
         else:
             logs = {key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-                    for key, value in strategy.run(replica_update, args=(real_uint8, z, with_r1)).items()}
+                    for key, value in strategy.run(replica_update, args=(real_uint8, z, with_penalties)).items()}
         if nets["ema_generator"] is not None:
             ema_update(nets["ema_generator"].trainable_weights, generator.trainable_weights,
                        ema_decay(g_optimizer.iterations, recipe["ema"]))
         return logs
 
-    # with_r1 is a Python bool: tf.function traces one graph with the R1 penalty and one without
+    # with_penalties is a Python bool: tf.function traces one graph with the R1/R2 penalties and one without
     compiled = train_step if mode == "eager" else tf.function(train_step, jit_compile=(mode == "xla"))
 
-    lazy_r1 = recipe["r1"] and recipe["r1_every"] > 1
+    lazy = bool(recipe["r1"] or recipe["r2"]) and recipe["r1_every"] > 1
 
     def step(real_uint8):
-        if lazy_r1:  # .value.numpy(): the count also reads from a tf.distribute mirrored variable
-            return compiled(real_uint8, r1_due(int(d_optimizer.iterations.value.numpy()), recipe))
-        return compiled(real_uint8, bool(recipe["r1"]))
+        if lazy:  # .value.numpy(): the count also reads from a tf.distribute mirrored variable
+            return compiled(real_uint8, penalties_due(int(d_optimizer.iterations.value.numpy()), recipe))
+        return compiled(real_uint8, bool(recipe["r1"] or recipe["r2"]))
     return step
 
 
@@ -419,11 +438,18 @@ def build_jax_train_step(nets, recipe, images):
         logits, d_state = discriminator.stateless_call(d_weights, d_state, images, training=True)
         return ops.cast(logits, "float32"), d_state
 
-    def real_logit_sum(real_in, d_weights, d_state):
-        logits, d_state = d_logits(d_weights, d_state, real_in)
+    def logit_sum(images, d_weights, d_state):
+        logits, d_state = d_logits(d_weights, d_state, images)
         return ops.sum(logits), (logits, d_state)
 
-    def gan_update(real_uint8, with_r1):
+    def d_pass(d_weights, d_state, images, with_grads):
+        """D on one batch: (logits, state, the logits' gradient with respect to the images or None)."""
+        if not with_grads:
+            return (*d_logits(d_weights, d_state, images), None)
+        (_, (logits, d_state)), grads = jax.value_and_grad(logit_sum, has_aux=True)(images, d_weights, d_state)
+        return logits, d_state, grads
+
+    def gan_update(real_uint8, with_penalties):
         real = to_model_range(real_uint8, generator.compute_dtype)
         z = sample_noise(real_uint8.shape[0], recipe, nets)
         d_iterations = d_optimizer.iterations.value
@@ -440,15 +466,13 @@ def build_jax_train_step(nets, recipe, images):
         def d_objective(d_weights):
             d_state = current(discriminator.non_trainable_variables)
             # real and fake in separate batch-norm passes
-            if with_r1:
-                (_, (real_logits, d_state)), real_grads = jax.value_and_grad(real_logit_sum, has_aux=True)(
-                    real_in, d_weights, d_state)
-            else:
-                real_logits, d_state = d_logits(d_weights, d_state, real_in)
-            fake_logits, d_state = d_logits(d_weights, d_state, fake_in)
+            real_logits, d_state, real_grads = d_pass(d_weights, d_state, real_in, with_penalties and recipe["r1"])
+            fake_logits, d_state, fake_grads = d_pass(d_weights, d_state, fake_in, with_penalties and recipe["r2"])
             value = d_loss(real_logits, fake_logits, recipe)
-            if with_r1:
-                value += r1_penalty(real_grads, r1_gamma(recipe))
+            if real_grads is not None:
+                value += gradient_penalty(real_grads, penalty_gamma(recipe, "r1"))
+            if fake_grads is not None:
+                value += gradient_penalty(fake_grads, penalty_gamma(recipe, "r2"))
             penalty, d_state = d_regularisers(real_in, fake_in, real_logits, fake_logits,
                                               lambda images, d_state: d_logits(d_weights, d_state, images), recipe,
                                               nets, d_state)
@@ -469,9 +493,13 @@ def build_jax_train_step(nets, recipe, images):
 
         def g_objective(fake):
             # G through the updated D (D's batch norm in training mode); g_loss logs the adversarial loss alone
-            logits, d_state = d_logits(current(discriminator.trainable_variables),
-                                       current(discriminator.non_trainable_variables), augment(fake, recipe, nets))
-            value = g_loss(logits, recipe)
+            d_weights, d_state = current(discriminator.trainable_variables), current(discriminator.non_trainable_variables)
+            real_logits_now = None
+            if recipe["loss"] == "rpgan":  # each fake paired with a real: D's real logits, as constants
+                real_logits_now, d_state = d_logits(d_weights, d_state, jax.lax.stop_gradient(real_in))
+                real_logits_now = jax.lax.stop_gradient(real_logits_now)
+            logits, d_state = d_logits(d_weights, d_state, augment(fake, recipe, nets))
+            value = g_loss(logits, recipe, real_logits_now)
             objective = value
             if recipe["mode_seeking"]:
                 objective += mode_seeking_penalty(fake, z, recipe["mode_seeking"])
@@ -489,16 +517,16 @@ def build_jax_train_step(nets, recipe, images):
                        ema_decay(g_optimizer.iterations, recipe["ema"]))
         return step_logs(d_value, g_value, real_logits, fake_logits, nets)
 
-    # with_r1 is static: one compiled step with the R1 penalty and one without
+    # with_penalties is static: one compiled step with the R1/R2 penalties and one without
     @functools.partial(jax.jit, static_argnums=3)
-    def compiled_step(values, images, batch_indices, with_r1):
+    def compiled_step(values, images, batch_indices, with_penalties):
         with keras.StatelessScope(state_mapping=list(zip(state_variables, values))) as scope:
-            logs = gan_update(images[batch_indices], with_r1)
+            logs = gan_update(images[batch_indices], with_penalties)
             return [scope.get_current_value(variable) for variable in state_variables], logs
 
     def step(state, batch_indices):
         # D's update count is kept on the host, so that choosing the lazy-R1 step needs no device read
-        values, logs = compiled_step(state["values"], images, batch_indices, r1_due(state["d_updates"], recipe))
+        values, logs = compiled_step(state["values"], images, batch_indices, penalties_due(state["d_updates"], recipe))
         return {"values": values, "d_updates": state["d_updates"] + 1}, jax.device_get(logs)
     return step
 

@@ -43,9 +43,11 @@ SETTINGS = (
      "best (default): the paper plus the study's winners; dcgan: the 2015 paper"),
     ("ema", None, _UNIT, "kept", "decay of an EMA of G's weights, sampled and saved (0 = off)"),
     ("diffaug", None, ("ops",), "kept", f"DiffAugment ops, comma-separated: {','.join(presets.DIFFAUG_OPS)}"),
-    ("loss", None, ("choice", ("bce", "hinge")), "kept", "bce (the paper, non-saturating G) or hinge"),
+    ("loss", None, ("choice", ("bce", "hinge", "lsgan", "rpgan")), "kept",
+     "bce (the paper, non-saturating G), hinge, lsgan (least squares) or rpgan (relativistic pairing)"),
     ("r1", None, _NON_NEGATIVE, "kept", "R1 penalty gamma on reals (0 = off)"),
-    ("r1_every", None, _POSITIVE_INT, "kept", "lazy R1: every N-th D update, gamma times N (default 1)"),
+    ("r2", None, _NON_NEGATIVE, "kept", "R2 penalty gamma on fakes (0 = off)"),
+    ("r1_every", None, _POSITIVE_INT, "kept", "lazy R1/R2: every N-th D update, gamma times N (default 1)"),
     ("lecam", None, _NON_NEGATIVE, "kept", "LeCam regularisation of D, lambda (0 = off)"),
     ("bcr", None, _NON_NEGATIVE, "kept", "balanced consistency regularisation of D, lambda (0 = off)"),
     ("spectral_norm", None, ("switch",), "kept", "spectral norm on D's convolutions, without D's batch norm"),
@@ -59,6 +61,10 @@ SETTINGS = (
     ("ada_ops", None, ("ops",), "kept", "ADA: the --diffaug ops it adapts (default all)"),
     ("upsample", None, ("choice", ("transposed", "resize")), "kept", "G's upsampling: transposed (the paper) or "
                                                                      "resize + conv"),
+    ("g_norm", None, ("choice", ("batch", "selfmod")), "kept", "G's normalisation: batch (the paper) or selfmod "
+                                                               "(batch norm modulated by z)"),
+    ("arch", None, ("choice", ("dcgan", "resnet")), "kept", "dcgan (the paper) or resnet: residual G and D "
+                                                             "without batch norm"),
     ("g_lr", None, _POSITIVE, "kept", "G's learning rate (default --lr)"),
     ("d_lr", None, _POSITIVE, "kept", "D's learning rate (default --lr)"),
     ("beta1", presets.PAPER["beta1"], _UNIT, "kept", "Adam beta_1 (default 0.5)"),
@@ -90,7 +96,7 @@ SETTINGS = (
 )
 FLAGS = {"ada_target": "--ada"}  # keys whose flag is not --key-with-dashes
 METAVARS = {"data": "NPY", "holdout": "NPY", "resume": "RUN_DIR", "out": "DIR", "diffaug": "OPS", "ada_ops": "OPS",
-            "ema": "DECAY", "r1": "GAMMA", "lecam": "LAMBDA", "bcr": "LAMBDA", "mode_seeking": "LAMBDA",
+            "ema": "DECAY", "r1": "GAMMA", "r2": "GAMMA", "lecam": "LAMBDA", "bcr": "LAMBDA", "mode_seeking": "LAMBDA",
             "label_smoothing": "EPS", "ada_target": "TARGET", "ada_kimg": "K"}
 
 KEY_ROWS = {row[0]: row for row in SETTINGS}
@@ -197,8 +203,10 @@ def combination_problem(args):
         unknown = unknown_diffaug_ops(getattr(args, key)) if getattr(args, key) else None
         if unknown:
             return f"{flag(key)}: unknown {', '.join(sorted(unknown))}; choose from {','.join(presets.DIFFAUG_OPS)}"
-    if args.label_smoothing and args.loss == "hinge":
+    if args.label_smoothing and args.loss not in (None, "bce"):
         return "--label-smoothing applies to the bce loss only"
+    if args.arch == "resnet" and (args.spectral_norm or args.g_norm == "selfmod"):
+        return "--arch resnet has no batch norm to modulate or replace: --spectral-norm and --g-norm selfmod apply to dcgan"
     if args.minibatch_std_group == 1:
         return "--minibatch-std-group must be 0 (whole batch) or >= 2"
     if args.ada_target and args.strategy != "none":
@@ -207,8 +215,8 @@ def combination_problem(args):
         return ("--spectral-norm is single-device only (its power-iteration state is not synchronised across "
                 "replicas)")
     if not args.resume:  # a resumed run keeps its recipe, whichever flags come with it
-        if args.r1_every not in (None, 1) and recipe_option_off(args, "r1"):
-            return f"--r1-every {args.r1_every} spaces out the R1 penalty: it needs --r1 GAMMA > 0"
+        if args.r1_every not in (None, 1) and recipe_option_off(args, "r1") and recipe_option_off(args, "r2"):
+            return f"--r1-every {args.r1_every} spaces out the R1/R2 penalties: it needs --r1 or --r2 GAMMA > 0"
         if args.minibatch_std_group is not None and recipe_option_off(args, "minibatch_std"):
             return "--minibatch-std-group applies to --minibatch-std only"
     return None
@@ -266,7 +274,7 @@ def settings(args, demo):
     for key, value in {**(DEMO_DEFAULTS if demo else PAPER_DEFAULTS), **presets.PRESETS[config["preset"]]}.items():
         if config[key] is None:
             config[key] = value
-    if config["loss"] == "hinge":
+    if config["loss"] != "bce":
         config["label_smoothing"] = 0.0  # a bce-only option (a preset may bring it): record what runs
     return config
 
