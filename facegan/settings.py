@@ -206,7 +206,8 @@ def combination_problem(args):
     if args.label_smoothing and args.loss not in (None, "bce"):
         return "--label-smoothing applies to the bce loss only"
     if args.arch == "resnet" and (args.spectral_norm or args.g_norm == "selfmod"):
-        return "--arch resnet has no batch norm to modulate or replace: --spectral-norm and --g-norm selfmod apply to dcgan"
+        return ("--arch resnet has no batch norm to modulate or replace: --spectral-norm and --g-norm selfmod "
+                "apply to dcgan")
     if args.minibatch_std_group == 1:
         return "--minibatch-std-group must be 0 (whole batch) or >= 2"
     if args.ada_target and args.strategy != "none":

@@ -235,3 +235,28 @@ def test_auto_precision_picks_bf16_only_where_the_hardware_runs_it_natively(cpui
                                                                              reason):
     chosen, why = gan_step.auto_precision(cpuinfo, accelerators)
     assert chosen == precision and why.startswith(reason)
+
+
+def test_lsgan_and_rpgan_losses_push_each_side_toward_its_target():
+    real, fake = np.array([[2.0], [0.5]], "float32"), np.array([[-1.0], [1.5]], "float32")
+    lsgan, rpgan = tiny_recipe(loss="lsgan"), tiny_recipe(loss="rpgan")
+    # least squares to 1 (reals) and 0 (fakes); G pulls fakes to 1
+    assert float(gan_step.d_loss(real, fake, lsgan)) == pytest.approx(0.5 * ((1 + 0.25) / 2 + (1 + 2.25) / 2))
+    assert float(gan_step.g_loss(fake, lsgan)) == pytest.approx(0.5 * (4 + 0.25) / 2)
+    # relativistic pairing: each real against the fake at its place; G's loss is D's with the pair swapped
+    softplus = lambda x: np.log1p(np.exp(x))
+    assert float(gan_step.d_loss(real, fake, rpgan)) == pytest.approx(np.mean(softplus(fake - real)), rel=1e-6)
+    assert float(gan_step.g_loss(fake, rpgan, real_logits=real)) == pytest.approx(
+        np.mean(softplus(real - fake)), rel=1e-6)
+
+
+def test_r2_penalises_d_on_the_fakes_and_lazily_like_r1(monkeypatch):
+    z = np.random.default_rng(1).standard_normal((16, 16)).astype("float32")
+    plain = first_step_d_loss(tiny_recipe(), z, monkeypatch)[0]
+    r1 = first_step_d_loss(tiny_recipe(r1=1.0), z, monkeypatch)[0]
+    r2 = first_step_d_loss(tiny_recipe(r2=1.0), z, monkeypatch)[0]
+    both = first_step_d_loss(tiny_recipe(r1=1.0, r2=1.0), z, monkeypatch)[0]
+    lazy = first_step_d_loss(tiny_recipe(r2=1.0, r1_every=4), z, monkeypatch)[0]
+    assert r2 - plain > 1e-5 and abs((r2 - plain) - (r1 - plain)) > 1e-6  # its own gradient, on other images
+    assert both - plain == pytest.approx((r1 - plain) + (r2 - plain), rel=1e-3)
+    assert lazy - plain == pytest.approx(4 * (r2 - plain), rel=1e-3)

@@ -21,8 +21,12 @@ pytestmark = [pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Both steps see this recipe with the same weights, batch and noise. No DiffAugment: its random draws differ
 # between the backends' generators.
-SAME_STEP_RECIPE = dict(latent_dim=16, image_size=32, g_width=8, d_width=8, label_smoothing=0.1, mode_seeking=3.0,
-                        r1=1.0, r1_every=2, lecam=0.3, ema=0.9)
+_TINY = dict(latent_dim=16, image_size=32, g_width=8, d_width=8, ema=0.9)
+SAME_STEP_RECIPES = {
+    "bce": dict(_TINY, label_smoothing=0.1, mode_seeking=3.0, r1=1.0, r1_every=2, lecam=0.3),
+    "rpgan_selfmod": dict(_TINY, loss="rpgan", r1=1.0, r2=1.0, r1_every=2, g_norm="selfmod", upsample="resize"),
+    "lsgan_resnet": dict(_TINY, loss="lsgan", arch="resnet", beta2=0.99),
+}
 
 
 def run_on_jax(code, tmp_path):
@@ -68,20 +72,21 @@ shutil.copytree({str(straight)!r}, {str(damaged)!r})
 flip_a_byte_inside(os.path.join({str(damaged)!r}, "checkpoints", "step_000000004.npz"), "d_opt/0003.npy")
 assert train.main(["--resume", {str(damaged)!r}, "--epochs", "2"]) == 0
 
-# two steps of the shared recipe, with the initial weights saved for the TensorFlow side
+# two steps of each shared recipe, with the initial weights saved for the TensorFlow side
 inputs = np.load({str(tmp / "inputs.npz")!r})
-recipe = presets.recipe(**{SAME_STEP_RECIPE!r})
-nets = gan_step.build_models(recipe)
-weights = {{f"{{name}}/{{i}}": v.numpy() for name in ("generator", "discriminator")
-            for i, v in enumerate(nets[name].variables)}}
 sample_noise, gan_step.sample_noise = gan_step.sample_noise, lambda batch_size, recipe, nets: inputs["z"]
-step = gan_step.build_jax_train_step(nets, recipe, inputs["real"])
-state, losses = gan_step.jax_state(nets), []
-for _ in range(2):
-    state, logs = step(state, np.arange(16))
-    losses.append([float(logs[key]) for key in ("d_loss", "g_loss", "d_real", "d_fake", "ada_p")])
+for name, changes in {SAME_STEP_RECIPES!r}.items():
+    recipe = presets.recipe(**changes)
+    nets = gan_step.build_models(recipe)
+    weights = {{f"{{net}}/{{i}}": v.numpy() for net in ("generator", "discriminator")
+                for i, v in enumerate(nets[net].variables)}}
+    step = gan_step.build_jax_train_step(nets, recipe, inputs["real"])
+    state, losses = gan_step.jax_state(nets), []
+    for _ in range(2):
+        state, logs = step(state, np.arange(16))
+        losses.append([float(logs[key]) for key in ("d_loss", "g_loss", "d_real", "d_fake", "ada_p")])
+    np.savez(os.path.join({str(tmp)!r}, f"jax_step_{{name}}.npz"), losses=np.array(losses), **weights)
 gan_step.sample_noise = sample_noise
-np.savez({str(tmp / "jax_step.npz")!r}, losses=np.array(losses), **weights)
 
 # the FID network's features of two images, when its converted weights are here (the TensorFlow side compares)
 from facegan import metrics
@@ -119,13 +124,14 @@ def test_jax_run_resumes_bit_exactly_and_saves_a_generator_tensorflow_loads(jax_
     assert "trained with KERAS_BACKEND=jax" in capsys.readouterr().err
 
 
-def test_jax_and_tensorflow_steps_compute_the_same_losses(jax_process, monkeypatch):
-    inputs, saved = np.load(jax_process / "inputs.npz"), np.load(jax_process / "jax_step.npz")
-    recipe = presets.recipe(**SAME_STEP_RECIPE)
+@pytest.mark.parametrize("name", SAME_STEP_RECIPES)
+def test_jax_and_tensorflow_steps_compute_the_same_losses(jax_process, monkeypatch, name):
+    inputs, saved = np.load(jax_process / "inputs.npz"), np.load(jax_process / f"jax_step_{name}.npz")
+    recipe = presets.recipe(**SAME_STEP_RECIPES[name])
     nets = gan_step.build_models(recipe)
-    for name in ("generator", "discriminator"):  # the JAX run's initial weights
-        for i, variable in enumerate(nets[name].variables):
-            variable.assign(saved[f"{name}/{i}"])
+    for net in ("generator", "discriminator"):  # the JAX run's initial weights
+        for i, variable in enumerate(nets[net].variables):
+            variable.assign(saved[f"{net}/{i}"])
     monkeypatch.setattr(gan_step, "sample_noise", lambda batch_size, recipe, nets: inputs["z"])
     step = gan_step.build_train_step(nets, recipe)
     losses = [[float(v) for v in step(inputs["real"]).values()] for _ in range(2)]

@@ -138,3 +138,36 @@ def test_discriminator_logits_use_each_batchs_statistics_and_leave_d_unchanged(s
     expected = np.concatenate(expected)
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(logits, np.asarray(discriminator(scaled, training=False)).reshape(-1), atol=1e-3)
+
+
+def test_self_modulated_generator_is_batch_norm_until_z_sets_its_gains():
+    z = np.random.default_rng(0).standard_normal((4, 16)).astype("float32")
+    plain = models.build_generator(latent_dim=16, image_size=32, width=8)
+    selfmod = models.build_generator(latent_dim=16, image_size=32, width=8, norm="selfmod")
+    for layer in plain.layers:  # same convolutions; the paper's batch norm at scale 1, shift 0
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.gamma.assign(np.ones(layer.gamma.shape, "float32"))
+        elif layer.weights:
+            selfmod.get_layer(layer.name).set_weights(layer.get_weights())
+    modulation = [layer for layer in selfmod.layers if layer.name.endswith(("_gain", "_shift"))]
+    assert len(modulation) == 2 * 3  # a gain and a shift per batch norm: the projection and 2 upsamplings
+    for layer in modulation:
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    same = np.asarray(plain(z, training=True)), np.asarray(selfmod(z, training=True))
+    np.testing.assert_allclose(same[0], same[1], atol=1e-6)  # zero gain and shift: plain batch norm
+    gain = selfmod.get_layer("up1_bn_gain")
+    gain.set_weights([np.full_like(w, 0.5) for w in gain.get_weights()])
+    assert np.abs(np.asarray(selfmod(z, training=True)) - same[0]).max() > 1e-3
+
+
+def test_residual_networks_have_no_batch_norm_and_each_block_starts_as_its_shortcut():
+    generator = models.build_generator(latent_dim=16, image_size=32, width=8, arch="resnet")
+    discriminator = models.build_discriminator(32, 8, arch="resnet")
+    for network in (generator, discriminator):
+        assert not [layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    branch_ends = [layer for layer in generator.layers + discriminator.layers
+                   if layer.name.endswith("_conv2") or layer.name in ("down2", "down3", "down4")]
+    assert len(branch_ends) == 4 and all(not np.asarray(layer.kernel).any() for layer in branch_ends)
+    images = np.asarray(generator(np.random.default_rng(0).standard_normal((2, 16)).astype("float32")))
+    assert images.shape == (2, 32, 32, 3) and np.abs(images).max() <= 1 and images.std() > 1e-3
+    assert np.asarray(discriminator(images)).shape == (2, 1)

@@ -344,8 +344,8 @@ def test_a_cluster_that_holds_this_task_is_taken(monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["--logical-cpus", "1"], "--logical-cpus 1 with --strategy none would change nothing"),
     (["--logical-cpus", "2"], "--logical-cpus 2 with --strategy none would change nothing"),
-    (["--r1-every", "16"], "--r1-every 16 spaces out the R1 penalty: it needs --r1 GAMMA > 0"),
-    (["--r1", "0", "--r1-every", "4"], "it needs --r1 GAMMA > 0"),
+    (["--r1-every", "16"], "--r1-every 16 spaces out the R1/R2 penalties: it needs --r1 or --r2 GAMMA > 0"),
+    (["--r1", "0", "--r1-every", "4"], "it needs --r1 or --r2 GAMMA > 0"),
     (["--minibatch-std-group", "8"], "--minibatch-std-group applies to --minibatch-std only"),
     (["--no-minibatch-std", "--minibatch-std-group", "8"], "applies to --minibatch-std only"),
     (["--dry-run", "--epochs", "5"], "--dry-run trains 2 epochs of one step in a temporary folder: --epochs"),
@@ -356,7 +356,7 @@ def test_flags_that_would_change_nothing_are_refused(argv, message, capsys):
 
 
 def test_flags_that_take_effect_together_are_taken():
-    for argv in (["--r1", "1", "--r1-every", "16"], ["--minibatch-std", "--minibatch-std-group", "8"],
+    for argv in (["--r1", "1", "--r1-every", "16"], ["--r2", "1", "--r1-every", "4"], ["--minibatch-std", "--minibatch-std-group", "8"],
                  ["--strategy", "mirrored", "--logical-cpus", "2"], ["--dry-run", "--batch-size", "16"]):
         train.parse_args(argv)
 
@@ -366,3 +366,37 @@ def test_logical_cpus_are_refused_where_mirrored_would_use_gpus(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu0"] if kind == "GPU" else [])
     with pytest.raises(data_io.DataError, match="trains on this machine's GPUs instead"):
         run_setup.make_strategy("mirrored", logical_cpus=2)
+
+
+@pytest.mark.parametrize("flags", [
+    ["--loss", "lsgan", "--g-norm", "selfmod", "--g-lr", "1e-3", "--d-lr", "1e-3", "--beta2", "0.99"],
+    ["--loss", "rpgan", "--r1", "0.1", "--r2", "0.1", "--r1-every", "2", "--arch", "resnet"],
+], ids=["lsgan_selfmod", "rpgan_r1_r2_resnet"])
+def test_lsgan_rpgan_r2_selfmod_and_resnet_train_and_resume_exactly(tmp_path, tiny_dataset, flags):
+    flags = [*flags, "--precision", "fp32"]
+    assert _train(tmp_path, tiny_dataset, "--epochs", "1", *flags) == 0
+    run = tmp_path / "outputs" / "run"
+    assert train.main(["--resume", str(run), "--epochs", "2"]) == 0
+    assert train.main(["--data", tiny_dataset, "--out", str(tmp_path / "outputs"), "--name", "straight",
+                       *TINY_TRAIN_FLAGS, "--epochs", "2", *flags]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["label_smoothing"] == 0.0  # best's smoothing is a bce option: not recorded as applied
+    assert (config["loss"], config["r2"], config["g_norm"], config["arch"]) == (
+        flags[1], 0.1 if "--r2" in flags else 0.0, "selfmod" if "selfmod" in flags else "batch",
+        "resnet" if "resnet" in flags else "dcgan")
+    resumed, straight = np.load(run / "steps.npz"), np.load(tmp_path / "outputs" / "straight" / "steps.npz")
+    assert np.isfinite(resumed["d_loss"]).all() and len(resumed["d_loss"]) == 4
+    for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+        np.testing.assert_array_equal(resumed[key], straight[key])
+    generator = keras.models.load_model(run / "generator.keras")
+    faces = np.asarray(generator(np.random.default_rng(0).standard_normal((2, 100)).astype("float32")))
+    assert faces.shape == (2, 32, 32, 3) and np.isfinite(faces).all()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--loss", "lsgan", "--label-smoothing", "0.1"], "--label-smoothing applies to the bce loss only"),
+    (["--arch", "resnet", "--spectral-norm"], "--arch resnet has no batch norm"),
+    (["--arch", "resnet", "--g-norm", "selfmod"], "--arch resnet has no batch norm"),
+])
+def test_options_that_need_the_papers_batch_norm_or_loss_are_refused_elsewhere(argv, message, capsys):
+    assert message in usage_error(train.parse_args, argv, capsys)
