@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import functools
 import io
-import json
 import os
 import signal
 import subprocess
@@ -29,6 +28,7 @@ from facegan import data_io
 from facegan import presets
 from facegan import history as history_log
 from facegan import run_state
+from facegan import scoring
 from facegan import settings
 from facegan import training_data
 
@@ -260,38 +260,20 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
     """One table row per (recipe, seed, raw/EMA generator) of the runs that trained `epochs` epochs (any when
     None), all against the same reference reals; with FID/KID of each row's n images when `fid` and an
     Inception network loads. Each row's seed, epochs and recipe are read from its run's files."""
-    import keras
-
     from facegan import evaluation
-    from facegan import metrics
     runs = [(row, seed, run_dir(out, row, seed)) for row in rows for seed in seeds]
     runs = [(row, seed, path) for row, seed, path in runs if finished(path, epochs)]
     if not runs:
         raise data_io.DataError("no finished run to score" + (f" ({epochs} epochs)" if epochs else ""))
-    config = run_state.load_config(runs[0][2])
-    if not config.get("holdout"):
-        raise data_io.DataError(f"{runs[0][2]} records no held-out images to score against")
-    holdout = data_io.load_image_array(config["holdout"], config["image_size"], resize=False)
-    by_data = {}  # one run per training set: the held-out images must hold none of its images
-    for _, _, path in runs:
-        by_data.setdefault(run_state.load_config(path).get("data_fingerprint"), path)
-    notes = []
-    for path in by_data.values():
-        trained = run_state.load_config(path)
-        notes += [note for note in [data_io.check_held_out(holdout, config["holdout"], config["image_size"],
-                                                           trained["data"], trained.get("data_fingerprint"), path)]
-                  if note]
+    holdout, notes = study_holdout([path for _, _, path in runs])
     reference, real_b = evaluation.split_holdout(holdout, eval_seed)
-    fid_network, reference_features = None, None
+    fid_reference = None
     if fid:
-        engines, _ = evaluation.load_fid_engines()
+        engines, _ = scoring.load_fid_engines()
         if engines:
-            fid_network = engines[0][1]
-            reference_features = metrics.inception_features(reference, fid_network)
-    # what every cached score depends on besides its generator file
-    common_key = (f"holdout={data_io.array_fingerprint(holdout)} n={n} eval_seed={eval_seed} "
-                  f"fid={evaluation.network_checksum(fid_network) if fid_network else None} "
-                  f"backend={keras.backend.backend()}")
+            fid_reference = scoring.FidReference(*engines[0], reference)
+    depends_on = scoring.score_depends_on(holdout, n, eval_seed, fid_reference)
+    needed = ("swd_avg", "judge_accuracy", *(("fid",) if fid_reference else ()))
     results, pictures = [], [("real (held out)", real_b)]
     candidates = [("real", "held-out reals (floor)", None, None, real_b)]
     for row, seed, path in runs:
@@ -302,36 +284,54 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
             images = data_io.sample_faces(data_io.load_keras_model(model_path, "generator"), n, eval_seed)
             pictures.append((f"{label}, seed {seed}", images))
         result = {"row": row, "system": label, "train_seed": seed, "generator": model_path}
-        # Scores are cached beside the generator, keyed by its bytes and common_key: re-making the table after
-        # one more run re-scores only it.
-        cache_path, cache_key, cache = None, None, {}
-        if model_path:
-            cache_path = os.path.join(os.path.dirname(model_path), "ablation_scores.json")
-            cache_key = f"{os.path.basename(model_path)} {data_io.file_digest(model_path)} {common_key}"
-            cache = data_io.load_json_cache(cache_path)
-        if evaluation.usable(cache.get(cache_key), ("swd_avg", "judge_accuracy", *(("fid",) if fid_network else ()))):
+        scores, cache = None, None
+        if model_path:  # its scores are kept beside it: re-making the table after one more run re-scores only it
+            cache = scoring.ScoreCache(os.path.join(os.path.dirname(model_path), "ablation_scores.json"))
+            key = scoring.score_key(**depends_on, generator=data_io.file_digest(model_path))
+            scores = cache.get(key, needed)
+        if scores:
             print(f"scored before: {label} (seed {seed})", flush=True)
-            result.update(cache[cache_key])
         else:
             print(f"scoring {label} (seed {seed}) ...", flush=True)
-            scores = evaluation.image_metrics(reference, images[:n], eval_seed, fid_network, reference_features)
-            scores["judge_accuracy"], scores["judge_test_n"] = evaluation.judge_accuracy(reference, images[:n],
-                                                                                       eval_seed)
-            result.update(scores)
-            if cache_path:
-                data_io.save_json(cache_path, {**cache, cache_key: scores})
-        if model_path:  # what the run recorded, not what this study asked for
-            with open(os.path.join(os.path.dirname(model_path), "history.json")) as f:
-                history = json.load(f)
-            run_config = run_state.load_config(os.path.dirname(model_path))
-            result["train_seconds"] = round(sum(history["epoch_seconds"]), 1)
-            result.update(epochs=history["epoch"], train_seed=run_config["seed"],
-                          precision=run_config.get("precision"),
-                          recipe={key: run_config.get(key) for key in presets.RECIPE_KEYS})
+            scores = scoring.score_images(reference, images[:n], eval_seed, fid_reference)
+            if cache:
+                cache.put(key, scores)
+        result.update(scores)
+        if model_path:
+            result.update(recorded_run(os.path.dirname(model_path)))
         results.append(result)
     for note in notes:
         print(f"note: {note}")
     return reference, results, pictures, notes
+
+
+def study_holdout(paths):
+    """(uint8 images, notes): the held-out reals the first run records, which every row is scored against,
+    checked to hold no training image of any of the runs (notes: what could not be checked)."""
+    config = run_state.load_config(paths[0])
+    if not config.get("holdout"):
+        raise data_io.DataError(f"{paths[0]} records no held-out images to score against")
+    holdout = data_io.load_image_array(config["holdout"], config["image_size"], resize=False)
+    by_data = {}  # one run per training set: the held-out images must hold none of its images
+    for path in paths:
+        by_data.setdefault(run_state.load_config(path).get("data_fingerprint"), path)
+    notes = []
+    for path in by_data.values():
+        trained = run_state.load_config(path)
+        notes += [note for note in [data_io.check_held_out(holdout, config["holdout"], config["image_size"],
+                                                           trained["data"], trained.get("data_fingerprint"), path)]
+                  if note]
+    return holdout, notes
+
+
+def recorded_run(path):
+    """What the run at `path` recorded, not what this study asked for: its epochs, time in them, seed,
+    precision and recipe."""
+    history = history_log.read_history(path)
+    config = run_state.load_config(path)
+    return {"train_seconds": round(sum(history["epoch_seconds"]), 1), "epochs": history["epoch"],
+            "train_seed": config["seed"], "precision": config.get("precision"),
+            "recipe": {key: config.get(key) for key in presets.RECIPE_KEYS}}
 
 
 def write_table(folder, reference, results, pictures, n, best="best_resize", notes=()):
