@@ -15,7 +15,6 @@ JSON, a PNG with 12 samples per row, and presets.png: the paper vs --preset best
 """
 import argparse
 import contextlib
-import functools
 import io
 import os
 import signal
@@ -174,8 +173,9 @@ def study_data(data, table_only=False):
     return data_io.array_fingerprint(images)
 
 
-def train_row(out, row, seed, epochs, batch_size, data, extra=()):
-    """Train (or finish) one row's run with train.py, in a subprocess as a user would."""
+def train_row(training, out, row, seed, epochs, batch_size, data, extra=()):
+    """Train (or finish) one row's run with train.py, in a subprocess as a user would (`training`: the
+    TrainingRuns that runs it)."""
     path = run_dir(out, row, seed)
     if epochs_done(path) >= epochs:
         return
@@ -184,67 +184,66 @@ def train_row(out, row, seed, epochs, batch_size, data, extra=()):
     else:
         command = new_run_flags(out, row, seed, epochs, batch_size, data, extra)
     print(f"training {row} seed {seed}: python train.py {' '.join(command)}", flush=True)
-    code = run_train([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
-                      *command])
-    if code == cli.EXIT_INTERRUPTED or _passed_on:
+    code = training.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
+                         *command])
+    if code == cli.EXIT_INTERRUPTED or training.passed_on:
         print(f"train.py stopped {path} with a checkpoint; the same ablation.py command continues it", flush=True)
         raise KeyboardInterrupt
     if code:
         raise data_io.DataError(f"train.py exited with code {code} training {row} seed {seed} (its message is above)")
 
 
-_child = None  # the train.py process running now: the SIGINT and SIGTERM ablation.py gets are passed on to it
-_STARTING, _pending = "starting", []  # _child while it starts, and the signals that came meanwhile
-_passed_on = []  # the signals passed on: ablation.py stops once the run they stopped has ended
+class TrainingRuns:
+    """The train.py run in progress, one at a time, and the SIGINT and SIGTERM that ablation.py gets while it
+    is the context (with TrainingRuns() as training: ...): passed on to the run, or, between runs, stopping
+    ablation.py as Ctrl-C does."""
+    STARTING = "starting"  # `child` while the process starts
 
+    def __init__(self):
+        self.child = None  # the train.py process running now
+        self.pending = []  # the signals that came while it started
+        self.passed_on = []  # the signals passed on: ablation.py stops once the run they stopped has ended
+        self.previous_handlers = {}
 
-def run_train(argv):
-    """Run train.py to its end; returns its exit code. It runs in a process group of its own, so that a
-    Ctrl-C at the terminal reaches it once, passed on by ablation.py (a second one would stop it before its
-    checkpoint), and ablation.py waits for it whatever it is sent."""
-    global _child
-    _child = _STARTING
-    try:
-        _child = subprocess.Popen(argv, process_group=0)
-    except BaseException:
-        _child = None
-        raise
-    try:
-        while _pending:
-            _child.send_signal(_pending.pop())
-        return _child.wait()
-    finally:
-        if _child.poll() is None:  # ablation.py itself failed: stop the run the way a signal does
-            _child.terminate()
-            _child.wait()
-        _child = None
+    def __enter__(self):
+        self.previous_handlers = {sig: signal.signal(sig, self.pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
 
+    def __exit__(self, *exc):
+        for sig, handler in self.previous_handlers.items():
+            signal.signal(sig, handler)
 
-def _pass_on_signal(signum, frame):
-    if _child is None or (_child is not _STARTING and _child.poll() is not None):
-        raise KeyboardInterrupt
-    if _child is _STARTING:
-        _pending.append(signum)
-    else:
-        _child.send_signal(signum)
-    _passed_on.append(signum)
-    print(f"\nablation.py: {signal.Signals(signum).name} passed on to train.py; waiting for its checkpoint ...",
-          flush=True)
-
-
-def passing_signals_to_train(main):
-    """Decorate main: while it runs, SIGINT and SIGTERM go to the train.py run in progress (or, between runs,
-    stop ablation.py as Ctrl-C does)."""
-    @functools.wraps(main)
-    def wrapped(argv=None):
-        _passed_on.clear()
-        previous = {sig: signal.signal(sig, _pass_on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def run(self, argv):
+        """Run train.py to its end; returns its exit code. It runs in a process group of its own, so that a
+        Ctrl-C at the terminal reaches it once, passed on by ablation.py (a second one would stop it before its
+        checkpoint), and ablation.py waits for it whatever it is sent."""
+        self.child = self.STARTING
         try:
-            return main(argv)
+            self.child = subprocess.Popen(argv, process_group=0)
+        except BaseException:
+            self.child = None
+            raise
+        try:
+            while self.pending:
+                self.child.send_signal(self.pending.pop())
+            return self.child.wait()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    return wrapped
+            if self.child.poll() is None:  # ablation.py itself failed: stop the run the way a signal does
+                self.child.terminate()
+                self.child.wait()
+            self.child = None
+
+    def pass_on(self, signum, frame):
+        """The signal handler."""
+        if self.child is None or (self.child is not self.STARTING and self.child.poll() is not None):
+            raise KeyboardInterrupt
+        if self.child is self.STARTING:
+            self.pending.append(signum)
+        else:
+            self.child.send_signal(signum)
+        self.passed_on.append(signum)
+        print(f"\nablation.py: {signal.Signals(signum).name} passed on to train.py; waiting for its checkpoint ...",
+              flush=True)
 
 
 def finished(path, epochs=None):
@@ -371,8 +370,42 @@ def write_table(folder, reference, results, pictures, n, best="best_resize", not
 
 
 @cli.main_wrapper
-@passing_signals_to_train
 def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    try:
+        with TrainingRuns() as training:
+            run_study(args, training)
+    except (cli.UserError, subprocess.CalledProcessError, StopIteration) as error:
+        print(f"ablation.py: error: {error or 'no finished run to score'}", file=sys.stderr)
+        return 2
+    print(f"{time.time() - start:.0f} s")
+    return 0
+
+
+def run_study(args, training):
+    """Check everything before the first training run (the flags, the data, the output folder, and that every
+    run already in a row's folder is that row of this study), train the rows' runs, then score them."""
+    extra = args.train_args.split()
+    parse_train_args(extra)
+    folder = cli.check_output_folder(os.path.join(args.out, "ablation"))
+    data_fingerprint = study_data(args.data, args.table_only)
+    for seed in args.seeds:
+        for row in args.rows:
+            if os.path.exists(os.path.join(run_dir(args.out, row, seed), "config.json")):
+                check_run(run_dir(args.out, row, seed),
+                          planned_settings(args.out, row, seed, args.epochs, args.batch_size, args.data, extra),
+                          data_fingerprint, args.epochs)
+    if not args.table_only:
+        for seed in args.seeds:
+            for row in args.rows:
+                train_row(training, args.out, row, seed, args.epochs, args.batch_size, args.data, extra)
+    reference, results, pictures, notes = score(args.out, args.rows, args.seeds, args.n, fid=not args.no_fid,
+                                                epochs=args.epochs)
+    write_table(folder, reference, results, pictures, args.n, notes=notes)
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", default="short", choices=sorted(SETS),
                         help="short: the rows behind --preset best, 10 epochs each; long: one change each on top "
@@ -401,32 +434,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.rows = args.rows or SETS[args.set][0]
     args.epochs = args.epochs or SETS[args.set][1]
-    start = time.time()
-    try:
-        # everything checked before the first training run: the flags, the data, the output folder, and that
-        # every run already in a row's folder is that row of this study
-        extra = args.train_args.split()
-        parse_train_args(extra)
-        folder = cli.check_output_folder(os.path.join(args.out, "ablation"))
-        data_fingerprint = study_data(args.data, args.table_only)
-        for seed in args.seeds:
-            for row in args.rows:
-                if os.path.exists(os.path.join(run_dir(args.out, row, seed), "config.json")):
-                    check_run(run_dir(args.out, row, seed),
-                              planned_settings(args.out, row, seed, args.epochs, args.batch_size, args.data, extra),
-                              data_fingerprint, args.epochs)
-        if not args.table_only:
-            for seed in args.seeds:
-                for row in args.rows:
-                    train_row(args.out, row, seed, args.epochs, args.batch_size, args.data, extra)
-        reference, results, pictures, notes = score(args.out, args.rows, args.seeds, args.n, fid=not args.no_fid,
-                                                    epochs=args.epochs)
-        write_table(folder, reference, results, pictures, args.n, notes=notes)
-    except (cli.UserError, subprocess.CalledProcessError, StopIteration) as error:
-        print(f"ablation.py: error: {error or 'no finished run to score'}", file=sys.stderr)
-        return 2
-    print(f"{time.time() - start:.0f} s")
-    return 0
+    return args
 
 
 if __name__ == "__main__":
