@@ -406,29 +406,23 @@ def run_study(args, training):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(usage="python ablation.py [options]", description=__doc__,
+                                     formatter_class=cli.HelpFormatter)
     parser.add_argument("--set", default="short", choices=sorted(SETS),
-                        help="short: the rows behind --preset best, 10 epochs each; long: one change each on top "
-                             "of --preset best (lazy R1, spectral norm + hinge, LeCam, bCR, more DiffAugment, "
-                             "more mode seeking) and the paper, 50 epochs each")
-    parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS),
-                        help="recipe changes to train and score (default: the --set's rows; each also scored with "
-                             "its EMA generator)")
-    parser.add_argument("--seeds", nargs="+", type=cli.seed, default=[0],
+                        help="short: the rows behind --preset best, 10 epochs each; long: 50 epochs each")
+    parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS), metavar="ROW",
+                        help="rows to train and score (default the --set's; ROWS in ablation.py)")
+    parser.add_argument("--seeds", nargs="+", type=cli.seed, default=[0], metavar="N",
                         help="training seeds (one run per row and seed)")
-    parser.add_argument("--epochs", type=cli.positive_int, default=None,
-                        help="epochs per run, the budget (default: the --set's); a run of a row that trained more "
-                             "is refused, one that trained fewer is trained on")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=128, help="images per step")
-    parser.add_argument("--data", default=os.path.join("data", "celeba64_train.npy"),
-                        help="training array from preprocess.py (its _holdout.npy is the reference)")
-    parser.add_argument("--n", type=cli.int_in(20), default=250,
-                        help="samples per row (at most half the holdout is used as the reference)")
-    parser.add_argument("--out", default="outputs", help="folder of the run directories")
+    parser.add_argument("--epochs", type=cli.positive_int, default=None, metavar="N",
+                        help="epochs per run (default the --set's); a run that trained more is refused")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=128, metavar="N", help="images per step")
+    parser.add_argument("--data", default=os.path.join("data", "celeba64_train.npy"), metavar="NPY",
+                        help="training array (its _holdout.npy is the reference)")
+    parser.add_argument("--n", type=cli.int_in(20), default=250, help="samples per row")
+    parser.add_argument("--out", default="outputs", metavar="DIR", help="folder of the run directories")
     parser.add_argument("--train-args", default="", metavar="FLAGS",
-                        help="extra train.py flags for every run, e.g. \"--g-width 32 --d-width 32\" (the README's "
-                             "table uses none); not the flags ablation.py sets (seed, epochs, batch size, data, "
-                             "run names) nor recipe flags (each row is its recipe)")
+                        help="more train.py flags for every run, e.g. \"--g-width 32\" (no recipe flags)")
     parser.add_argument("--table-only", action="store_true", help="score finished runs only; train nothing")
     parser.add_argument("--no-fid", action="store_true", help="leave FID/KID out of the table")
     args = parser.parse_args(argv)

@@ -59,6 +59,24 @@ def main_wrapper(main):
     return wrapped
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help as every command prints it: the description as written, then one line per flag (help from
+    column 32 of 116) ending in its default; docs/flags.md has the long explanations.
+    ArgumentParser(formatter_class=cli.HelpFormatter)."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32, width=116)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default is None or action.default is False
+                or action.default in ("", argparse.SUPPRESS) or not action.option_strings or action.nargs == 0):
+            return text
+        default = action.default
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default {shown.replace('%', '%%')})"
+
+
 # ----- numbers for argparse: type=cli.positive_int etc. -------------------------------------------------------
 
 def _number(text, kind):
