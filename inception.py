@@ -18,6 +18,7 @@ from facegan import inception
 
 
 def main(argv=None):
+    cli.quiet_start()
     parser = argparse.ArgumentParser(usage="python inception.py [options]", description=__doc__,
                                      formatter_class=cli.HelpFormatter)
     source = parser.add_mutually_exclusive_group()

@@ -3,6 +3,10 @@
 import errno
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -268,3 +272,24 @@ def test_a_hand_edited_config_is_one_line_naming_the_file_and_key(run, tmp_path,
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     line = _one_line(capsys.readouterr().err)
     assert os.path.join(edited, "config.json") in line and message in line
+
+
+# TensorFlow's and absl's C++ log lines: "E0000 00:00:1796577978.569852   25276 cuda_platform.cc:52] ..."
+TENSORFLOW_LOG_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [\w.]+:\d+\]"
+                                 r"|WARNING: All log messages before absl)")
+
+
+def test_a_command_starts_quietly_and_facegan_verbose_shows_tensorflows_log_lines(tmp_path):
+    from conftest import ROOT
+    run = shutil.copytree(os.path.join(ROOT, "tests", "fixtures", "run_15e96f4", "tensorflow"), tmp_path / "run")
+    # generate.py loads the generator (and TensorFlow), then refuses a grid of 2^26 pixels: its own error
+    command = [sys.executable, os.path.join(ROOT, "generate.py"), "sample", str(run), "--n", "100000", "--format",
+               "grid", "--out", str(tmp_path / "out")]
+    env = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", cli.VERBOSE_ENV)}
+    quiet = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert quiet.returncode == 2
+    assert _one_line(quiet.stderr).startswith("generate.py: error: a grid of 100,000 faces")
+    verbose = subprocess.run(command, capture_output=True, text=True, env={**env, cli.VERBOSE_ENV: "1"}, cwd=ROOT,
+                             timeout=300)
+    assert verbose.returncode == 2 and verbose.stderr.strip().splitlines()[-1] == quiet.stderr.strip()
+    assert any(TENSORFLOW_LOG_LINE.match(line) for line in verbose.stderr.splitlines()), verbose.stderr
