@@ -190,7 +190,7 @@ def combination_problem(args):
         problem = tf_config_problem(os.environ.get("TF_CONFIG"))
         if problem:
             return (f"--strategy multiworker needs TF_CONFIG: a JSON object with the \"cluster\" of worker (and "
-                    f"chief) addresses and this machine's \"task\" in it (see README); {problem}")
+                    f"chief) addresses and this machine's \"task\" in it (see docs/running.md); {problem}")
     if args.logical_cpus == 1 or (args.logical_cpus and args.strategy != "mirrored"):
         return ("--logical-cpus N splits the CPU into N >= 2 devices for --strategy mirrored; "
                 f"--logical-cpus {args.logical_cpus} with --strategy {args.strategy} would change nothing")
