@@ -15,9 +15,7 @@ JSON, a PNG with 12 samples per row, and presets.png: the paper vs --preset best
 """
 import argparse
 import contextlib
-import functools
 import io
-import json
 import os
 import signal
 import subprocess
@@ -29,6 +27,7 @@ from facegan import data_io
 from facegan import presets
 from facegan import history as history_log
 from facegan import run_state
+from facegan import scoring
 from facegan import settings
 from facegan import training_data
 
@@ -174,8 +173,9 @@ def study_data(data, table_only=False):
     return data_io.array_fingerprint(images)
 
 
-def train_row(out, row, seed, epochs, batch_size, data, extra=()):
-    """Train (or finish) one row's run with train.py, in a subprocess as a user would."""
+def train_row(training, out, row, seed, epochs, batch_size, data, extra=()):
+    """Train (or finish) one row's run with train.py, in a subprocess as a user would (`training`: the
+    TrainingRuns that runs it)."""
     path = run_dir(out, row, seed)
     if epochs_done(path) >= epochs:
         return
@@ -184,67 +184,66 @@ def train_row(out, row, seed, epochs, batch_size, data, extra=()):
     else:
         command = new_run_flags(out, row, seed, epochs, batch_size, data, extra)
     print(f"training {row} seed {seed}: python train.py {' '.join(command)}", flush=True)
-    code = run_train([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
-                      *command])
-    if code == cli.EXIT_INTERRUPTED or _passed_on:
+    code = training.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"),
+                         *command])
+    if code == cli.EXIT_INTERRUPTED or training.passed_on:
         print(f"train.py stopped {path} with a checkpoint; the same ablation.py command continues it", flush=True)
         raise KeyboardInterrupt
     if code:
         raise data_io.DataError(f"train.py exited with code {code} training {row} seed {seed} (its message is above)")
 
 
-_child = None  # the train.py process running now: the SIGINT and SIGTERM ablation.py gets are passed on to it
-_STARTING, _pending = "starting", []  # _child while it starts, and the signals that came meanwhile
-_passed_on = []  # the signals passed on: ablation.py stops once the run they stopped has ended
+class TrainingRuns:
+    """The train.py run in progress, one at a time, and the SIGINT and SIGTERM that ablation.py gets while it
+    is the context (with TrainingRuns() as training: ...): passed on to the run, or, between runs, stopping
+    ablation.py as Ctrl-C does."""
+    STARTING = "starting"  # `child` while the process starts
 
+    def __init__(self):
+        self.child = None  # the train.py process running now
+        self.pending = []  # the signals that came while it started
+        self.passed_on = []  # the signals passed on: ablation.py stops once the run they stopped has ended
+        self.previous_handlers = {}
 
-def run_train(argv):
-    """Run train.py to its end; returns its exit code. It runs in a process group of its own, so that a
-    Ctrl-C at the terminal reaches it once, passed on by ablation.py (a second one would stop it before its
-    checkpoint), and ablation.py waits for it whatever it is sent."""
-    global _child
-    _child = _STARTING
-    try:
-        _child = subprocess.Popen(argv, process_group=0)
-    except BaseException:
-        _child = None
-        raise
-    try:
-        while _pending:
-            _child.send_signal(_pending.pop())
-        return _child.wait()
-    finally:
-        if _child.poll() is None:  # ablation.py itself failed: stop the run the way a signal does
-            _child.terminate()
-            _child.wait()
-        _child = None
+    def __enter__(self):
+        self.previous_handlers = {sig: signal.signal(sig, self.pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
 
+    def __exit__(self, *exc):
+        for sig, handler in self.previous_handlers.items():
+            signal.signal(sig, handler)
 
-def _pass_on_signal(signum, frame):
-    if _child is None or (_child is not _STARTING and _child.poll() is not None):
-        raise KeyboardInterrupt
-    if _child is _STARTING:
-        _pending.append(signum)
-    else:
-        _child.send_signal(signum)
-    _passed_on.append(signum)
-    print(f"\nablation.py: {signal.Signals(signum).name} passed on to train.py; waiting for its checkpoint ...",
-          flush=True)
-
-
-def passing_signals_to_train(main):
-    """Decorate main: while it runs, SIGINT and SIGTERM go to the train.py run in progress (or, between runs,
-    stop ablation.py as Ctrl-C does)."""
-    @functools.wraps(main)
-    def wrapped(argv=None):
-        _passed_on.clear()
-        previous = {sig: signal.signal(sig, _pass_on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def run(self, argv):
+        """Run train.py to its end; returns its exit code. It runs in a process group of its own, so that a
+        Ctrl-C at the terminal reaches it once, passed on by ablation.py (a second one would stop it before its
+        checkpoint), and ablation.py waits for it whatever it is sent."""
+        self.child = self.STARTING
         try:
-            return main(argv)
+            self.child = subprocess.Popen(argv, process_group=0)
+        except BaseException:
+            self.child = None
+            raise
+        try:
+            while self.pending:
+                self.child.send_signal(self.pending.pop())
+            return self.child.wait()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    return wrapped
+            if self.child.poll() is None:  # ablation.py itself failed: stop the run the way a signal does
+                self.child.terminate()
+                self.child.wait()
+            self.child = None
+
+    def pass_on(self, signum, frame):
+        """The signal handler."""
+        if self.child is None or (self.child is not self.STARTING and self.child.poll() is not None):
+            raise KeyboardInterrupt
+        if self.child is self.STARTING:
+            self.pending.append(signum)
+        else:
+            self.child.send_signal(signum)
+        self.passed_on.append(signum)
+        print(f"\nablation.py: {signal.Signals(signum).name} passed on to train.py; waiting for its checkpoint ...",
+              flush=True)
 
 
 def finished(path, epochs=None):
@@ -260,38 +259,20 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
     """One table row per (recipe, seed, raw/EMA generator) of the runs that trained `epochs` epochs (any when
     None), all against the same reference reals; with FID/KID of each row's n images when `fid` and an
     Inception network loads. Each row's seed, epochs and recipe are read from its run's files."""
-    import keras
-
     from facegan import evaluation
-    from facegan import metrics
     runs = [(row, seed, run_dir(out, row, seed)) for row in rows for seed in seeds]
     runs = [(row, seed, path) for row, seed, path in runs if finished(path, epochs)]
     if not runs:
         raise data_io.DataError("no finished run to score" + (f" ({epochs} epochs)" if epochs else ""))
-    config = run_state.load_config(runs[0][2])
-    if not config.get("holdout"):
-        raise data_io.DataError(f"{runs[0][2]} records no held-out images to score against")
-    holdout = data_io.load_image_array(config["holdout"], config["image_size"], resize=False)
-    by_data = {}  # one run per training set: the held-out images must hold none of its images
-    for _, _, path in runs:
-        by_data.setdefault(run_state.load_config(path).get("data_fingerprint"), path)
-    notes = []
-    for path in by_data.values():
-        trained = run_state.load_config(path)
-        notes += [note for note in [data_io.check_held_out(holdout, config["holdout"], config["image_size"],
-                                                           trained["data"], trained.get("data_fingerprint"), path)]
-                  if note]
+    holdout, notes = study_holdout([path for _, _, path in runs])
     reference, real_b = evaluation.split_holdout(holdout, eval_seed)
-    fid_network, reference_features = None, None
+    fid_reference = None
     if fid:
-        engines, _ = evaluation.load_fid_engines()
+        engines, _ = scoring.load_fid_engines()
         if engines:
-            fid_network = engines[0][1]
-            reference_features = metrics.inception_features(reference, fid_network)
-    # what every cached score depends on besides its generator file
-    common_key = (f"holdout={data_io.array_fingerprint(holdout)} n={n} eval_seed={eval_seed} "
-                  f"fid={evaluation.network_checksum(fid_network) if fid_network else None} "
-                  f"backend={keras.backend.backend()}")
+            fid_reference = scoring.FidReference(*engines[0], reference)
+    depends_on = scoring.score_depends_on(holdout, n, eval_seed, fid_reference)
+    needed = ("swd_avg", "judge_accuracy", *(("fid",) if fid_reference else ()))
     results, pictures = [], [("real (held out)", real_b)]
     candidates = [("real", "held-out reals (floor)", None, None, real_b)]
     for row, seed, path in runs:
@@ -302,36 +283,54 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
             images = data_io.sample_faces(data_io.load_keras_model(model_path, "generator"), n, eval_seed)
             pictures.append((f"{label}, seed {seed}", images))
         result = {"row": row, "system": label, "train_seed": seed, "generator": model_path}
-        # Scores are cached beside the generator, keyed by its bytes and common_key: re-making the table after
-        # one more run re-scores only it.
-        cache_path, cache_key, cache = None, None, {}
-        if model_path:
-            cache_path = os.path.join(os.path.dirname(model_path), "ablation_scores.json")
-            cache_key = f"{os.path.basename(model_path)} {data_io.file_digest(model_path)} {common_key}"
-            cache = data_io.load_json_cache(cache_path)
-        if evaluation.usable(cache.get(cache_key), ("swd_avg", "judge_accuracy", *(("fid",) if fid_network else ()))):
+        scores, cache = None, None
+        if model_path:  # its scores are kept beside it: re-making the table after one more run re-scores only it
+            cache = scoring.ScoreCache(os.path.join(os.path.dirname(model_path), "ablation_scores.json"))
+            key = scoring.score_key(**depends_on, generator=data_io.file_digest(model_path))
+            scores = cache.get(key, needed)
+        if scores:
             print(f"scored before: {label} (seed {seed})", flush=True)
-            result.update(cache[cache_key])
         else:
             print(f"scoring {label} (seed {seed}) ...", flush=True)
-            scores = evaluation.image_metrics(reference, images[:n], eval_seed, fid_network, reference_features)
-            scores["judge_accuracy"], scores["judge_test_n"] = evaluation.judge_accuracy(reference, images[:n],
-                                                                                       eval_seed)
-            result.update(scores)
-            if cache_path:
-                data_io.save_json(cache_path, {**cache, cache_key: scores})
-        if model_path:  # what the run recorded, not what this study asked for
-            with open(os.path.join(os.path.dirname(model_path), "history.json")) as f:
-                history = json.load(f)
-            run_config = run_state.load_config(os.path.dirname(model_path))
-            result["train_seconds"] = round(sum(history["epoch_seconds"]), 1)
-            result.update(epochs=history["epoch"], train_seed=run_config["seed"],
-                          precision=run_config.get("precision"),
-                          recipe={key: run_config.get(key) for key in presets.RECIPE_KEYS})
+            scores = scoring.score_images(reference, images[:n], eval_seed, fid_reference)
+            if cache:
+                cache.put(key, scores)
+        result.update(scores)
+        if model_path:
+            result.update(recorded_run(os.path.dirname(model_path)))
         results.append(result)
     for note in notes:
         print(f"note: {note}")
     return reference, results, pictures, notes
+
+
+def study_holdout(paths):
+    """(uint8 images, notes): the held-out reals the first run records, which every row is scored against,
+    checked to hold no training image of any of the runs (notes: what could not be checked)."""
+    config = run_state.load_config(paths[0])
+    if not config.get("holdout"):
+        raise data_io.DataError(f"{paths[0]} records no held-out images to score against")
+    holdout = data_io.load_image_array(config["holdout"], config["image_size"], resize=False)
+    by_data = {}  # one run per training set: the held-out images must hold none of its images
+    for path in paths:
+        by_data.setdefault(run_state.load_config(path).get("data_fingerprint"), path)
+    notes = []
+    for path in by_data.values():
+        trained = run_state.load_config(path)
+        notes += [note for note in [data_io.check_held_out(holdout, config["holdout"], config["image_size"],
+                                                           trained["data"], trained.get("data_fingerprint"), path)]
+                  if note]
+    return holdout, notes
+
+
+def recorded_run(path):
+    """What the run at `path` recorded, not what this study asked for: its epochs, time in them, seed,
+    precision and recipe."""
+    history = history_log.read_history(path)
+    config = run_state.load_config(path)
+    return {"train_seconds": round(sum(history["epoch_seconds"]), 1), "epochs": history["epoch"],
+            "train_seed": config["seed"], "precision": config.get("precision"),
+            "recipe": {key: config.get(key) for key in presets.RECIPE_KEYS}}
 
 
 def write_table(folder, reference, results, pictures, n, best="best_resize", notes=()):
@@ -371,62 +370,65 @@ def write_table(folder, reference, results, pictures, n, best="best_resize", not
 
 
 @cli.main_wrapper
-@passing_signals_to_train
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--set", default="short", choices=sorted(SETS),
-                        help="short: the rows behind --preset best, 10 epochs each; long: one change each on top "
-                             "of --preset best (lazy R1, spectral norm + hinge, LeCam, bCR, more DiffAugment, "
-                             "more mode seeking) and the paper, 50 epochs each")
-    parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS),
-                        help="recipe changes to train and score (default: the --set's rows; each also scored with "
-                             "its EMA generator)")
-    parser.add_argument("--seeds", nargs="+", type=cli.seed, default=[0],
-                        help="training seeds (one run per row and seed)")
-    parser.add_argument("--epochs", type=cli.positive_int, default=None,
-                        help="epochs per run, the budget (default: the --set's); a run of a row that trained more "
-                             "is refused, one that trained fewer is trained on")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=128, help="images per step")
-    parser.add_argument("--data", default=os.path.join("data", "celeba64_train.npy"),
-                        help="training array from preprocess.py (its _holdout.npy is the reference)")
-    parser.add_argument("--n", type=cli.int_in(20), default=250,
-                        help="samples per row (at most half the holdout is used as the reference)")
-    parser.add_argument("--out", default="outputs", help="folder of the run directories")
-    parser.add_argument("--train-args", default="", metavar="FLAGS",
-                        help="extra train.py flags for every run, e.g. \"--g-width 32 --d-width 32\" (the README's "
-                             "table uses none); not the flags ablation.py sets (seed, epochs, batch size, data, "
-                             "run names) nor recipe flags (each row is its recipe)")
-    parser.add_argument("--table-only", action="store_true", help="score finished runs only; train nothing")
-    parser.add_argument("--no-fid", action="store_true", help="leave FID/KID out of the table")
-    args = parser.parse_args(argv)
-    args.rows = args.rows or SETS[args.set][0]
-    args.epochs = args.epochs or SETS[args.set][1]
+    args = parse_args(argv)
     start = time.time()
     try:
-        # everything checked before the first training run: the flags, the data, the output folder, and that
-        # every run already in a row's folder is that row of this study
-        extra = args.train_args.split()
-        parse_train_args(extra)
-        folder = cli.check_output_folder(os.path.join(args.out, "ablation"))
-        data_fingerprint = study_data(args.data, args.table_only)
-        for seed in args.seeds:
-            for row in args.rows:
-                if os.path.exists(os.path.join(run_dir(args.out, row, seed), "config.json")):
-                    check_run(run_dir(args.out, row, seed),
-                              planned_settings(args.out, row, seed, args.epochs, args.batch_size, args.data, extra),
-                              data_fingerprint, args.epochs)
-        if not args.table_only:
-            for seed in args.seeds:
-                for row in args.rows:
-                    train_row(args.out, row, seed, args.epochs, args.batch_size, args.data, extra)
-        reference, results, pictures, notes = score(args.out, args.rows, args.seeds, args.n, fid=not args.no_fid,
-                                                    epochs=args.epochs)
-        write_table(folder, reference, results, pictures, args.n, notes=notes)
+        with TrainingRuns() as training:
+            run_study(args, training)
     except (cli.UserError, subprocess.CalledProcessError, StopIteration) as error:
         print(f"ablation.py: error: {error or 'no finished run to score'}", file=sys.stderr)
         return 2
     print(f"{time.time() - start:.0f} s")
     return 0
+
+
+def run_study(args, training):
+    """Check everything before the first training run (the flags, the data, the output folder, and that every
+    run already in a row's folder is that row of this study), train the rows' runs, then score them."""
+    extra = args.train_args.split()
+    parse_train_args(extra)
+    folder = cli.check_output_folder(os.path.join(args.out, "ablation"))
+    data_fingerprint = study_data(args.data, args.table_only)
+    for seed in args.seeds:
+        for row in args.rows:
+            if os.path.exists(os.path.join(run_dir(args.out, row, seed), "config.json")):
+                check_run(run_dir(args.out, row, seed),
+                          planned_settings(args.out, row, seed, args.epochs, args.batch_size, args.data, extra),
+                          data_fingerprint, args.epochs)
+    if not args.table_only:
+        for seed in args.seeds:
+            for row in args.rows:
+                train_row(training, args.out, row, seed, args.epochs, args.batch_size, args.data, extra)
+    reference, results, pictures, notes = score(args.out, args.rows, args.seeds, args.n, fid=not args.no_fid,
+                                                epochs=args.epochs)
+    write_table(folder, reference, results, pictures, args.n, notes=notes)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(usage="python ablation.py [options]", description=__doc__,
+                                     formatter_class=cli.HelpFormatter)
+    parser.add_argument("--set", default="short", choices=sorted(SETS),
+                        help="short: the rows behind --preset best, 10 epochs each; long: 50 epochs each")
+    parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS), metavar="ROW",
+                        help="rows to train and score (default the --set's; ROWS in ablation.py)")
+    parser.add_argument("--seeds", nargs="+", type=cli.seed, default=[0], metavar="N",
+                        help="training seeds (one run per row and seed)")
+    parser.add_argument("--epochs", type=cli.positive_int, default=None, metavar="N",
+                        help="epochs per run (default the --set's); a run that trained more is refused")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=128, metavar="N", help="images per step")
+    parser.add_argument("--data", default=os.path.join("data", "celeba64_train.npy"), metavar="NPY",
+                        help="training array (its _holdout.npy is the reference)")
+    parser.add_argument("--n", type=cli.int_in(20), default=250, help="samples per row")
+    parser.add_argument("--out", default="outputs", metavar="DIR", help="folder of the run directories")
+    parser.add_argument("--train-args", default="", metavar="FLAGS",
+                        help="more train.py flags for every run, e.g. \"--g-width 32\" (no recipe flags)")
+    parser.add_argument("--table-only", action="store_true", help="score finished runs only; train nothing")
+    parser.add_argument("--no-fid", action="store_true", help="leave FID/KID out of the table")
+    args = parser.parse_args(argv)
+    args.rows = args.rows or SETS[args.set][0]
+    args.epochs = args.epochs or SETS[args.set][1]
+    return args
 
 
 if __name__ == "__main__":

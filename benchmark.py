@@ -175,31 +175,30 @@ def format_row(row, peak=None):
 
 @cli.main_wrapper
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(usage="python benchmark.py [options]", description=__doc__,
+                                     formatter_class=cli.HelpFormatter)
     parser.add_argument("--backend", default="tensorflow", choices=("tensorflow", "jax"),
                         help="the Keras backend whose train.py step is timed")
-    parser.add_argument("--modes", nargs="+", default=None, choices=("graph", "xla", "eager"),
-                        help="TensorFlow execution: tf.function, tf.function(jit_compile=True), eager (default all "
-                             "three; the JAX step is always jax.jit)")
+    parser.add_argument("--modes", nargs="+", default=None, choices=("graph", "xla", "eager"), metavar="MODE",
+                        help="TensorFlow: graph, xla and/or eager (default all three; JAX: always jax.jit)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
-                        choices=("fp32", "tf32", "bf16", "fp16"),
-                        help="fp32 or mixed precision (bf16, fp16 with loss scaling); tf32: jax only, "
-                             "float32 with TensorFloat-32 matrix units (GPU)")
-    parser.add_argument("--batches", nargs="+", type=cli.positive_int, default=[64, 128, 256], help="batch sizes")
+                        choices=("fp32", "tf32", "bf16", "fp16"), metavar="PRECISION",
+                        help="fp32, bf16, fp16 (mixed precision) and/or tf32 (jax, GPU)")
+    parser.add_argument("--batches", nargs="+", type=cli.positive_int, default=[64, 128, 256], metavar="N",
+                        help="batch sizes")
     parser.add_argument("--presets", nargs="+", default=["dcgan"], choices=sorted(presets.PRESETS),
-                        help="train.py recipes to time, each at the paper's size (default dcgan, the paper's; "
-                             "best: --preset best, the default of train.py)")
-    parser.add_argument("--warmup", type=cli.non_negative_int, default=3, help="untimed steps first (compilation)")
-    parser.add_argument("--steps", type=cli.positive_int, default=10, help="timed steps per setting")
-    parser.add_argument("--peak-gflops", type=cli.positive_float, default=None,
+                        metavar="PRESET", help="train.py recipes to time, at the paper's size: dcgan and/or best")
+    parser.add_argument("--warmup", type=cli.non_negative_int, default=3, metavar="N",
+                        help="untimed steps first (compilation)")
+    parser.add_argument("--steps", type=cli.positive_int, default=10, metavar="N", help="timed steps per setting")
+    parser.add_argument("--peak-gflops", type=cli.positive_float, default=None, metavar="X",
                         help="the machine's peak GFLOP/s for the one precision timed: adds a %% of peak column")
     parser.add_argument("--measure-peak", action="store_true",
-                        help="first time a 2048^3 matrix multiply in each precision and use it as that precision's "
-                             "peak: the %% of peak column then says how much of what this machine's matrix units "
-                             "can do the step uses")
-    parser.add_argument("--epoch-images", type=cli.non_negative_int, default=0,
-                        help="jax only: also time one epoch of this many (at least the largest batch)")
-    parser.add_argument("--out", default=os.path.join("outputs", "benchmark.json"), help="JSON output file")
+                        help="first time a 2048^3 matmul per precision as its peak, for the %% of peak column")
+    parser.add_argument("--epoch-images", type=cli.non_negative_int, default=0, metavar="N",
+                        help="jax only: also time one epoch of N images (0 = no)")
+    parser.add_argument("--out", default=os.path.join("outputs", "benchmark.json"), metavar="JSON",
+                        help="JSON output file")
     args = parser.parse_args(argv)
     if args.backend == "tensorflow" and "tf32" in args.precisions:
         parser.error("--precisions tf32 is for --backend jax (TensorFlow's GPU default already uses TF32)")

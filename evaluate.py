@@ -19,28 +19,21 @@ from facegan import cli, evaluation
 
 @cli.main_wrapper
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="run directory made by train.py (its D, holdout and loss files are used)")
-    parser.add_argument("systems", nargs="*", default=[],
-                        help="more systems to compare: random, gaussian, a run directory, or NAME:PATH "
-                             "(.npy/folder/zip of samples, or a generator .keras file) (default: random); with "
-                             "--curve: more run directories, drawn beside RUN")
+    parser = argparse.ArgumentParser(usage="python evaluate.py RUN [SYSTEM ...] [options]", description=__doc__,
+                                     formatter_class=cli.HelpFormatter)
+    parser.add_argument("run", metavar="RUN", help="run directory made by train.py")
+    parser.add_argument("systems", nargs="*", default=[], metavar="SYSTEM",
+                        help="random, gaussian, a run directory or NAME:PATH (default random); --curve: runs")
     parser.add_argument("--n", type=cli.int_in(20), default=2000, help="samples per system")
-    parser.add_argument("--real", default=None, help="held-out real images (default: the run's holdout)")
-    parser.add_argument("--seed", type=cli.seed, default=0, help="seed for sampling, splits and the judge")
-    parser.add_argument("--out", default=None, help="output folder (default RUN/eval)")
+    parser.add_argument("--real", default=None, metavar="PATH", help="held-out real images (default the run's)")
+    parser.add_argument("--seed", type=cli.seed, default=0, metavar="N", help="seed of samples, splits and judge")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN/eval)")
     parser.add_argument("--no-quality", action="store_true",
-                        help="skip SWD / MS-SSIM / face rate / FID (faster; D and judge accuracy only)")
+                        help="D and judge accuracy only: no SWD, MS-SSIM, face rate, FID (faster)")
     parser.add_argument("--inception", default=None, metavar="PATH",
-                        help="classify_image_graph_def.pb from inception-2015-12-05.tgz for FID/KID instead of "
-                             "the Keras port (default: the port, whose weights `python inception.py` converts "
-                             "once; without them the TF graph, cached or downloaded; FID/KID skipped, with a "
-                             "note, when neither is available)")
+                        help="FID with the TF graph classify_image_graph_def.pb (default the Keras port)")
     parser.add_argument("--curve", action="store_true",
-                        help="instead: score each generator snapshot of the run, and of the other runs given "
-                             "(snapshots/, kept by train.py --snapshot-every), with FID, KID, SWD, MS-SSIM and face "
-                             "rate against images seen, with the real-vs-real floor at the same n -> curve.md, "
-                             "curve.json, curve.png")
+                        help="instead: score each run's generator snapshots against images seen")
     args = parser.parse_intermixed_args(argv)  # runs may follow --curve
     if args.curve:
         if args.no_quality:

@@ -394,18 +394,18 @@ def formats_list(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(usage="python export.py RUN_DIR [options]", description=__doc__,
+                                     formatter_class=cli.HelpFormatter)
     parser.add_argument("run", metavar="RUN_DIR", help="run directory made by train.py")
-    parser.add_argument("--formats", type=formats_list, default=FORMATS,
+    parser.add_argument("--formats", type=formats_list, default=FORMATS, metavar="LIST",
                         help=f"what to export, comma-separated (default {','.join(FORMATS)})")
     parser.add_argument("--no-web", dest="web", action="store_false",
                         help="export only, without the web page in RUN_DIR/web/ (which needs onnx and npm)")
-    parser.add_argument("--tolerance", type=cli.float_in(0, low_inclusive=False), default=TOLERANCE,
-                        help="largest |export - Keras| allowed on the -1..1 image scale; over it, nothing is "
-                             f"written and the exit code is {EXIT_MISMATCH} (default {TOLERANCE:g})")
-    parser.add_argument("--serve", action="store_true",
-                        help="serve RUN_DIR/web/ (made by an export before) on 127.0.0.1 and print its URL")
-    parser.add_argument("--port", type=cli.int_in(0, 65535), default=8000,
+    parser.add_argument("--tolerance", type=cli.float_in(0, low_inclusive=False), default=TOLERANCE, metavar="X",
+                        help=f"largest |export - Keras| on the -1..1 scale; over it, exit {EXIT_MISMATCH} "
+                             f"(default {TOLERANCE:g})")
+    parser.add_argument("--serve", action="store_true", help="serve RUN_DIR/web/ on 127.0.0.1 and print its URL")
+    parser.add_argument("--port", type=cli.int_in(0, 65535), default=8000, metavar="N",
                         help="port for --serve (default 8000; 0 picks a free one)")
     return parser
 

@@ -503,76 +503,71 @@ def neighbours(run, n=8, k=5, out=None, seed=0, data=None, scale=2):
 GIF_MS = cli.int_in(10, 655350)  # GIF frame times are stored in 10 ms units, at most 65535 of them
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(usage="python generate.py COMMAND RUN_DIR [options]", description=__doc__,
+                                     formatter_class=cli.HelpFormatter)
+    # the description lists the commands, one example each
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
 
-    def command(name, function, help, seed=True, scale=2.0, scale_help="enlarge the pictures by this factor",
-                scale_unset=False):
-        p = commands.add_parser(name, help=help, description=help)
+    def command(name, function, description, seed=True, scale=2.0, scale_help="enlarge the pictures by this factor"):
+        p = commands.add_parser(name, description=description, formatter_class=cli.HelpFormatter,
+                                usage=f"python generate.py {name} RUN_DIR [options]")
         p.set_defaults(function=function)
         p.add_argument("run", metavar="RUN_DIR", help="run directory made by train.py")
-        p.add_argument("--out", default=None, help="output folder (default RUN_DIR/generated/)")
+        p.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/generated/)")
         if seed:
-            p.add_argument("--seed", type=cli.seed, default=0,
-                           help="seed of the noise z ~ N(0, I): the same seed gives the same faces (default 0)")
-        p.add_argument("--scale", type=cli.float_in(0.1, 16), default=None if scale_unset else scale,
-                       help=f"{scale_help} (default {scale:g})")
+            p.add_argument("--seed", type=cli.seed, default=0, metavar="N",
+                           help="seed of the noise z ~ N(0, I): the same seed, the same faces")
+        p.add_argument("--scale", type=cli.float_in(0.1, 16), default=scale, metavar="X", help=scale_help)
         return p
 
     p = command("sample", sample, "Generate faces: a grid PNG, one PNG per face, and samples.npy (uint8 "
-                "(N, S, S, 3), for evaluate.py NAME:PATH).",
-                scale_help="enlarge the grid by this factor (the single PNGs stay at native size)", scale_unset=True)
-    p.add_argument("--n", type=cli.positive_int, default=64, help="how many faces (default 64)")
+                "(N, S, S, 3), for evaluate.py NAME:PATH).", scale=None,
+                scale_help="enlarge the grid by this factor (default 2; not the single PNGs)")
+    p.add_argument("--n", type=cli.positive_int, default=64, help="how many faces")
     p.add_argument("--format", choices=("png", "npy", "grid", "all"), default="all",
-                   help="png: one native-size PNG per face; npy: samples.npy; grid: samples_grid.png; "
-                        "all: the three (default)")
-    p.add_argument("--columns", type=cli.positive_int, default=None, help="faces per row of the grid (default 8)")
+                   help="a PNG per face, samples.npy, samples_grid.png, or all three")
+    p.add_argument("--columns", type=cli.positive_int, default=None, metavar="N",
+                   help="faces per row of the grid (default 8)")
 
-    p = command("interpolate", interpolate, "Walk between pairs of random z along great circles (slerp): "
-                "a PNG with one walk per row and a GIF with one frame per step.")
-    p.add_argument("--rows", type=cli.positive_int, default=8, help="how many walks (default 8)")
-    p.add_argument("--steps", type=cli.int_in(2), default=10,
-                   help="faces per walk, both ends included (>= 2; default 10)")
-    p.add_argument("--linear", action="store_true",
-                   help="interpolate along straight lines instead, for comparison with slerp")
-    p.add_argument("--duration", type=GIF_MS, default=120, help="milliseconds per GIF frame (default 120)")
+    p = command("interpolate", interpolate, "Walk between pairs of random z along great circles (slerp): a PNG "
+                "with one walk per row and a GIF with one frame per step.")
+    p.add_argument("--rows", type=cli.positive_int, default=8, metavar="N", help="how many walks")
+    p.add_argument("--steps", type=cli.int_in(2), default=10, metavar="N",
+                   help="faces per walk, both ends included (>= 2)")
+    p.add_argument("--linear", action="store_true", help="straight lines instead of slerp, to compare")
+    p.add_argument("--duration", type=GIF_MS, default=120, metavar="MS", help="milliseconds per GIF frame")
     p.add_argument("--no-bounce", dest="bounce", action="store_false",
-                   help="play the GIF one way and jump back, instead of forth and back")
+                   help="play the GIF one way and jump back, not forth and back")
 
     p = command("progress", progress, "Animate training: one GIF frame per samples/epoch_*.png, labelled with "
                 "its epoch.", seed=False, scale=0.5,
-                scale_help="resize the epoch grids by this factor (train.py saves them 2x enlarged: 0.5 is "
-                           "their native size, and a GIF a quarter of the size)")
-    p.add_argument("--duration", type=GIF_MS, default=400, help="milliseconds per frame (default 400)")
-    p.add_argument("--hold", type=GIF_MS, default=2000, help="milliseconds on the last epoch (default 2000)")
+                scale_help="resize the epoch grids (saved 2x: 0.5 is their native size)")
+    p.add_argument("--duration", type=GIF_MS, default=400, metavar="MS", help="milliseconds per frame")
+    p.add_argument("--hold", type=GIF_MS, default=2000, metavar="MS", help="milliseconds on the last epoch")
 
     p = command("arithmetic", arithmetic, "Face arithmetic as in fig. 7 of the DCGAN paper. First --pick-sheet "
                 "draws a numbered sheet of faces (and saves their z); then --a/--b/--c with face numbers from it "
                 "render mean(z_a) - mean(z_b) + mean(z_c).")
     p.add_argument("--pick-sheet", action="store_true",
-                   help="step 1: write arithmetic_sheet_seed<SEED>.png (numbered faces) and .npz (their z). The "
-                        "numbers belong to this generator: make a new sheet after more training")
-    p.add_argument("--a", metavar="I,J,K", help="step 2: sheet numbers of the first concept, e.g. 3,17,42 "
-                                                 "(smiling woman)")
-    p.add_argument("--b", metavar="I,J,K", help="sheet numbers of the concept to subtract, e.g. 5,8,11 (neutral woman)")
-    p.add_argument("--c", metavar="I,J,K", help="sheet numbers of the concept to add, e.g. 1,2,9 (neutral man)")
-    p.add_argument("--names", default=None, help="labels of the three concepts in the figure, comma-separated "
-                                                    "(default A,B,C)")
-    p.add_argument("--sheet-size", type=cli.positive_int, default=None,
-                   help="faces on the sheet (default 100); in step 2 without --z-file, the sheet's size again")
-    p.add_argument("--z-file", default=None, help="z to index instead of the sheet's (.npy (N, latent_dim), or "
-                                                  ".npz with 'z'; default: the sheet's .npz in --out if it is "
-                                                  "there, else the same z drawn again from --seed)")
-    p.add_argument("--noise", type=cli.float_in(0), default=None,
-                   help="uniform noise +-NOISE added to the result z for the 8 variations (default 0.43: the "
-                        "paper's +-0.25 on uniform z, scaled to this N(0, 1) noise)")
+                   help="step 1: a sheet of numbered faces (PNG) and their z (.npz)")
+    p.add_argument("--a", metavar="I,J,K", help="step 2: sheet numbers of the first concept, e.g. 3,17,42")
+    p.add_argument("--b", metavar="I,J,K", help="sheet numbers of the concept to subtract, e.g. 5,8,11")
+    p.add_argument("--c", metavar="I,J,K", help="sheet numbers of the concept to add, e.g. 1,2,9")
+    p.add_argument("--names", default=None, metavar="A,B,C",
+                   help="labels of the three concepts in the figure (default A,B,C)")
+    p.add_argument("--sheet-size", type=cli.positive_int, default=None, metavar="N",
+                   help="faces on the sheet (default 100)")
+    p.add_argument("--z-file", default=None, metavar="PATH",
+                   help="z to index instead of the sheet's: .npy (N, latent_dim) or .npz with 'z'")
+    p.add_argument("--noise", type=cli.float_in(0), default=None, metavar="X",
+                   help="uniform noise +-X on the result z for the 8 variations (default 0.43)")
 
-    p = command("neighbours", neighbours, "Memorisation check: each generated face beside its k nearest training "
-                "images (L2 distance in pixels).")
-    p.add_argument("--n", type=cli.positive_int, default=8, help="how many faces (default 8)")
-    p.add_argument("--k", type=cli.positive_int, default=5, help="neighbours per face (default 5)")
-    p.add_argument("--data", default=None, help="training images, uint8 (N, S, S, 3) .npy (default: the run's "
-                                                "config.json 'data')")
+    p = command("neighbours", neighbours, "Memorisation check: each generated face beside its k nearest "
+                "training images (L2 distance in pixels).")
+    p.add_argument("--n", type=cli.positive_int, default=8, help="how many faces")
+    p.add_argument("--k", type=cli.positive_int, default=5, help="neighbours per face")
+    p.add_argument("--data", default=None, metavar="NPY",
+                   help="training images, uint8 .npy (default the run's config.json 'data')")
     return parser
 
 

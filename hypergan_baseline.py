@@ -78,6 +78,8 @@ import warnings
 
 import numpy as np
 
+from facegan import cli
+
 INSTALL_HINT = ("install it in a separate virtualenv: python3 -m venv ../hg-venv && "
                 "../hg-venv/bin/pip install -r requirements-hypergan.txt, then run this script with "
                 "../hg-venv/bin/python")
@@ -423,37 +425,39 @@ def _version(package):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=DEFAULT_DATA,
-                   help=f"training images: a uint8 (N, 64, 64, 3) .npy as made by preprocess.py, or a folder or "
-                        f"zip of images (resized to 64x64) (default {DEFAULT_DATA})")
+    # --help: the summary; the rest of this docstring (what it writes, the work-arounds, the model's
+    # differences from the paper) stays with the code
+    summary = __doc__.split("\n\nWhat it does")[0]
+    p = argparse.ArgumentParser(usage="python hypergan_baseline.py [options]", formatter_class=cli.HelpFormatter,
+                                description=f"{summary}\n\nWhat it writes and how it differs from the paper's "
+                                            "DCGAN: this file's docstring.")
+    p.add_argument("--data", default=DEFAULT_DATA, metavar="PATH",
+                   help="training images: a uint8 .npy, a folder or a zip")
     p.add_argument("--images-seen", type=int, default=None, metavar="N",
-                   help="train for N // batch-size steps of real images (e.g. 75000 = 10 epochs of 7,500)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="train for EPOCHS x (N_images // batch-size) steps, the step count train.py --epochs "
-                        "makes (the smaller limit wins when combined with --images-seen)")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop after this many minutes of training (checked between steps); at least one of "
-                        "--images-seen, --epochs, --max-minutes is required")
-    p.add_argument("--batch-size", type=int, default=128,
-                   help="images per step, what HyperGAN's CLI takes as -b (default 128, the paper's)")
+                   help="train for N // batch-size steps (e.g. 75000 = 10 epochs of 7,500)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="train for the steps train.py --epochs N makes (with --images-seen: the fewer)")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="X",
+                   help="stop after X minutes (one of --images-seen, --epochs, --max-minutes is needed)")
+    p.add_argument("--batch-size", type=int, default=128, metavar="N",
+                   help="images per step, HyperGAN's -b (default 128, the paper's)")
     p.add_argument("--n", type=int, default=2000, help="samples written to samples.npy after training")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed for weights, noise and data order (samples use seed + 1)")
-    p.add_argument("--threads", type=int, default=default_threads(),
-                   help="PyTorch CPU threads (default: all cores available to this process)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of weights, noise and data order (samples: seed + 1)")
+    p.add_argument("--threads", type=int, default=default_threads(), metavar="N",
+                   help="PyTorch CPU threads (default all cores available)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto = cuda when PyTorch sees a GPU, else cpu (HyperGAN's .cuda() calls become no-ops)")
-    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of both networks (the paper: 2e-4)")
-    p.add_argument("--beta1", type=float, default=0.5, help="Adam beta_1 (the paper: 0.5)")
-    p.add_argument("--beta2", type=float, default=0.999, help="Adam beta_2")
-    p.add_argument("--latent-dim", type=int, default=100, help="size of z (the paper: 100)")
-    p.add_argument("--out", default="outputs", help="folder that holds run directories (default outputs)")
-    p.add_argument("--name", default=None,
-                   help="run directory is OUT/hypergan_NAME (default NAME: the start time, YYYYmmdd-HHMMSS)")
+                   help="auto: cuda when PyTorch sees a GPU, else cpu")
+    p.add_argument("--lr", type=float, default=2e-4, metavar="X", help="Adam learning rate of both networks")
+    p.add_argument("--beta1", type=float, default=0.5, metavar="X", help="Adam beta_1")
+    p.add_argument("--beta2", type=float, default=0.999, metavar="X", help="Adam beta_2")
+    p.add_argument("--latent-dim", type=int, default=100, metavar="N", help="size of z")
+    p.add_argument("--out", default="outputs", metavar="DIR", help="folder of the run directories")
+    p.add_argument("--name", default=None, metavar="NAME",
+                   help="run directory OUT/hypergan_NAME (default NAME: the start time)")
     p.add_argument("--overwrite", action="store_true", help="reuse a run directory that already holds a run")
-    p.add_argument("--log-every", type=int, default=10, help="print a progress line every N steps")
-    p.add_argument("--warmup-steps", type=int, default=3,
+    p.add_argument("--log-every", type=int, default=10, metavar="N", help="a progress line every N steps")
+    p.add_argument("--warmup-steps", type=int, default=3, metavar="N",
                    help="first steps left out of run.json's steady_images_per_second")
     return p
 

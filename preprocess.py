@@ -138,24 +138,21 @@ def preprocess(source, out, limit=50000, holdout=2000, size=64, crop="center", w
 
 @cli.main_wrapper
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description="Prepare CelebA (or any face photos) as uint8 arrays for train.py.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--source", required=True,
-                        help="img_align_celeba.zip, the extracted img_align_celeba/ folder, the Kaggle download "
-                             "folder (img_align_celeba/img_align_celeba/), or any folder/zip of .jpg/.png faces")
-    parser.add_argument("--out", default=None,
-                        help="output prefix: writes PREFIX_train.npy, PREFIX_holdout.npy and PREFIX.json "
-                             "(default: data/celeba<size>)")
-    parser.add_argument("--limit", type=cli.non_negative_int, default=50000,
-                        help="number of training images, the first by file name (0 = all)")
-    parser.add_argument("--holdout", type=cli.non_negative_int, default=2000,
-                        help="images kept out of training for evaluation (CelebA's test partition when "
-                             "list_eval_partition.txt/.csv sits beside the source)")
+    parser = argparse.ArgumentParser(usage="python preprocess.py --source PATH [options]", description=__doc__,
+                                     formatter_class=cli.HelpFormatter)
+    parser.add_argument("--source", required=True, metavar="PATH",
+                        help="img_align_celeba.zip or its folder, or any folder/zip of .jpg/.png faces")
+    parser.add_argument("--out", default=None, metavar="PREFIX",
+                        help="writes PREFIX_train.npy, PREFIX_holdout.npy, PREFIX.json (default data/celeba<size>)")
+    parser.add_argument("--limit", type=cli.non_negative_int, default=50000, metavar="N",
+                        help="training images, the first by file name (0 = all)")
+    parser.add_argument("--holdout", type=cli.non_negative_int, default=2000, metavar="N",
+                        help="images kept out of training for evaluation")
     parser.add_argument("--size", type=int, default=64, choices=(32, 64, 128), help="output side in pixels")
     parser.add_argument("--crop", default="center", choices=("center", "tight"),
-                        help="center: central square of full width; tight: central 108/178 of the width")
-    parser.add_argument("--workers", type=cli.int_in(0, 256), default=0, help="decoding processes (0 = all cores)")
+                        help="center: full-width square; tight: central 108/178 of the width")
+    parser.add_argument("--workers", type=cli.int_in(0, 256), default=0, metavar="N",
+                        help="decoding processes (0 = all cores)")
     args = parser.parse_args(argv)
     out = os.path.join("data", f"celeba{args.size}") if args.out is None else args.out
     meta = preprocess(args.source, out, args.limit, args.holdout, args.size, args.crop, args.workers or None)

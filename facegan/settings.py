@@ -29,8 +29,8 @@ _POSITIVE_INT, _NON_NEGATIVE_INT = ("int", 1, None), ("int", 0, None)
 
 SETTINGS = (
     # data
-    ("data", None, ("str",), "input", f"training images, uint8 (N, S, S, 3) .npy (default {DEFAULT_DATA}, else "
-                                      "the demo faces)"),
+    ("data", None, ("str",), "input", f"training images, uint8 .npy (default {DEFAULT_DATA}, else the demo "
+                                      "faces)"),
     ("holdout", None, ("str",), "input", "held-out images for evaluate.py (default: the _holdout.npy beside "
                                          "--data)"),
     ("demo", False, ("flag",), "kept", "train on the embedded procedurally drawn demo faces"),
@@ -44,7 +44,7 @@ SETTINGS = (
     ("ema", None, _UNIT, "kept", "decay of an EMA of G's weights, sampled and saved (0 = off)"),
     ("diffaug", None, ("ops",), "kept", f"DiffAugment ops, comma-separated: {','.join(presets.DIFFAUG_OPS)}"),
     ("loss", None, ("choice", ("bce", "hinge", "lsgan", "rpgan")), "kept",
-     "bce (the paper, non-saturating G), hinge, lsgan (least squares) or rpgan (relativistic pairing)"),
+     "bce (the paper), hinge, lsgan (least squares) or rpgan (relativistic pairing)"),
     ("r1", None, _NON_NEGATIVE, "kept", "R1 penalty gamma on reals (0 = off)"),
     ("r2", None, _NON_NEGATIVE, "kept", "R2 penalty gamma on fakes (0 = off)"),
     ("r1_every", None, _POSITIVE_INT, "kept", "lazy R1/R2: every N-th D update, gamma times N (default 1)"),
@@ -190,7 +190,7 @@ def combination_problem(args):
         problem = tf_config_problem(os.environ.get("TF_CONFIG"))
         if problem:
             return (f"--strategy multiworker needs TF_CONFIG: a JSON object with the \"cluster\" of worker (and "
-                    f"chief) addresses and this machine's \"task\" in it (see README); {problem}")
+                    f"chief) addresses and this machine's \"task\" in it (see docs/running.md); {problem}")
     if args.logical_cpus == 1 or (args.logical_cpus and args.strategy != "mirrored"):
         return ("--logical-cpus N splits the CPU into N >= 2 devices for --strategy mirrored; "
                 f"--logical-cpus {args.logical_cpus} with --strategy {args.strategy} would change nothing")

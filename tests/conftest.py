@@ -51,7 +51,7 @@ def colour_layout_features(images):
 
 
 def colour_centroid_judge(real, fake, seed=0, steps=400):
-    """evaluation.judge_accuracy's contract (train on half, accuracy on the unseen half, test count) with a
+    """scoring.judge_accuracy's contract (train on half, accuracy on the unseen half, test count) with a
     nearest-centroid classifier on colour_layout_features in place of the CNN: instant, and still a real judge."""
     m = min(len(real), len(fake))
     rng = np.random.default_rng(seed)
@@ -69,8 +69,8 @@ def colour_centroid_judge(real, fake, seed=0, steps=400):
 def quick_judge(monkeypatch):
     """The judge CNN has a test of its own (it catches noise, not real faces); the tests of evaluate.py's and
     ablation.py's outputs only need a judge's numbers in their tables."""
-    from facegan import evaluation
-    monkeypatch.setattr(evaluation, "judge_accuracy", colour_centroid_judge)
+    from facegan import scoring
+    monkeypatch.setattr(scoring, "judge_accuracy", colour_centroid_judge)
 
 
 @pytest.fixture

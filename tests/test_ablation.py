@@ -192,15 +192,14 @@ def test_ablation_checks_its_data_and_output_folder_before_training(tmp_path, ti
 
 def test_ablation_scores_follow_the_held_out_pixels_and_survive_a_damaged_cache(tmp_path, tiny_dataset, capsys,
                                                                                 quick_judge, monkeypatch):
-    from facegan import evaluation
+    from facegan import scoring
     import models
     # a quick stand-in for the metrics: this test is about which rows are scored again
-    monkeypatch.setattr(evaluation, "image_metrics", lambda reference, images, *a: {"swd_avg": float(images.mean())})
+    monkeypatch.setattr(scoring, "image_metrics", lambda reference, images, *a: {"swd_avg": float(images.mean())})
     out = tmp_path / "outputs"
     run = _hand_made_run(out, "dcgan", 0, tiny_dataset, {"g_width": 8, "latent_dim": 8})
-    generator = models.build_generator(latent_dim=8, image_size=32, width=8)
-    for name in ("generator.keras", "generator_raw.keras"):
-        generator.save(run / name)
+    for name in ("generator.keras", "generator_raw.keras"):  # two generators, as the raw and EMA ones are
+        models.build_generator(latent_dim=8, image_size=32, width=8).save(run / name)
 
     def score():
         capsys.readouterr()

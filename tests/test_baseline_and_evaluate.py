@@ -9,6 +9,7 @@ from facegan import data_io
 import evaluate
 from facegan import evaluation
 from facegan import baseline
+from facegan import scoring
 import random_baseline
 import train
 from conftest import TINY_TRAIN_FLAGS, colour_layout_features  # a stand-in FID network
@@ -37,8 +38,8 @@ def test_baseline_cli_writes_array_and_grid(tmp_path):
 def test_judge_catches_noise_but_not_real_faces():
     faces = demo_faces.make_demo_faces(240, size=32, seed=5)
     noise = baseline.make_random_images(120, 32, "uniform", seed=5)
-    noise_accuracy, _ = evaluation.judge_accuracy(faces[:120], noise, steps=150)
-    real_accuracy, _ = evaluation.judge_accuracy(faces[:120], faces[120:], steps=150)
+    noise_accuracy, _ = scoring.judge_accuracy(faces[:120], noise, steps=150)
+    real_accuracy, _ = scoring.judge_accuracy(faces[:120], faces[120:], steps=150)
     assert noise_accuracy > 0.95
     assert real_accuracy < 0.75
 
@@ -95,7 +96,7 @@ def test_evaluate_quality_metrics_and_offline_fid_note(tiny_run, monkeypatch, tm
 
 
 def test_evaluate_reports_fid_at_one_n_with_the_real_floor_and_the_resize(tiny_run, monkeypatch):
-    monkeypatch.setattr(evaluation, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
+    monkeypatch.setattr(scoring, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
     results = evaluation.evaluate(str(tiny_run), ["random"], n=40)
     rows = {row["system"]: row for row in results["systems"]}
     assert results["fid_n"] == 16  # the real half B has 16 images: every FID is at that n
@@ -108,7 +109,7 @@ def test_evaluate_reports_fid_at_one_n_with_the_real_floor_and_the_resize(tiny_r
 
 
 def test_curve_scores_every_snapshot_of_each_run_against_images_seen(tiny_run, monkeypatch, tmp_path):
-    monkeypatch.setattr(evaluation, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
+    monkeypatch.setattr(scoring, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
     other = shutil.copytree(tiny_run, tmp_path / "other")  # a second run, drawn beside the first
     shutil.rmtree(other / "eval", ignore_errors=True)
     (other / "snapshots" / "generator_epoch_001.keras").unlink()
@@ -124,7 +125,9 @@ def test_curve_scores_every_snapshot_of_each_run_against_images_seen(tiny_run, m
     assert (tiny_run / "eval" / "curve.png").stat().st_size > 10_000
     assert "| run epoch 2 |" in (tiny_run / "eval" / "curve.md").read_text()
     # again after one more snapshot: only that one is sampled and scored, the rest come from the cache
-    shutil.copy(other / "snapshots" / "generator_epoch_002.keras", other / "snapshots" / "generator_epoch_003.keras")
+    generator = data_io.load_generator_file(str(other / "snapshots" / "generator_epoch_002.keras"))
+    generator.weights[0].assign(generator.weights[0] * 1.01)  # trained on: other weights, other bytes
+    generator.save(other / "snapshots" / "generator_epoch_003.keras")
     sampled = []
     sample_faces = data_io.sample_faces
     monkeypatch.setattr(data_io, "sample_faces", lambda *a, **k: sampled.append(1) or sample_faces(*a, **k))
@@ -162,10 +165,10 @@ def test_loss_plot_shows_adas_p_and_ds_accuracy_on_held_out_and_training_reals(t
 def test_curve_cache_follows_the_held_out_pixels_and_the_network_and_survives_damage(tiny_run, monkeypatch, capsys):
     from facegan import metrics
     engines = [("stand-in", colour_layout_features)]
-    monkeypatch.setattr(evaluation, "load_fid_engines", lambda path: (engines, None))
+    monkeypatch.setattr(scoring, "load_fid_engines", lambda path: (engines, None))
     # quick stand-ins for the slow metrics: this test is about which scores are computed again
     monkeypatch.setattr(metrics, "sliced_wasserstein", lambda a, b, seed: {"swd_avg": float(abs(a.mean() - b.mean()))})
-    monkeypatch.setattr(metrics, "ms_ssim_diversity", lambda images, seed: 0.5)
+    monkeypatch.setattr(metrics, "ms_ssim_diversity", lambda images, n_pairs, seed: 0.5)
     sampled = []
     sample_faces = data_io.sample_faces
     monkeypatch.setattr(data_io, "sample_faces", lambda *a, **k: sampled.append(1) or sample_faces(*a, **k))

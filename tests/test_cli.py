@@ -3,6 +3,10 @@
 import errno
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +15,7 @@ from facegan import cli
 from facegan import data_io
 import evaluate
 from facegan import evaluation
+from facegan import scoring
 import generate
 import models
 import preprocess
@@ -156,7 +161,7 @@ def test_evaluate_refuses_real_faces_that_are_not_held_out(run, tmp_path, capsys
 @pytest.mark.parametrize("count", [0, 1])
 def test_evaluate_refuses_a_system_too_small_to_score_before_scoring(run, tmp_path, capsys, monkeypatch, count):
     np.save(tmp_path / "few.npy", np.zeros((count, SIZE, SIZE, 3), np.uint8))
-    monkeypatch.setattr(evaluation, "judge_accuracy", lambda *a, **k: pytest.fail("scored before checking"))
+    monkeypatch.setattr(scoring, "judge_accuracy", lambda *a, **k: pytest.fail("scored before checking"))
     assert evaluate.main([str(run), f"few:{tmp_path / 'few.npy'}", "--no-quality", "--n", "20",
                           "--out", str(tmp_path / "eval")]) == 2
     assert f"holds {count} image(s); a system needs at least 10" in _one_line(capsys.readouterr().err)
@@ -166,7 +171,7 @@ def test_evaluate_reads_the_loss_files_before_scoring(run, tmp_path, capsys, mon
     import shutil
     broken = shutil.copytree(run, tmp_path / "broken")
     (broken / "d_losses.npy").write_bytes(b"\x93NUMPY cut off")
-    monkeypatch.setattr(evaluation, "judge_accuracy", lambda *a, **k: pytest.fail("scored before checking"))
+    monkeypatch.setattr(scoring, "judge_accuracy", lambda *a, **k: pytest.fail("scored before checking"))
     assert evaluate.main([str(broken), "--no-quality", "--n", "20", "--out", str(tmp_path / "eval")]) == 2
     assert "cannot read" in _one_line(capsys.readouterr().err)
 
@@ -188,7 +193,7 @@ def test_curve_checks_every_run_and_snapshot_before_scoring(run, tmp_path, capsy
         config = {**json.loads((run / "config.json").read_text()), "image_size": size, "steps_per_epoch": 1,
                   "batch_size": 16}
         (tmp_path / name / "config.json").write_text(json.dumps(config))
-    monkeypatch.setattr(evaluation, "load_fid_engines", lambda path: ([], "none here"))
+    monkeypatch.setattr(scoring, "load_fid_engines", lambda path: ([], "none here"))
     monkeypatch.setattr(data_io, "sample_faces", lambda *a, **k: pytest.fail("sampled before checking"))
     assert evaluate.main([str(tmp_path / "a"), str(tmp_path / "b"), "--curve", "--n", "20",
                           "--out", str(tmp_path / "eval")]) == 2
@@ -204,7 +209,7 @@ def test_evaluate_refuses_a_discriminator_given_as_a_generator(run, tmp_path, ca
 def test_evaluate_checks_its_output_folder_before_scoring(run, tmp_path, capsys, monkeypatch):
     def no_scoring(*args, **kwargs):
         raise AssertionError("scored before checking the output folder")
-    monkeypatch.setattr(evaluation, "judge_accuracy", no_scoring)
+    monkeypatch.setattr(scoring, "judge_accuracy", no_scoring)
     monkeypatch.setattr(evaluation, "resolve_system", no_scoring)
     (tmp_path / "file").write_text("in the way")
     assert evaluate.main([str(run), "--out", str(tmp_path / "file"), "--no-quality"]) == 2
@@ -267,3 +272,24 @@ def test_a_hand_edited_config_is_one_line_naming_the_file_and_key(run, tmp_path,
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     line = _one_line(capsys.readouterr().err)
     assert os.path.join(edited, "config.json") in line and message in line
+
+
+# TensorFlow's and absl's C++ log lines: "E0000 00:00:1796577978.569852   25276 cuda_platform.cc:52] ..."
+TENSORFLOW_LOG_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [\w.]+:\d+\]"
+                                 r"|WARNING: All log messages before absl)")
+
+
+def test_a_command_starts_quietly_and_facegan_verbose_shows_tensorflows_log_lines(tmp_path):
+    from conftest import ROOT
+    run = shutil.copytree(os.path.join(ROOT, "tests", "fixtures", "run_15e96f4", "tensorflow"), tmp_path / "run")
+    # generate.py loads the generator (and TensorFlow), then refuses a grid of 2^26 pixels: its own error
+    command = [sys.executable, os.path.join(ROOT, "generate.py"), "sample", str(run), "--n", "100000", "--format",
+               "grid", "--out", str(tmp_path / "out")]
+    env = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", cli.VERBOSE_ENV)}
+    quiet = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert quiet.returncode == 2
+    assert _one_line(quiet.stderr).startswith("generate.py: error: a grid of 100,000 faces")
+    verbose = subprocess.run(command, capture_output=True, text=True, env={**env, cli.VERBOSE_ENV: "1"}, cwd=ROOT,
+                             timeout=300)
+    assert verbose.returncode == 2 and verbose.stderr.strip().splitlines()[-1] == quiet.stderr.strip()
+    assert any(TENSORFLOW_LOG_LINE.match(line) for line in verbose.stderr.splitlines()), verbose.stderr

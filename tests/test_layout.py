@@ -3,6 +3,8 @@ checkpoint pruning that never loses what a run can resume from."""
 import ast
 import glob
 import os
+import re
+import sys
 
 import numpy as np
 import pytest
@@ -33,6 +35,61 @@ def test_train_help_fits_two_screens_with_one_line_per_flag(capsys):
     assert len(lines) <= 80
     for key, *_ in settings.SETTINGS:
         assert any(line.lstrip().startswith(settings.flag(key)) for line in lines), key
+
+
+COMMANDS = ("preprocess", "train", "evaluate", "generate", "export", "random_baseline", "benchmark", "ablation",
+            "hypergan_baseline", "inception", "models")
+GENERATE_COMMANDS = ("sample", "interpolate", "progress", "arithmetic", "neighbours")
+
+
+def _help(command, argv, capsys, monkeypatch):
+    """What `python COMMAND.py *argv --help` prints."""
+    import importlib
+    module = importlib.import_module(command)
+    with pytest.raises(SystemExit):
+        if command == "models":  # its main() reads sys.argv
+            monkeypatch.setattr(sys, "argv", ["models.py", *argv, "--help"])
+            module.main()
+        else:
+            module.main([*argv, "--help"])
+    return capsys.readouterr().out
+
+
+def _help_entries(text):
+    """The help's entries, one per argument: each a list of its lines."""
+    entries, in_section = [], False
+    for line in text.splitlines():
+        if re.match(r"^\S.*:$", line):  # a section's heading
+            in_section = line in ("options:", "positional arguments:")
+        elif in_section and re.match(r"^  \S", line):
+            entries.append([line])
+        elif in_section and entries and re.match(r"^ {3,}\S", line):
+            entries[-1].append(line)
+    return entries
+
+
+def _docs_section(name):
+    """docs/flags.md's section on `name` (## name ... up to the next ## heading)."""
+    text = open(os.path.join(ROOT, "docs", "flags.md")).read()
+    sections = {part.split("\n", 1)[0].strip(): part for part in text.split("\n## ")[1:]}
+    return sections[name]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_commands_help_is_one_line_per_flag_and_docs_flags_explains_each(command, capsys, monkeypatch):
+    helps = [_help(command, [], capsys, monkeypatch)]
+    if command == "generate":
+        helps += [_help(command, [sub], capsys, monkeypatch) for sub in GENERATE_COMMANDS]
+    docs = _docs_section(f"{command}.py")
+    for text in helps:
+        assert len(text.split("\n\n")[0].splitlines()) <= 2, text  # the usage line(s)
+        for entry in _help_entries(text):
+            # the help on the flag's line, or on the next when the flag and its values fill the flag column
+            help_lines = entry[1:] if re.fullmatch(r"  \S.*?\S", entry[0]) and "  " not in entry[0].strip() else entry
+            assert len(help_lines) == 1, "\n".join(entry)
+            flags = [word for word in re.findall(r"(?:^|, )(--[\w-]+)", entry[0].strip()) if word != "--help"]
+            for flag in flags:
+                assert re.search(f"`{re.escape(flag)}[ `,]", docs), f"docs/flags.md: {command}.py {flag}"
 
 
 def test_every_setting_is_a_flag_a_config_check_and_a_resume_rule():
