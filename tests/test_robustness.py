@@ -531,7 +531,7 @@ def _edit_config(run, **changes):
     ({"lr": -1}, "'lr' is -1, not a valid --lr"),
     ({"batch_size": 0}, "'batch_size' is 0, not an integer >= 1"),
     ({"ema": 1.5}, "'ema' is 1.5, not a valid --ema"),
-    ({"loss": "wgan"}, "'loss' is 'wgan', not one of ('bce', 'hinge')"),
+    ({"loss": "wgan"}, "'loss' is 'wgan', not one of ('bce', 'hinge', 'lsgan', 'rpgan')"),
     ({"preset": "fancy"}, "'preset' is 'fancy'"),
     ({"diffaug": "rotate"}, "'diffaug' is 'rotate', not a comma-separated list of color, translation, cutout"),
     ({"spectral_norm": "yes"}, "'spectral_norm' is 'yes', not true or false"),

@@ -344,8 +344,8 @@ def test_a_cluster_that_holds_this_task_is_taken(monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["--logical-cpus", "1"], "--logical-cpus 1 with --strategy none would change nothing"),
     (["--logical-cpus", "2"], "--logical-cpus 2 with --strategy none would change nothing"),
-    (["--r1-every", "16"], "--r1-every 16 spaces out the R1 penalty: it needs --r1 GAMMA > 0"),
-    (["--r1", "0", "--r1-every", "4"], "it needs --r1 GAMMA > 0"),
+    (["--r1-every", "16"], "--r1-every 16 spaces out the R1/R2 penalties: it needs --r1 or --r2 GAMMA > 0"),
+    (["--r1", "0", "--r1-every", "4"], "it needs --r1 or --r2 GAMMA > 0"),
     (["--minibatch-std-group", "8"], "--minibatch-std-group applies to --minibatch-std only"),
     (["--no-minibatch-std", "--minibatch-std-group", "8"], "applies to --minibatch-std only"),
     (["--dry-run", "--epochs", "5"], "--dry-run trains 2 epochs of one step in a temporary folder: --epochs"),
