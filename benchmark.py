@@ -175,6 +175,41 @@ def format_row(row, peak=None):
 
 @cli.main_wrapper
 def main(argv=None):
+    args = parse_args(argv)
+    use_backend(args.backend)
+    if os.path.isdir(args.out):
+        raise cli.UserError(f"--out {args.out} is a folder; give the JSON file to write")
+    cli.check_output_folder(os.path.dirname(args.out))  # before minutes of timing
+    peaks = {precision: args.peak_gflops for precision in args.precisions}
+    if args.measure_peak:
+        peaks = {precision: gemm_gflops(precision) for precision in args.precisions}
+        for precision, gflops in peaks.items():
+            print(f"measured peak, {precision} 2048^3 matrix multiply: {gflops:.1f} GFLOP/s", flush=True)
+    if args.backend == "jax":
+        rows = jax_rows(args.precisions, args.batches, args.warmup, args.steps, args.epoch_images, args.presets)
+    else:
+        rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps, args.presets)
+    for row in rows:
+        format_row(row, peaks[row["precision"]])
+    print_table(rows, with_peak=any(peaks.values()))
+    data_io.save_json(args.out, {"argv": sys.argv[1:], "peak_gflops": peaks, "measured_peak": args.measure_peak,
+                                 "rows": rows})
+    print(f"wrote {args.out}")
+    return 0
+
+
+def print_table(rows, with_peak):
+    print("\n| backend | mode | precision | batch | preset | images/s | GFLOP/s |" + (" % of peak |" if with_peak
+                                                                                     else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if with_peak else ""))
+    for row in rows:
+        print(f"| {row['backend']} | {row['mode']} | {row['precision']} | {row['batch']} | {row['preset']} | "
+              f"{row['images_per_second']} | {row['gflops'] or '–'} |"
+              + (f" {row.get('percent_of_peak', '–')} |" if with_peak else ""))
+
+
+def parse_args(argv=None):
+    """The flags, each checked when parsed and their combinations after (a usage error, exit 2)."""
     parser = argparse.ArgumentParser(usage="python benchmark.py [options]", description=__doc__,
                                      formatter_class=cli.HelpFormatter)
     parser.add_argument("--backend", default="tensorflow", choices=("tensorflow", "jax"),
@@ -213,33 +248,7 @@ def main(argv=None):
     if args.peak_gflops and len(set(args.precisions)) > 1:
         parser.error("--peak-gflops is one precision's peak; give one --precisions (or --measure-peak for each)")
     args.modes = args.modes or ["graph", "xla", "eager"]
-    use_backend(args.backend)
-    if os.path.isdir(args.out):
-        raise cli.UserError(f"--out {args.out} is a folder; give the JSON file to write")
-    cli.check_output_folder(os.path.dirname(args.out))  # before minutes of timing
-    peaks = {precision: args.peak_gflops for precision in args.precisions}
-    if args.measure_peak:
-        peaks = {precision: gemm_gflops(precision) for precision in args.precisions}
-        for precision, gflops in peaks.items():
-            print(f"measured peak, {precision} 2048^3 matrix multiply: {gflops:.1f} GFLOP/s", flush=True)
-    if args.backend == "jax":
-        rows = jax_rows(args.precisions, args.batches, args.warmup, args.steps, args.epoch_images, args.presets)
-    else:
-        rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps, args.presets)
-    for row in rows:
-        format_row(row, peaks[row["precision"]])
-    with_peak = any(peaks.values())
-    print("\n| backend | mode | precision | batch | preset | images/s | GFLOP/s |" + (" % of peak |" if with_peak
-                                                                                     else ""))
-    print("|---|---|---|---|---|---|---|" + ("---|" if with_peak else ""))
-    for row in rows:
-        print(f"| {row['backend']} | {row['mode']} | {row['precision']} | {row['batch']} | {row['preset']} | "
-              f"{row['images_per_second']} | {row['gflops'] or '–'} |"
-              + (f" {row.get('percent_of_peak', '–')} |" if with_peak else ""))
-    data_io.save_json(args.out, {"argv": sys.argv[1:], "peak_gflops": peaks, "measured_peak": args.measure_peak,
-                                 "rows": rows})
-    print(f"wrote {args.out}")
-    return 0
+    return args
 
 
 if __name__ == "__main__":

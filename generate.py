@@ -15,6 +15,7 @@ the same faces in every subcommand (face i of `sample` is face i of the arithmet
 `python generate.py COMMAND --help` explains each flag.
 """
 import argparse
+import functools
 import glob
 import os
 import re
@@ -502,23 +503,27 @@ def neighbours(run, n=8, k=5, out=None, seed=0, data=None, scale=2):
 
 GIF_MS = cli.int_in(10, 655350)  # GIF frame times are stored in 10 ms units, at most 65535 of them
 
+def add_command(commands, name, function, description, seed=True, scale=2.0,
+                scale_help="enlarge the pictures by this factor"):
+    """A subcommand's parser with the flags every subcommand takes (RUN_DIR, --out, --seed, --scale)."""
+    p = commands.add_parser(name, description=description, formatter_class=cli.HelpFormatter,
+                            usage=f"python generate.py {name} RUN_DIR [options]")
+    p.set_defaults(function=function)
+    p.add_argument("run", metavar="RUN_DIR", help="run directory made by train.py")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/generated/)")
+    if seed:
+        p.add_argument("--seed", type=cli.seed, default=0, metavar="N",
+                       help="seed of the noise z ~ N(0, I): the same seed, the same faces")
+    p.add_argument("--scale", type=cli.float_in(0.1, 16), default=scale, metavar="X", help=scale_help)
+    return p
+
+
 def build_parser():
     parser = argparse.ArgumentParser(usage="python generate.py COMMAND RUN_DIR [options]", description=__doc__,
                                      formatter_class=cli.HelpFormatter)
     # the description lists the commands, one example each
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
-
-    def command(name, function, description, seed=True, scale=2.0, scale_help="enlarge the pictures by this factor"):
-        p = commands.add_parser(name, description=description, formatter_class=cli.HelpFormatter,
-                                usage=f"python generate.py {name} RUN_DIR [options]")
-        p.set_defaults(function=function)
-        p.add_argument("run", metavar="RUN_DIR", help="run directory made by train.py")
-        p.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/generated/)")
-        if seed:
-            p.add_argument("--seed", type=cli.seed, default=0, metavar="N",
-                           help="seed of the noise z ~ N(0, I): the same seed, the same faces")
-        p.add_argument("--scale", type=cli.float_in(0.1, 16), default=scale, metavar="X", help=scale_help)
-        return p
+    command = functools.partial(add_command, commands)
 
     p = command("sample", sample, "Generate faces: a grid PNG, one PNG per face, and samples.npy (uint8 "
                 "(N, S, S, 3), for evaluate.py NAME:PATH).", scale=None,

@@ -296,32 +296,22 @@ def generate(torch, gan, n, seed):
 
 
 def run(args):
+    """Train HyperGAN on args.data and write its run directory (samples, grid, losses, networks, run.json).
+    Returns the exit code: 130 when a signal or Ctrl-C stopped the training early, else 0."""
     from facegan import data_io
     torch, hypergan, hc = import_hypergan()
     images = data_io.load_image_array(args.data, IMAGE_SIZE)
     if len(images) < args.batch_size:
         raise data_io.DataError(f"{args.data} has {len(images)} images, fewer than one batch of {args.batch_size}")
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise data_io.DataError("--device cuda: PyTorch sees no CUDA GPU")
-    run_dir = os.path.join(args.out, f"hypergan_{args.name or time.strftime('%Y%m%d-%H%M%S')}")
-    if os.path.exists(os.path.join(run_dir, "run.json")) and not args.overwrite:
-        raise data_io.DataError(f"{run_dir} already holds a run (pass --overwrite or another --name)")
-    os.makedirs(run_dir, exist_ok=True)
+    device = training_device(torch, args.device)
+    run_dir = new_run_dir(args.out, args.name, args.overwrite)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config = dcgan_config(args.latent_dim, args.lr, args.beta1, args.beta2)
     data_io.save_json(os.path.join(run_dir, "hypergan_config.json"), config)
     total_steps = plan_steps(args, len(images))
-    deadline = None if args.max_minutes is None else args.max_minutes * 60.0
-    stop = {"signal": None}
-
-    def on_sigterm(signum, frame):
-        stop["signal"] = "SIGTERM"
-    console = sys.stdout
+    console = sys.stdout  # HyperGAN's own output goes to hypergan.log; this script's to the terminal
 
     def say(message):
         print(message, file=console, flush=True)
@@ -329,11 +319,57 @@ def run(args):
     inputs = ArrayInput(images, args.batch_size, device, args.seed, torch)
     say(f"hypergan_baseline: {len(images)} images from {args.data}, batch {args.batch_size}, "
         f"{inputs.steps_per_epoch} steps/epoch, {total_steps or 'unlimited'} steps"
-        f"{'' if deadline is None else f' or {args.max_minutes:g} min'}, device {device}, "
+        f"{'' if args.max_minutes is None else f' or {args.max_minutes:g} min'}, device {device}, "
         f"{args.threads} thread(s) -> {run_dir}")
-    d_losses, g_losses, step_times = [], [], []
-    interrupted = None
     started = time.time()
+    trained = train_and_sample(args, torch, lambda: hypergan.GAN(config=hc.Config(config), inputs=inputs),
+                               device, run_dir, total_steps, say)
+    samples = trained["samples"]
+    data_io.save_npy(os.path.join(run_dir, "samples.npy"), samples)
+    data_io.save_grid(os.path.join(run_dir, "grid.png"), samples[:64], scale=2)
+    data_io.save_npz(os.path.join(run_dir, "losses.npz"),
+                     {"d_loss": np.array(trained["d_loss"], np.float32),
+                      "g_loss": np.array(trained["g_loss"], np.float32)})
+    result = run_record(args, len(images), inputs.steps_per_epoch, trained, device, torch.__version__)
+    result["wall_seconds"] = round(time.time() - started, 2)
+    data_io.save_json(os.path.join(run_dir, "run.json"), result)
+    interrupted = trained["interrupted"]
+    say(f"{'stopped early (' + interrupted + '), ' if interrupted else ''}{result['steps']} steps, "
+        f"{result['images_seen']} images in {result['train_seconds']:.1f} s ({result['images_per_second']} images/s, "
+        f"steady {result['steady_images_per_second']}); wrote {run_dir}/samples.npy ({len(samples)} images), "
+        f"grid.png, run.json")
+    return 130 if interrupted else 0
+
+
+def training_device(torch, requested):
+    """"cuda" or "cpu" for --device (auto: cuda when PyTorch sees a GPU)."""
+    from facegan import data_io
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise data_io.DataError("--device cuda: PyTorch sees no CUDA GPU")
+    return requested
+
+
+def new_run_dir(out, name, overwrite):
+    """OUT/hypergan_NAME (NAME: the start time by default), made; refused when it holds a run, unless overwrite."""
+    from facegan import data_io
+    run_dir = os.path.join(out, f"hypergan_{name or time.strftime('%Y%m%d-%H%M%S')}")
+    if os.path.exists(os.path.join(run_dir, "run.json")) and not overwrite:
+        raise data_io.DataError(f"{run_dir} already holds a run (pass --overwrite or another --name)")
+    os.makedirs(run_dir, exist_ok=True)
+    return run_dir
+
+
+def train_and_sample(args, torch, make_gan, device, run_dir, total_steps, say):
+    """Build the GAN, train it (train_steps), sample args.n faces and save both networks' weights, with
+    everything HyperGAN prints in run_dir/hypergan.log and SIGTERM ending the training after the step in
+    progress. Returns train_steps' record with the samples, the sampling time and the parameter counts."""
+    from facegan import data_io
+    stop = {"signal": None}
+
+    def on_sigterm(signum, frame):
+        stop["signal"] = "SIGTERM"
     previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         with open(os.path.join(run_dir, "hypergan.log"), "w") as log, contextlib.redirect_stdout(log), \
@@ -341,79 +377,85 @@ def run(args):
                 warnings.catch_warnings():
             # HyperGAN's trainer formats its loss tensors with % every 10 steps (harmless).
             warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
-            gan = hypergan.GAN(config=hc.Config(config), inputs=inputs)
-            g_params = sum(p.numel() for p in gan.generator.parameters())
-            d_params = sum(p.numel() for p in gan.discriminator.parameters())
-            say(f"generator {g_params:,} and discriminator {d_params:,} parameters")
-            train_start = time.time()
-            step = 0
-            try:
-                while total_steps is None or step < total_steps:
-                    if deadline is not None and time.time() - train_start >= deadline:
-                        break
-                    if stop["signal"]:
-                        interrupted = stop["signal"]
-                        break
-                    t0 = time.time()
-                    gan.step()
-                    step += 1
-                    metrics = gan.metrics()
-                    d_losses.append(float(metrics["d_loss"]))
-                    g_losses.append(float(metrics["g_loss"]))
-                    step_times.append(time.time() - t0)
-                    if step % args.log_every == 0 or step == total_steps:
-                        elapsed = time.time() - train_start
-                        say(f"step {step}{'' if total_steps is None else f'/{total_steps}'}  "
-                            f"images {step * args.batch_size}  d_loss {d_losses[-1]:.3f}  g_loss {g_losses[-1]:.3f}  "
-                            f"{step * args.batch_size / elapsed:.1f} images/s  {elapsed:.0f} s")
-            except KeyboardInterrupt:
-                interrupted = "KeyboardInterrupt"
-            train_seconds = time.time() - train_start
-            if step == 0:
+            gan = make_gan()
+            parameters = {name: sum(p.numel() for p in module.parameters())
+                          for name, module in (("generator", gan.generator), ("discriminator", gan.discriminator))}
+            say(f"generator {parameters['generator']:,} and discriminator {parameters['discriminator']:,} parameters")
+            trained = train_steps(gan, args, total_steps, stop, say)
+            if trained["steps"] == 0:
                 raise data_io.DataError("no training step ran (is --max-minutes too small?)")
             sample_start = time.time()
-            samples = generate(torch, gan, args.n, args.seed + 1)
-            sample_seconds = time.time() - sample_start
+            trained["samples"] = generate(torch, gan, args.n, args.seed + 1)
+            trained["sample_seconds"] = time.time() - sample_start
             for name, module in (("generator", gan.generator), ("discriminator", gan.discriminator)):
                 state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
                 data_io.atomic_write(os.path.join(run_dir, f"{name}.pt"), lambda tmp, s=state: torch.save(s, tmp))
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
+    trained["parameters"] = parameters
+    return trained
 
-    data_io.save_npy(os.path.join(run_dir, "samples.npy"), samples)
-    data_io.save_grid(os.path.join(run_dir, "grid.png"), samples[:64], scale=2)
-    data_io.save_npz(os.path.join(run_dir, "losses.npz"),
-                     {"d_loss": np.array(d_losses, np.float32), "g_loss": np.array(g_losses, np.float32)})
+
+def train_steps(gan, args, total_steps, stop, say):
+    """gan.step() until total_steps (None: no limit), --max-minutes, a signal recorded in stop["signal"], or
+    Ctrl-C; a progress line every --log-every steps. Returns the steps taken, the losses and seconds of each,
+    why the training stopped early (None: it did not) and the seconds it took."""
+    deadline = None if args.max_minutes is None else args.max_minutes * 60.0
+    d_losses, g_losses, step_times, interrupted = [], [], [], None
+    train_start = time.time()
+    step = 0
+    try:
+        while total_steps is None or step < total_steps:
+            if deadline is not None and time.time() - train_start >= deadline:
+                break
+            if stop["signal"]:
+                interrupted = stop["signal"]
+                break
+            t0 = time.time()
+            gan.step()
+            step += 1
+            metrics = gan.metrics()
+            d_losses.append(float(metrics["d_loss"]))
+            g_losses.append(float(metrics["g_loss"]))
+            step_times.append(time.time() - t0)
+            if step % args.log_every == 0 or step == total_steps:
+                elapsed = time.time() - train_start
+                say(f"step {step}{'' if total_steps is None else f'/{total_steps}'}  "
+                    f"images {step * args.batch_size}  d_loss {d_losses[-1]:.3f}  g_loss {g_losses[-1]:.3f}  "
+                    f"{step * args.batch_size / elapsed:.1f} images/s  {elapsed:.0f} s")
+    except KeyboardInterrupt:
+        interrupted = "KeyboardInterrupt"
+    return {"steps": step, "d_loss": d_losses, "g_loss": g_losses, "step_times": step_times,
+            "interrupted": interrupted, "seconds": time.time() - train_start}
+
+
+def run_record(args, n_images, steps_per_epoch, trained, device, torch_version):
+    """run.json's content (less wall_seconds): the settings, what was trained, speeds, losses and versions."""
+    step, step_times, train_seconds = trained["steps"], trained["step_times"], trained["seconds"]
     warm = step_times[args.warmup_steps:] if len(step_times) > args.warmup_steps else step_times
     images_seen = step * args.batch_size
-    result = {
+    return {
         "system": "HyperGAN 1.0.6 StandardGAN, DCGAN-like config (hypergan_config.json)",
-        "data": os.path.abspath(args.data), "n_train_images": int(len(images)),
+        "data": os.path.abspath(args.data), "n_train_images": int(n_images),
         "image_size": IMAGE_SIZE, "batch_size": args.batch_size, "seed": args.seed,
         "latent_dim": args.latent_dim, "lr": args.lr, "beta1": args.beta1, "beta2": args.beta2,
         "requested": {"images_seen": args.images_seen, "epochs": args.epochs, "max_minutes": args.max_minutes},
-        "steps": step, "steps_per_epoch": inputs.steps_per_epoch, "images_seen": images_seen,
-        "epochs_seen": round(step / inputs.steps_per_epoch, 3), "interrupted": interrupted,
+        "steps": step, "steps_per_epoch": steps_per_epoch, "images_seen": images_seen,
+        "epochs_seen": round(step / steps_per_epoch, 3), "interrupted": trained["interrupted"],
         "train_seconds": round(train_seconds, 2),
         "images_per_second": round(images_seen / train_seconds, 2),
         "steady_images_per_second": round(args.batch_size * len(warm) / sum(warm), 2),
         "steady_excludes_first_steps": min(args.warmup_steps, len(step_times) - len(warm)),
-        "final_d_loss": d_losses[-1], "final_g_loss": g_losses[-1],
-        "n_samples": int(len(samples)), "sample_seconds": round(sample_seconds, 2),
-        "wall_seconds": round(time.time() - started, 2),
-        "generator_parameters": int(g_params), "discriminator_parameters": int(d_params),
+        "final_d_loss": trained["d_loss"][-1], "final_g_loss": trained["g_loss"][-1],
+        "n_samples": int(len(trained["samples"])), "sample_seconds": round(trained["sample_seconds"], 2),
+        "generator_parameters": int(trained["parameters"]["generator"]),
+        "discriminator_parameters": int(trained["parameters"]["discriminator"]),
         "device": device, "threads": args.threads,
-        "versions": {"hypergan": _version("hypergan"), "torch": torch.__version__,
+        "versions": {"hypergan": _version("hypergan"), "torch": torch_version,
                      "python": platform.python_version()},
         "files": ["samples.npy", "grid.png", "hypergan_config.json", "losses.npz", "generator.pt",
                   "discriminator.pt", "hypergan.log"],
     }
-    data_io.save_json(os.path.join(run_dir, "run.json"), result)
-    say(f"{'stopped early (' + interrupted + '), ' if interrupted else ''}{step} steps, {images_seen} images in "
-        f"{train_seconds:.1f} s ({result['images_per_second']} images/s, steady "
-        f"{result['steady_images_per_second']}); wrote {run_dir}/samples.npy ({len(samples)} images), "
-        f"grid.png, run.json")
-    return 130 if interrupted else 0
 
 
 def _version(package):

@@ -1,6 +1,5 @@
 """Scoring a run and other image sets against held-out real faces: what evaluate.py reports, and the
 quality-against-training-length curve of its --curve."""
-import json
 import os
 import re
 import time
@@ -318,14 +317,13 @@ def memorisation_history(run_dir):
     """{label: per-epoch share of held-out / training reals D called real} from history.json ({} when the run
     did not record it); a D that calls its training reals real but not held-out ones is memorising them."""
     try:
-        with open(os.path.join(run_dir, "history.json")) as f:
-            history = json.load(f)
-    except (OSError, ValueError):
+        history = history_log.read_history(run_dir) or {}
+    except data_io.DataError:  # a damaged history.json: the plot goes without these curves
         return {}
     found = {}
     for key, label in (("d_holdout_accuracy", "D calls held-out reals real"),
                        ("d_train_accuracy", "D calls training reals real")):
-        values = history.get(key) if isinstance(history, dict) else None
+        values = history.get(key)
         if isinstance(values, list) and any(isinstance(v, (int, float)) for v in values):
             found[label] = [v if isinstance(v, (int, float)) else np.nan for v in values]
     return found
