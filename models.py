@@ -11,6 +11,9 @@ Usage:  python models.py [--image-size 64 --width 64 --latent-dim 100]   (prints
 import argparse
 import math
 
+if __name__ == "__main__":  # run as a command: TensorFlow's C++ log lines stay off the terminal, as in the others
+    from facegan import cli
+    cli.quiet_start()
 import keras
 import numpy as np
 from keras import layers, ops

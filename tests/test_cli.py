@@ -293,3 +293,12 @@ def test_a_command_starts_quietly_and_facegan_verbose_shows_tensorflows_log_line
                              timeout=300)
     assert verbose.returncode == 2 and verbose.stderr.strip().splitlines()[-1] == quiet.stderr.strip()
     assert any(TENSORFLOW_LOG_LINE.match(line) for line in verbose.stderr.splitlines()), verbose.stderr
+
+
+def test_models_py_prints_its_summaries_without_tensorflows_log_lines():
+    from conftest import ROOT
+    env = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", cli.VERBOSE_ENV)}
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "models.py"), "--image-size", "32", "--width", "8"],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 0 and "Total params" in result.stdout
+    assert not [line for line in result.stderr.splitlines() if TENSORFLOW_LOG_LINE.match(line)], result.stderr
