@@ -298,8 +298,10 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
         for variant, file in (("", "generator_raw.keras"), (" + EMA", "generator.keras")):
             candidates.append((row, ROWS[row][0] + variant, seed, os.path.join(path, file), None))
     for row, label, seed, model_path, images in candidates:
-        if images is None:
-            images = data_io.sample_faces(data_io.load_keras_model(model_path, "generator"), n, eval_seed)
+        about = None
+        if images is None:  # the scores are keyed by, and the row reports, the bytes loaded here (about)
+            generator, about = data_io.load_model_snapshot(model_path, "generator")
+            images = data_io.sample_faces(generator, n, eval_seed)
             pictures.append((f"{label}, seed {seed}", images))
         result = {"row": row, "system": label, "train_seed": seed, "generator": model_path}
         # Scores are cached beside the generator, keyed by its bytes and common_key: re-making the table after
@@ -307,7 +309,7 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
         cache_path, cache_key, cache = None, None, {}
         if model_path:
             cache_path = os.path.join(os.path.dirname(model_path), "ablation_scores.json")
-            cache_key = f"{os.path.basename(model_path)} {data_io.file_digest(model_path)} {common_key}"
+            cache_key = f"{os.path.basename(model_path)} {about['sha1']} {common_key}"
             cache = data_io.load_json_cache(cache_path)
         if evaluation.usable(cache.get(cache_key), ("swd_avg", "judge_accuracy", *(("fid",) if fid_network else ()))):
             print(f"scored before: {label} (seed {seed})", flush=True)
@@ -325,7 +327,8 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
                 history = json.load(f)
             run_config = run_state.load_config(os.path.dirname(model_path))
             result["train_seconds"] = round(sum(history["epoch_seconds"]), 1)
-            result.update(epochs=history["epoch"], train_seed=run_config["seed"],
+            result.update(epochs=history["epoch"] if about["epoch"] is None else about["epoch"],
+                          train_seed=run_config["seed"],
                           precision=run_config.get("precision"),
                           recipe={key: run_config.get(key) for key in presets.RECIPE_KEYS})
         results.append(result)

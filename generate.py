@@ -39,8 +39,13 @@ MAX_PICTURE_PIXELS = 1 << 26  # the most pixels of pictures (a grid, a GIF's fra
 
 def load_generator(run_dir):
     """The run's generator.keras, checked to be a generator."""
+    return load_generator_snapshot(run_dir)[0]
+
+
+def load_generator_snapshot(run_dir):
+    """(generator, what its file says of itself: data_io.load_model_snapshot's about) of the run."""
     run_state.load_config(run_dir)
-    return data_io.load_generator_file(os.path.join(run_dir, "generator.keras"))
+    return data_io.load_generator_snapshot(os.path.join(run_dir, "generator.keras"))
 
 
 def out_folder(run_dir, out):
@@ -309,15 +314,16 @@ def sheet_paths(out, seed):
 
 
 def make_sheet(run, out=None, seed=0, sheet_size=100, scale=2):
-    """Step 1: a numbered sheet of sheet_size faces, and their z (with the faces) in an .npz beside it."""
-    generator = load_generator(run)
+    """Step 1: a numbered sheet of sheet_size faces, and their z (with the faces and the digest of the generator
+    that drew them) in an .npz beside it."""
+    generator, about = load_generator_snapshot(run)
     check_picture_size(grid_shape(sheet_size, round(generator.output_shape[1] * scale), 10), 1,
                        f"a sheet of {sheet_size:,} faces", "give a smaller --sheet-size or --scale")
     z = data_io.sample_z(sheet_size, generator.input_shape[-1], seed)
     faces = data_io.generate_images(generator, z)
     png, npz = sheet_paths(out_folder(run, out), seed)
     data_io.save_png(png, numbered_sheet(faces, scale=scale))
-    data_io.save_npz(npz, {"z": z, "faces": faces})
+    data_io.save_npz(npz, {"z": z, "faces": faces, "generator_sha1": np.array(about["sha1"])})
     print(f"{sheet_size} numbered faces from seed {seed}:\n  {png}\n  {npz} (their z)\n"
           f"pick about 3 faces for each concept, e.g.\n  python generate.py arithmetic {run} --seed {seed} "
           f"--a 3,17,42 --b 5,8,11 --c 1,2,9 --names 'smiling woman,neutral woman,neutral man'")
@@ -325,12 +331,16 @@ def make_sheet(run, out=None, seed=0, sheet_size=100, scale=2):
 
 
 def read_z_file(path, generator):
-    """(z, the sheet's faces or None) from a --z-file or a saved sheet: z real numbers, all finite, one
-    latent_dim row per face (a sheet's faces one uint8 image per row of z, of the generator's size)."""
+    """(z, the sheet's faces or None, the digest of the generator that drew them or None) from a --z-file or a
+    saved sheet: z real numbers, all finite, one latent_dim row per face (a sheet's faces one uint8 image per row
+    of z, of the generator's size)."""
+    drawn_by = None
     try:
         if path.endswith(".npz"):
             with np.load(path, allow_pickle=False) as saved:
                 z, faces = saved["z"], saved["faces"] if "faces" in saved.files else None
+                if "generator_sha1" in saved.files and saved["generator_sha1"].dtype.kind == "U":
+                    drawn_by = str(saved["generator_sha1"])
         else:
             z, faces = np.load(path, allow_pickle=False), None
     except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
@@ -345,7 +355,7 @@ def read_z_file(path, generator):
         raise DataError(f"{path} holds {faces.dtype} faces of shape {faces.shape}, not one uint8 "
                         f"{generator.output_shape[1:]} face per z: the sheet is damaged; make a new one with "
                         "--pick-sheet")
-    return z.astype(np.float32), faces
+    return z.astype(np.float32), faces, drawn_by
 
 
 def arithmetic_figure(concept_faces, mean_faces, results, names, scale=2):
@@ -397,19 +407,19 @@ def arithmetic(run, a=None, b=None, c=None, pick_sheet=False, out=None, seed=0, 
     if len(names) != 3:
         raise DataError(f"--names {','.join(names)!r} must be three comma-separated names, e.g. 'A,B,C'")
     noise = 0.43 if noise is None else noise
-    generator = load_generator(run)
+    generator, about = load_generator_snapshot(run)
     out = out_folder(run, out)
-    saved_faces = None
+    saved_faces, drawn_by = None, None
     z_file = z_file or (sheet_paths(out, seed)[1] if os.path.exists(sheet_paths(out, seed)[1]) else None)
     if z_file:  # the sheet's saved z, or a z file from elsewhere (.npy of (N, latent_dim), or .npz with "z")
-        z, saved_faces = read_z_file(z_file, generator)
+        z, saved_faces, drawn_by = read_z_file(z_file, generator)
     else:  # the same z the sheet of this seed was made from
         z = data_io.sample_z(sheet_size or 100, generator.input_shape[-1], seed)
     a, b, c = (parse_indices(v, flag, len(z)) for v, flag in ((a, "--a"), (b, "--b"), (c, "--c")))
     concept_faces = [data_io.generate_images(generator, z[idx]) for idx in (a, b, c)]
     if saved_faces is not None:
         then = np.concatenate([saved_faces[idx] for idx in (a, b, c)]).astype(np.float32)
-        if np.abs(then - np.concatenate(concept_faces)).mean() > 2.0:
+        if (drawn_by != about["sha1"] if drawn_by else np.abs(then - np.concatenate(concept_faces)).mean() > 2.0):
             print(f"generate.py: warning: generator.keras has changed since {z_file} was made (more training?): "
                   "the numbers now show other faces; make a new sheet with --pick-sheet", file=sys.stderr)
     means = np.stack([z[idx].mean(0) for idx in (a, b, c)])

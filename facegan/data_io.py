@@ -588,26 +588,71 @@ def sample_faces(generator, n, seed=0):
     return generate_images(generator, sample_z(n, generator.input_shape[-1], seed))
 
 
-def load_keras_model(path, what="model"):
-    """keras.models.load_model with a one-line DataError for a missing file or one that is not a model."""
+# The member of a .keras file (a zip) in which train.py records what the model is: its epoch and global step.
+MODEL_RECORD = "facegan.json"
+
+
+def load_model_snapshot(path, what="model"):
+    """(model, about) of a .keras file, both from one copy of its bytes taken first: a file replaced while it
+    is read (a run training on) gives the model and the record of one version, never a mix. about: "sha1" of
+    the bytes, and "epoch" and "step" as train.py recorded them in the file (None in a file saved without a
+    record). A missing file, or one that is not a model, is a one-line DataError."""
     if not os.path.isfile(path):
         raise DataError(f"no {what} at {path} (has the run finished an epoch?)")
     import keras
     import models  # noqa: F401  registers models.SpectralNormConv2D, for discriminators trained with it
+    with tempfile.TemporaryDirectory(prefix="facegan-model-") as folder:
+        copy = os.path.join(folder, "model.keras")
+        digest = hashlib.sha1()
+        with open(path, "rb") as source, open(copy, "wb") as target:
+            for block in iter(lambda: source.read(1 << 20), b""):
+                digest.update(block)
+                target.write(block)
+        about = {"sha1": "sha1:" + digest.hexdigest(), **read_model_record(copy)}
+        try:
+            return keras.models.load_model(copy, compile=False), about
+        except Exception as error:  # keras raises many types for a file that is not a model
+            first_line = (str(error).strip().splitlines() or [""])[0][:160]
+            raise DataError(f"{path} is not a Keras model ({type(error).__name__}: {first_line})") from None
+
+
+def read_model_record(path):
+    """{"epoch": ..., "step": ...} that train.py recorded in a .keras file (None each when it has no record,
+    or one that is not two non-negative integers)."""
+    record = {}
     try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as error:  # keras raises many types for a file that is not a model
-        first_line = (str(error).strip().splitlines() or [""])[0][:160]
-        raise DataError(f"{path} is not a Keras model ({type(error).__name__}: {first_line})") from None
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(MODEL_RECORD)
+            if info.file_size <= 4096:
+                record = json.loads(archive.read(info).decode())
+    except (KeyError, OSError, ValueError, UnicodeDecodeError, zipfile.BadZipFile, RuntimeError,
+            NotImplementedError):
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    return {key: record[key] if type(record.get(key)) is int and record[key] >= 0 else None
+            for key in ("epoch", "step")}
+
+
+def load_keras_model(path, what="model"):
+    """keras.models.load_model (of a copy: load_model_snapshot) with a one-line DataError for a missing file or
+    one that is not a model."""
+    return load_model_snapshot(path, what)[0]
+
+
+def load_generator_snapshot(path):
+    """(generator, about) of a generator .keras file (load_model_snapshot), checked to map (latent_dim,) noise
+    to (S, S, 3) images."""
+    generator, about = load_model_snapshot(path, "generator")
+    if len(generator.input_shape) != 2 or len(generator.output_shape) != 4 or generator.output_shape[-1] != 3:
+        raise DataError(f"{path} is not a generator: it maps {generator.input_shape} to {generator.output_shape}, "
+                        "not noise (latent_dim,) to images (S, S, 3)")
+    return generator, about
 
 
 def load_generator_file(path):
     """A generator .keras file, checked to map (latent_dim,) noise to (S, S, 3) images."""
-    generator = load_keras_model(path, "generator")
-    if len(generator.input_shape) != 2 or len(generator.output_shape) != 4 or generator.output_shape[-1] != 3:
-        raise DataError(f"{path} is not a generator: it maps {generator.input_shape} to {generator.output_shape}, "
-                        "not noise (latent_dim,) to images (S, S, 3)")
-    return generator
+    return load_generator_snapshot(path)[0]
 
 
 def fixed_pipeline_options():

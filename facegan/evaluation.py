@@ -220,12 +220,13 @@ def grids_figure(path, named_sets, columns=8, rows=4, stacked=False, title_size=
     fig.savefig(path, dpi=110)
     plt.close(fig)
 def resolve_system(spec, size, train_reference, seed, n):
-    """A system spec -> (name, uint8 images, run_dir or None)."""
+    """A system spec -> (name, uint8 images, run_dir or None, what its generator file says of itself or None
+    (data_io.load_model_snapshot's about))."""
     if spec in ("random", "uniform"):
-        return "random uniform", baseline.make_random_images(n, size, "uniform", seed=seed), None
+        return "random uniform", baseline.make_random_images(n, size, "uniform", seed=seed), None, None
     if spec == "gaussian":
         return ("random gaussian", baseline.make_random_images(n, size, "gaussian", train_reference,
-                                                                       seed=seed), None)
+                                                                       seed=seed), None, None)
     run = spec if os.path.isdir(spec) and os.path.exists(os.path.join(spec, "config.json")) else None
     if run:
         name, path = os.path.basename(os.path.normpath(spec)), os.path.join(spec, "generator.keras")
@@ -234,16 +235,16 @@ def resolve_system(spec, size, train_reference, seed, n):
         if not sep:
             name, path = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0], spec
     if path.endswith(".keras"):  # a run's generator, or any generator file, e.g. generator_raw.keras (no EMA)
-        generator = data_io.load_generator_file(path)
+        generator, about = data_io.load_generator_snapshot(path)
         if generator.output_shape[1:3] != (size, size):
             raise data_io.DataError(f"{path} makes {generator.output_shape[1]} px images; this evaluation is at "
                                     f"{size} px")
-        return name, data_io.sample_faces(generator, n, seed), run
+        return name, data_io.sample_faces(generator, n, seed), run, about
     images = data_io.load_image_array(path, size, limit=n)
     if len(images) < MIN_SYSTEM_IMAGES:
         raise data_io.DataError(f"{path} holds {len(images)} image(s); a system needs at least {MIN_SYSTEM_IMAGES} "
                                 "to be scored")
-    return name, images, None
+    return name, images, None, None
 def markdown_table(rows, columns):
     lines = ["| " + " | ".join(["system"] + [c for c, _ in columns]) + " |",
              "|" + "---|" * (len(columns) + 1)]
@@ -308,14 +309,19 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     reference, real_b = split_holdout(holdout, seed)
     train_reference = (data_io.load_npy_images(config["data"], "training data", mmap=True)[:5000]
                        if "gaussian" in systems else None)  # the gaussian baseline's colour statistics
-    discriminator = data_io.load_keras_model(os.path.join(run_dir, "discriminator.keras"))
+    discriminator, d_about = data_io.load_model_snapshot(os.path.join(run_dir, "discriminator.keras"))
 
     named_sets = [("real (held out)", real_b)]
-    named_sets.append(resolve_system(run_dir, size, train_reference, seed, n)[:2])
+    name, images, _, g_about = resolve_system(run_dir, size, train_reference, seed, n)
+    named_sets.append((name, images))
+    scored_files = {name: g_about}  # each generator file's digest, in its row: export.py shows only its own FID
+    notes += discriminator_note(d_about, g_about)
     run_dirs, other_losses = [run_dir], []
     for spec in systems:
-        name, images, other_run = resolve_system(spec, size, train_reference, seed, n)
+        name, images, other_run, about = resolve_system(spec, size, train_reference, seed, n)
         named_sets.append((name, images))
+        if about:
+            scored_files[name] = about
         if other_run:
             check_loss_files(other_run)
             run_dirs.append(other_run)
@@ -342,6 +348,8 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
                # reals count as caught when D says real; every other set when D says fake
                "d_accuracy": float(np.mean(d_scores > 0.5) if name.startswith("real") else np.mean(d_scores < 0.5)),
                "d_mean": float(d_scores.mean())}
+        if scored_files.get(name):
+            row.update(generator_sha1=scored_files[name]["sha1"], epoch=scored_files[name]["epoch"])
         row["judge_accuracy"], row["judge_test_n"] = judge_accuracy(reference, images, seed)
         if quality:
             row.update(image_metrics(reference, images, seed, fid_network, reference_features, fid_n))
@@ -356,7 +364,8 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     grids_figure(os.path.join(out, "comparison.png"), named_sets)
     results = {"run": os.path.abspath(run_dir), "holdout": os.path.abspath(real_path),
                "holdout_count": int(len(holdout)), "reference_count": int(len(reference)),
-               "epochs_trained": int(len(np.load(os.path.join(run_dir, "d_losses.npy")))),
+               "epochs_trained": (g_about["epoch"] if g_about["epoch"] is not None  # the scored file's own
+                                  else int(len(read_losses(os.path.join(run_dir, "d_losses.npy"))))),
                "seed": seed, "d_accuracy_on_holdout_reals": d_on_holdout, "systems": rows,
                "fid_kid": f"computed with {engines[0][0]}" if fid_network is not None else f"skipped: {fid_note}",
                "fid_n": fid_n if fid_network is not None else None,
@@ -394,6 +403,15 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     print("\n" + markdown_table(rows, columns))
     print(f"\nwrote {out}/report.md, metrics.json, losses.png, comparison.png ({results['seconds']} s)")
     return results
+def discriminator_note(d_about, g_about):
+    """A note for the report when the run's discriminator.keras was saved at another step than the generator it
+    judges (train.py saves D with each snapshot, at the end and when stopped; G after every epoch)."""
+    if d_about["step"] is None or g_about["step"] is None or d_about["step"] == g_about["step"]:
+        return []
+    return [f"d_accuracy is the discriminator saved at step {d_about['step']} (epoch {d_about['epoch']} done); the "
+            f"generator scored is from step {g_about['step']} (epoch {g_about['epoch']})"]
+
+
 def snapshot_paths(run_dir):
     """[(epoch, path)] of the generator snapshots train.py --snapshot-every kept, oldest first."""
     folder = os.path.join(run_dir, "snapshots")
@@ -443,7 +461,8 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
     generators = {}  # every snapshot still to score, loaded (and kept for scoring) before the first score
     for path, key in snapshot_keys.items():
         if not usable(cache.get(f"{key} {common_key}"), needed):
-            generators[path] = data_io.load_generator_file(path)
+            generators[path], about = data_io.load_generator_snapshot(path)
+            snapshot_keys[path] = f"{os.path.abspath(path)} {about['sha1']}"  # the scores' key: the bytes loaded
             if generators[path].output_shape[1] != configs[0]["image_size"]:
                 raise data_io.DataError(f"{path} makes {generators[path].output_shape[1]} px images; the curve is "
                                         f"at {configs[0]['image_size']} px")

@@ -243,5 +243,13 @@ def load_latest_checkpoint(run_dir, variables=None):
     return None
 
 
-def save_model(path, model):
-    data_io.atomic_write(path, model.save, suffix=".keras")
+def save_model(path, model, history):
+    """model as a .keras file (atomically) that records the epochs closed and the steps taken when it was saved
+    (`history`'s), in its data_io.MODEL_RECORD member: what export.py and evaluate.py report it as."""
+    record = json.dumps({"epoch": history["epoch"], "step": len(history["d_loss"])})
+
+    def write(tmp):
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(data_io.MODEL_RECORD, record)
+    data_io.atomic_write(path, write, suffix=".keras")

@@ -61,7 +61,7 @@ def training_loop(run_dir, config, images, strategy=None, chief=True, resume=Fal
             done = history_log.steps_into_epoch(history)  # steps of this epoch already done
             start = time.perf_counter()
             if not run_epoch(trainer, epoch, done, config, history, stop, out_dir, variables):
-                save_evaluated_models(out_dir, nets, epoch)  # D as checkpointed, for evaluate.py
+                save_evaluated_models(out_dir, nets, epoch, history)  # D as checkpointed, for evaluate.py
                 print(f"stopped at epoch {epoch} step {history_log.steps_into_epoch(history)}; checkpoint saved. "
                       "Resume with:\n"
                       f"  python train.py --resume {run_dir}")
@@ -72,7 +72,7 @@ def training_loop(run_dir, config, images, strategy=None, chief=True, resume=Fal
                                                                             config["batch_size"]))
             history_log.save_history(out_dir, history)
             grid = save_grid(out_dir, config, epoch, nets, fixed_noise)
-            save_generators(out_dir, config, epoch, nets)
+            save_generators(out_dir, config, epoch, nets, history)
             log_epoch(writer, history, means, grid)
             run_state.save_checkpoint(out_dir, variables, history, config["keep_checkpoints"])
     if not chief:
@@ -268,25 +268,26 @@ def save_grid(run_dir, config, epoch, nets, fixed_noise):
     return grid
 
 
-def save_generators(run_dir, config, epoch, nets):
+def save_generators(run_dir, config, epoch, nets, history):
     """generator.keras after every epoch, snapshots/ every --snapshot-every epochs; with each snapshot and at the
     end, also the models only evaluate.py reads (save_evaluated_models)."""
-    run_state.save_model(os.path.join(run_dir, "generator.keras"), sampler(nets))
+    run_state.save_model(os.path.join(run_dir, "generator.keras"), sampler(nets), history)
     snapshot = config["snapshot_every"] and epoch % config["snapshot_every"] == 0
     if snapshot:
         os.makedirs(os.path.join(run_dir, "snapshots"), exist_ok=True)
-        run_state.save_model(os.path.join(run_dir, "snapshots", f"generator_epoch_{epoch:03d}.keras"), sampler(nets))
+        run_state.save_model(os.path.join(run_dir, "snapshots", f"generator_epoch_{epoch:03d}.keras"), sampler(nets),
+                             history)
     if snapshot or epoch == config["epochs"]:
-        save_evaluated_models(run_dir, nets, epoch)
+        save_evaluated_models(run_dir, nets, epoch, history)
 
 
-def save_evaluated_models(run_dir, nets, seed):
+def save_evaluated_models(run_dir, nets, seed, history):
     """discriminator.keras and, with EMA, the trained G as generator_raw.keras (its batch norm recalibrated)."""
     import models
     if nets["ema_generator"] is not None:
         models.recalibrate_batchnorm(nets["generator"], seed=seed)
-        run_state.save_model(os.path.join(run_dir, "generator_raw.keras"), nets["generator"])
-    run_state.save_model(os.path.join(run_dir, "discriminator.keras"), nets["discriminator"])
+        run_state.save_model(os.path.join(run_dir, "generator_raw.keras"), nets["generator"], history)
+    run_state.save_model(os.path.join(run_dir, "discriminator.keras"), nets["discriminator"], history)
 
 
 def log_epoch(writer, history, means, grid):

@@ -72,6 +72,25 @@ def test_evaluate_writes_report_metrics_and_pictures(tiny_run, tmp_path):
     assert "| random uniform |" in (out / "report.md").read_text()
 
 
+def test_evaluate_reports_the_epoch_and_digest_of_the_generator_it_scored_and_which_discriminator_judged(
+        tiny_run, capsys):
+    from facegan import history as history_log
+    from facegan import run_state
+    scored = data_io.file_digest(str(tiny_run / "generator.keras"))
+    np.save(tiny_run / "d_losses.npy", np.zeros(5, np.float32))  # the run's files moved on past its generator
+    np.save(tiny_run / "g_losses.npy", np.zeros(5, np.float32))
+    history = history_log.new_history()
+    history_log.record_step(history, {key: 0.5 for key in history_log.STEP_KEYS})
+    discriminator = data_io.load_keras_model(str(tiny_run / "discriminator.keras"))
+    run_state.save_model(str(tiny_run / "discriminator.keras"), discriminator, history)  # a D of step 1
+    assert evaluate.main([str(tiny_run), "--n", "20", "--no-quality"]) == 0
+    results = json.loads((tiny_run / "eval" / "metrics.json").read_text())
+    run_row = next(row for row in results["systems"] if row["system"] == "run")
+    assert results["epochs_trained"] == 2 and (run_row["epoch"], run_row["generator_sha1"]) == (2, scored)
+    assert "d_accuracy is the discriminator saved at step 1 (epoch 0 done); the generator scored is from step 4 " \
+           "(epoch 2)" in (tiny_run / "eval" / "report.md").read_text()
+
+
 def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert evaluate.main([str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err

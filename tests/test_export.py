@@ -273,3 +273,77 @@ def test_the_web_page_draws_keras_faces_and_its_walk_and_arithmetic_change_the_p
           f"opening (model ready at {first_grid['modelMs']:.0f} ms), {first_grid['facesPerSecond']:.0f} faces/s "
           f"cold, {warm['facesPerSecond']:.0f} faces/s warm, {warm['threads']} thread(s); "
           f"browser part {time.time() - started:.1f} s")
+
+
+# ----- what generator.json says is what was exported ---------------------------------------------------------
+
+def _history(epochs, steps_per_epoch=2):
+    from facegan import history as history_log
+    history = history_log.new_history()
+    for epoch in range(1, epochs + 1):
+        for _ in range(steps_per_epoch):
+            history_log.record_step(history, {key: 0.5 for key in history_log.STEP_KEYS})
+        history_log.record_epoch(history, epoch, steps_per_epoch, 16, 1.0)
+    return history
+
+
+def _save_as_trained(run, epochs):
+    """generator.keras as train.py saves it after `epochs` epochs (with its record), and d_losses.npy to match."""
+    from facegan import run_state
+    generator = data_io.load_generator_file(os.path.join(run, "generator.keras"))
+    run_state.save_model(os.path.join(run, "generator.keras"), generator, _history(epochs))
+    np.save(os.path.join(run, "d_losses.npy"), np.zeros(epochs, np.float32))
+
+
+def test_generator_json_names_the_epoch_and_bytes_of_the_generator_it_exported_while_the_run_moves_on(
+        tmp_path, monkeypatch):
+    run = make_run(tmp_path / "run", "fp32")
+    _save_as_trained(run, 13)
+    exported = data_io.file_digest(os.path.join(run, "generator.keras"))
+    expected = data_io.generate_images(data_io.load_generator_file(os.path.join(run, "generator.keras")),
+                                       data_io.sample_z(4, LATENT, 1))
+    check = export.check_export
+
+    def check_while_training_goes_on(*args, **kwargs):  # the run closes two more epochs meanwhile
+        import keras
+        other = models.build_generator(latent_dim=LATENT, image_size=SIZE, width=8)
+        for layer in other.layers:
+            if hasattr(layer, "kernel"):
+                layer.kernel.assign(layer.kernel * 7)
+        keras.models.save_model(other, os.path.join(run, "generator.keras"))
+        np.save(os.path.join(run, "d_losses.npy"), np.zeros(15, np.float32))
+        return check(*args, **kwargs)
+    monkeypatch.setattr(export, "check_export", check_while_training_goes_on)
+    info = export.export(run, formats=("onnx",), web=False)
+    assert info["epoch"] == 13 and info["generator_sha1"] == exported
+    import onnxruntime
+    session = onnxruntime.InferenceSession(os.path.join(run, "export", "generator.onnx"))
+    onnx_faces = data_io.to_uint8(session.run(None, {"z": data_io.sample_z(4, LATENT, 1)})[0])
+    assert np.abs(onnx_faces.astype(int) - expected).max() <= 1  # the ONNX file is epoch 13's generator
+
+
+def test_an_fid_is_shown_only_beside_the_generator_it_was_measured_on(tmp_path):
+    run = make_run(tmp_path / "run", "fp32")
+    _save_as_trained(run, 3)
+    digest = data_io.file_digest(os.path.join(run, "generator.keras"))
+    os.makedirs(os.path.join(run, "eval"))
+    for scored, shown in ((digest, True), ("sha1:" + "0" * 40, False)):
+        with open(os.path.join(run, "eval", "metrics.json"), "w") as f:
+            json.dump({"epochs_trained": 3, "systems": [{"system": "run", "fid": 80.5, "fid_n": 100,
+                                                         "generator_sha1": scored}]}, f)
+        info = export.export(run, formats=("onnx",), web=False)
+        assert (info["fid"] is not None) == shown
+        if shown:
+            assert info["fid"] == {"fid": 80.5, "kid": None, "n": 100, "epoch": 3}
+
+
+def test_a_damaged_copy_of_onnxruntime_web_in_the_cache_is_never_copied_to_the_page(tmp_path, monkeypatch):
+    from facegan import inception
+    dist = tmp_path / "npm" / "node_modules" / export.ORT_WEB / "dist"
+    dist.mkdir(parents=True)
+    (dist.parent / "package.json").write_text(json.dumps({"version": export.ORT_WEB_VERSION}))
+    for name in export.ORT_WEB_FILES:
+        (dist / name).write_bytes(b"// cut off")
+    monkeypatch.setattr(inception, "cache_dir", lambda: tmp_path)
+    with pytest.raises(data_io.DataError, match="with the files it was released with"):
+        export.web_runtime(install=False)
