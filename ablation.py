@@ -28,6 +28,7 @@ from facegan import cli
 from facegan import data_io
 from facegan import presets
 from facegan import history as history_log
+from facegan import run_lock
 from facegan import run_state
 from facegan import settings
 from facegan import training_data
@@ -422,8 +423,13 @@ def main(argv=None):
             for seed in args.seeds:
                 for row in args.rows:
                     train_row(args.out, row, seed, args.epochs, args.batch_size, args.data, extra)
-        reference, results, pictures, notes = score(args.out, args.rows, args.seeds, args.n, fid=not args.no_fid,
-                                                    epochs=args.epochs)
+        with contextlib.ExitStack() as locks:  # scoring writes each run's ablation_scores.json
+            for seed in args.seeds:
+                for row in args.rows:
+                    if os.path.exists(os.path.join(run_dir(args.out, row, seed), "config.json")):
+                        locks.enter_context(run_lock.hold(run_dir(args.out, row, seed), "ablation.py"))
+            reference, results, pictures, notes = score(args.out, args.rows, args.seeds, args.n,
+                                                        fid=not args.no_fid, epochs=args.epochs)
         write_table(folder, reference, results, pictures, args.n, notes=notes)
     except (cli.UserError, subprocess.CalledProcessError, StopIteration) as error:
         print(f"ablation.py: error: {error or 'no finished run to score'}", file=sys.stderr)

@@ -13,9 +13,10 @@ metrics.json, losses.png, comparison.png. With --curve: the generator snapshots 
 (--snapshot-every) scored one by one against images seen, in curve.md, curve.json and curve.png.
 """
 import argparse
+import os
 import sys
 
-from facegan import cli, evaluation
+from facegan import cli, evaluation, run_lock, run_state
 
 @cli.main_wrapper
 def main(argv=None):
@@ -42,13 +43,15 @@ def main(argv=None):
                              "rate against images seen, with the real-vs-real floor at the same n -> curve.md, "
                              "curve.json, curve.png")
     args = parser.parse_intermixed_args(argv)  # runs may follow --curve
-    if args.curve:
-        if args.no_quality:
-            parser.error("--curve computes the quality metrics: drop --no-quality")
-        evaluation.curve([args.run, *args.systems], args.n, args.seed, args.out, args.real, args.inception)
-        return 0
-    evaluation.evaluate(args.run, args.systems or ["random"], args.n, args.seed, args.out, args.real,
-             quality=not args.no_quality, inception_path=args.inception)
+    if args.curve and args.no_quality:
+        parser.error("--curve computes the quality metrics: drop --no-quality")
+    run_state.load_config(args.run)  # a run directory, before its lock is taken
+    with run_lock.hold_if_inside(args.run, args.out or os.path.join(args.run, "eval"), "evaluate.py"):
+        if args.curve:
+            evaluation.curve([args.run, *args.systems], args.n, args.seed, args.out, args.real, args.inception)
+        else:
+            evaluation.evaluate(args.run, args.systems or ["random"], args.n, args.seed, args.out, args.real,
+                                quality=not args.no_quality, inception_path=args.inception)
     return 0
 
 if __name__ == "__main__":

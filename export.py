@@ -38,6 +38,7 @@ from facegan import cli
 from facegan import data_io
 from facegan import inception
 from facegan import presets
+from facegan import run_lock
 from facegan import run_state
 from facegan.data_io import DataError
 
@@ -379,14 +380,15 @@ def export(run, formats=FORMATS, web=True, tolerance=TOLERANCE):
     its runtime first; only when all agree with Keras are the folders put in place. Returns generator.json's
     content."""
     import keras
-    run_state.load_config(run)
+    run_state.load_config(run)  # a run directory, before its lock is taken
     if keras.backend.backend() != "tensorflow":
         raise DataError(f"export.py runs on Keras' TensorFlow backend (this is {keras.backend.backend()}): run it "
                         "with KERAS_BACKEND=tensorflow; the .keras file is the same on every backend")
     if web and "onnx" not in formats:
         raise DataError("the web page runs the ONNX file: add onnx to --formats, or give --no-web")
     cli.check_output_folder(run)
-    return _export(run, formats, web, tolerance)
+    with run_lock.hold(run, "export.py"):  # one process at a time writes into the run
+        return _export(run, formats, web, tolerance)
 
 
 def _export(run, formats, web, tolerance):

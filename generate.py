@@ -27,6 +27,7 @@ import numpy as np
 
 from facegan import cli
 from facegan import data_io
+from facegan import run_lock
 from facegan import run_state
 from facegan.data_io import DataError
 
@@ -590,10 +591,11 @@ def build_parser():
 def main(argv=None):
     args = vars(build_parser().parse_args(argv))
     function = args.pop("function")
-    args.pop("command")
+    command = args.pop("command")
     run_state.load_config(args["run"])
-    cli.check_output_folder(args["out"] or os.path.join(args["run"], "generated"))  # before generating
-    function(**args)
+    out = cli.check_output_folder(args["out"] or os.path.join(args["run"], "generated"))  # before generating
+    with run_lock.hold_if_inside(args["run"], out, f"generate.py {command}"):
+        function(**args)
     return 0
 
 

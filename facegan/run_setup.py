@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from facegan import data_io
+from facegan import run_lock
 from facegan import run_state
 from facegan import settings
 from facegan import training_data
@@ -38,15 +39,22 @@ def prepare_run(args, new_run_check=True):
         dataset_name = "demo" if config["demo"] else os.path.basename(config["data"]).replace("_train.npy", "")
         default_name = f"{time.strftime('%Y%m%d-%H%M%S')}_{dataset_name}_{config['preset']}"
         run_dir = os.path.join(args.out, args.name or default_name)
-        if new_run_check and os.path.exists(os.path.join(run_dir, "config.json")):
-            raise data_io.DataError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
-        if new_run_check and os.path.isdir(run_dir) and os.listdir(run_dir):
-            raise data_io.DataError(f"{run_dir} is not empty and holds no run; choose another --name")
+        if new_run_check:
+            check_new_run_dir(run_dir)
     if len(images) < config["batch_size"]:
         raise data_io.DataError(f"only {len(images)} training images in {config['data']}, fewer than one batch "
                                 f"of {config['batch_size']}")
     return run_dir, config, images
 
+
+
+def check_new_run_dir(run_dir):
+    """Refuse to start a new run in a folder that holds a run, or anything else (a lock file left by a process
+    that ended aside: it locks nothing)."""
+    if os.path.exists(os.path.join(run_dir, "config.json")):
+        raise data_io.DataError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
+    if os.path.isdir(run_dir) and set(os.listdir(run_dir)) - {run_lock.LOCK_NAME}:
+        raise data_io.DataError(f"{run_dir} is not empty and holds no run; choose another --name")
 
 
 def resume_run(args):
