@@ -35,6 +35,11 @@ class NotHeldOut(DataError):
     or they are of another size than the run's."""
 
 
+class PreparedDifferently(NotHeldOut):
+    """Held-out images prepared otherwise than the training data (another crop, size or resampling, per their
+    preprocess.py JSONs): every metric against them would measure the preparation as well as the run."""
+
+
 class ImageTooLarge(Exception):
     """An image file or archive member over MAX_IMAGE_BYTES; it is skipped, not read."""
 
@@ -520,31 +525,158 @@ def training_images_among(images, train_images):
     return pairs
 
 
+# Held-out faces are also compared with the training faces as small colour thumbnails, so that the same photos
+# prepared another way (preprocess.py's other --crop, another resampling or encoder) are caught, not only copies.
+# A --crop center image holds the --crop tight one at the scale TIGHT_CROP_FRACTION: each side is compared whole
+# and at that central crop. The nearest training thumbnail (THUMB_SEARCH px) of each held-out one is the
+# candidate, confirmed at THUMB_CHECK px blurred by THUMB_BLUR px (what resampling changes): one photo under
+# both crops differs from itself by less than SAME_PHOTO_DIFFERENCE (mean |difference| of 0-255 values) nearly
+# always, two CelebA photos by far more (docs/method.md has the measurements).
+THUMB_SEARCH, THUMB_CHECK, THUMB_BLUR = 8, 16, 1.0
+SAME_PHOTO_DIFFERENCE = 5.0
+# CelebA holds some photos twice under two names (and the demo faces some near-identical drawings), so a few
+# matches between its test and train partitions are the data's own; a held-out set with more than this share of
+# its images among the training photos is refused.
+SAME_PHOTO_SHARE = 0.01
+PAIRINGS = (("prepared the same way", 1.0, 1.0), ("cropped tighter", 1.0, TIGHT_CROP_FRACTION),
+            ("cropped wider", TIGHT_CROP_FRACTION, 1.0))  # (how, held-out framing, training framing)
+
+
+def thumbnails(images, fraction, side, blur=0.0, chunk=2048):
+    """float32 (N, side * side * 3): the central `fraction` of each uint8 image's side (sub-pixel exact: a
+    linear warp to 4 x side first), area-resized to side x side, then blurred by `blur` px; read chunk by chunk
+    (a memory-mapped set is not loaded whole)."""
+    size = images.shape[1]
+    if fraction != 1:
+        warped, length = 4 * side, size * fraction
+        scale, offset = length / (4 * side), (size - length) / 2
+        to_source = np.array([[scale, 0, offset + scale / 2 - 0.5], [0, scale, offset + scale / 2 - 0.5]], np.float32)
+    out = np.empty((len(images), side * side * 3), np.float32)
+    for start in range(0, len(images), chunk):
+        for i, image in enumerate(np.asarray(images[start:start + chunk]), start):
+            if fraction != 1:
+                image = cv2.warpAffine(image, to_source, (warped, warped), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                       borderMode=cv2.BORDER_REPLICATE)
+            thumbnail = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+            out[i] = (cv2.GaussianBlur(thumbnail, (0, 0), blur) if blur else thumbnail).reshape(-1)
+    return out
+
+
+def same_photos_among(images, train_images, chunk=4096):
+    """[(i, j, how)]: images[i] is the photo of train_images[j], prepared as it was or cropped tighter or wider
+    (PAIRINGS), one per i; for two uint8 sets of one image size. The training set is read chunk by chunk: memory
+    stays that of a chunk and of the held-out set's thumbnails."""
+    if not len(images) or not len(train_images):
+        return []
+    framings = sorted({framing for _, held, trained in PAIRINGS for framing in (held, trained)})
+    queries = {framing: thumbnails(images, framing, THUMB_SEARCH) for framing in framings}
+    best_c = {how: np.full(len(images), -np.inf, np.float32) for how, _, _ in PAIRINGS}  # closeness, below
+    best_j = {how: np.zeros(len(images), np.int64) for how, _, _ in PAIRINGS}
+    for start in range(0, len(train_images), chunk):
+        block = np.asarray(train_images[start:start + chunk])
+        keys = {framing: thumbnails(block, framing, THUMB_SEARCH) for framing in framings}
+        for how, held, trained in PAIRINGS:
+            half_norms = (keys[trained] * keys[trained]).sum(1) / 2
+            for first in range(0, len(images), chunk):  # a chunk x chunk block at a time
+                rows = slice(first, first + chunk)
+                # q.k - |k|^2 / 2 is largest for the k nearest to q (|q - k|^2 = |q|^2 - 2 (q.k - |k|^2 / 2))
+                closeness = queries[held][rows] @ keys[trained].T
+                closeness -= half_norms
+                nearest = closeness.argmax(1)
+                nearest_c = closeness[np.arange(len(nearest)), nearest]
+                closer = nearest_c > best_c[how][rows]
+                best_c[how][rows][closer] = nearest_c[closer]
+                best_j[how][rows][closer] = nearest[closer] + start
+    found = {}
+    for how, held, trained in PAIRINGS:
+        for first in range(0, len(images), chunk):  # each one's nearest, compared closely
+            rows = slice(first, first + chunk)
+            close = np.abs(thumbnails(images[rows], held, THUMB_CHECK, THUMB_BLUR) - thumbnails(
+                np.asarray(train_images[best_j[how][rows]]), trained, THUMB_CHECK, THUMB_BLUR)).mean(1)
+            for i in np.flatnonzero(close < SAME_PHOTO_DIFFERENCE) + first:
+                found.setdefault(int(i), (int(i), int(best_j[how][i]), how))
+    return sorted(found.values())
+
+
+def dataset_preparation(path):
+    """How preprocess.py made the array at `path` (its PREFIX.json: crop, image_size, resize, source), or None
+    for an array without that JSON, a folder or a zip."""
+    for role in ("train", "holdout"):
+        if path.endswith(f"_{role}.npy"):
+            meta_path = dataset_paths(path[:-len(f"_{role}.npy")])["meta"]
+            break
+    else:
+        return None
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        return {key: meta[key] for key in ("crop", "image_size", "resize", "source")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def compare_preparation(path, train_path, run):
+    """Raise PreparedDifferently when the held-out array and the training array were made by preprocess.py with
+    another crop, size or resampling; return a note (for the report) when they come from other sources, or when
+    only one of them says how it was made; else None."""
+    held, trained = dataset_preparation(path), dataset_preparation(train_path)
+    if held is None and trained is None:
+        return None
+    if held is None or trained is None:
+        unknown = path if held is None else train_path
+        return (f"{unknown} has no preprocess.py description, so whether {path} was prepared like the training "
+                f"data of {run} is unknown")
+    differ = [key for key in ("crop", "image_size", "resize") if held[key] != trained[key]]
+    if differ:
+        said = "; ".join(f"{key} {held[key]!r} (the training data: {trained[key]!r})" for key in differ)
+        raise PreparedDifferently(
+            f"{path} was prepared otherwise than the training data of {run} ({said}): every metric would measure "
+            f"the preparation too; make the held-out images as the training data was made (preprocess.py "
+            f"--crop {trained['crop']} --size {trained['image_size']})")
+    if held["source"] != trained["source"]:
+        return (f"{path} was made from {held['source']}, the training data of {run} from {trained['source']}: a "
+                "held-out set from another source measures that difference too")
+    return None
+
+
 def check_held_out(images, path, size, train_path, train_fingerprint=None, run="the run"):
     """Refuse (NotHeldOut) held-out real faces that cannot measure a run: images of another size than its
-    `size` px, or any image that is one of its training images (train_path), compared image by image, so that
-    a shuffled subset of the training set is caught as well as a copy. Returns a note for the report when the
-    check cannot be complete (the training file is gone, or is not the one the run trained on, per
-    `train_fingerprint`), else None."""
+    `size` px, a set prepared otherwise than its training data (compare_preparation), any image that is one of
+    its training images (train_path), compared image by image, so that a shuffled subset of the training set is
+    caught as well as a copy, or more than SAME_PHOTO_SHARE of them training photos prepared another way
+    (same_photos_among). Returns a note for the report when the check cannot be complete (the training file is
+    gone, or is not the one the run trained on, per `train_fingerprint`), when the sources differ, or when a
+    few images are training photos, else None."""
     if images.shape[1:3] != (size, size):
         raise NotHeldOut(f"{path} holds {images.shape[1]} px images, not {size} px like {run}'s")
     if not os.path.isfile(train_path):
         return f"{path} was not checked for training images of {run}: its training data {train_path} is gone"
     if os.path.exists(path) and os.path.samefile(path, train_path):
         raise NotHeldOut(f"{path} is the training data of {run} (its training file), not held-out faces")
+    notes = [compare_preparation(path, train_path, run)]
     train = load_npy_images(train_path, "training data", mmap=True)
-    note = None
     if train_fingerprint and array_fingerprint(train) != train_fingerprint:
-        note = (f"{train_path} is no longer the data {run} trained on (another fingerprint): {path} was checked "
-                "for training images against the file as it is now")
+        notes.append(f"{train_path} is no longer the data {run} trained on (another fingerprint): {path} was "
+                     "checked for training images against the file as it is now")
     if train.shape[1:] != images.shape[1:]:
-        return note or f"{path} was not checked for training images: {train_path} holds images of another size"
+        notes.append(f"{path} was not checked for training images: {train_path} holds images of another size")
+        return "; ".join(note for note in notes if note) or None
     pairs = training_images_among(images, train)
     if pairs:
         (i, j), k = pairs[0], len(pairs)
         raise NotHeldOut(f"{path} is not held out: {k} of its {len(images)} images {'is' if k == 1 else 'are'} in "
                          f"the training data of {run} ({train_path}; e.g. its image {i} is training image {j})")
-    return note
+    same = same_photos_among(images, train)
+    if same:
+        (i, j, how), k = same[0], len(same)
+        if k > SAME_PHOTO_SHARE * len(images):
+            raise NotHeldOut(f"{path} is not held out: {k} of its {len(images)} images are photos of the training "
+                             f"data of {run} ({train_path}) prepared another way (e.g. its image {i} is training "
+                             f"image {j} {how})")
+        notes.append(f"{k} of the {len(images)} images of {path} are near-copies of training images of {run} (e.g. "
+                     f"its image {i} and training image {j}): too few to refuse the set (the data itself holds some "
+                     "photos twice); they stay in it")
+    return "; ".join(note for note in notes if note) or None
 
 
 def load_npy_images(path, what="images", hint="", mmap=False, uint8_only=True):

@@ -41,8 +41,10 @@ def check_held_out(real_path, real, config, run_dir):
     another size: scores against them would measure how well the run learned faces it saw, not how real
     its faces are. Returns a note when the check could not be complete (data_io.check_held_out)."""
     try:
-        return data_io.check_held_out(real, real_path, config["image_size"], config["data"],
-                                      config.get("data_fingerprint"), run_dir)
+        notes = [data_io.check_held_out(real, real_path, config["image_size"], trained["data"],
+                                        trained.get("data_fingerprint"), run_dir)
+                 for trained in [config, *config.get("earlier_data", [])]]  # every set the run trained on
+        return "; ".join(note for note in notes if note) or None
     except data_io.NotHeldOut as error:
         raise data_io.NotHeldOut(f"{error}; pass --real PATH with real faces the run never trained on") from None
 def read_losses(path, keys=None, optional=()):

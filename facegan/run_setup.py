@@ -87,8 +87,9 @@ def resume_run(args):
     if images.shape[1] != config["image_size"]:
         raise data_io.DataError(f"{data_path} has {images.shape[1]} px images but the run was "
                                 f"trained at {config['image_size']} px")
+    data_changed = fingerprint != config.get("data_fingerprint")
     run_state.check_resume_data(run_dir, config, data_path, len(images), fingerprint, args.allow_data_change)
-    if "holdout" in given or config.get("holdout") == config["data"]:
+    if "holdout" in given or config.get("holdout") == config["data"] or (data_changed and config.get("holdout")):
         config["holdout"] = training_data.check_holdout(args.holdout or config["holdout"], data_path, images.shape, fingerprint,
                                           given="holdout" in given)
     return run_dir, config, images

@@ -80,6 +80,10 @@ CONFIG_CHECKS = {
     "precision": (lambda value: value in ("fp32", "bf16", "fp16"), "one of fp32, bf16, fp16"),
     "backend": (lambda value: value in ("tensorflow", "jax"), "tensorflow or jax"),
     "demo": (lambda value: isinstance(value, bool), "true or false"),
+    "earlier_data": (lambda value: isinstance(value, list) and all(
+        isinstance(entry, dict) and isinstance(entry.get("data"), str) and entry["data"]
+        and (entry.get("data_fingerprint") is None or isinstance(entry["data_fingerprint"], str)) for entry in value),
+        "a list of {data, data_fingerprint} records"),
 }
 
 
@@ -119,6 +123,9 @@ def check_resume_data(run_dir, config, data_path, count, fingerprint, allow_chan
                                 "--allow-data-change to continue on it anyway")
     elif recorded != fingerprint:
         print(f"note: {run_dir} continues on changed data: {count} images (it trained on {config.get('train_count')})")
+        # what it trained on before stays on record: held-out faces must be none of those either
+        config["earlier_data"] = [*config.get("earlier_data", []),
+                                  {"data": config["data"], "data_fingerprint": recorded}]
     config.update(data=os.path.abspath(data_path), train_count=int(count), data_fingerprint=fingerprint)
 
 
