@@ -357,8 +357,7 @@ def write_table(folder, reference, results, pictures, n, best="best_resize", not
             "face_rate: OpenCV Haar detections; judge: 0.5 = indistinguishable; fid / kid: against the same "
             "reference faces, the held-out reals' row being the floor at the same n; train_seconds: time in the "
             "epochs (grids, checkpoints and the data pipeline included).", "", "![samples](ablation.png)", ""]
-    with open(os.path.join(folder, "ablation.md"), "w") as f:
-        f.write("\n".join(text))
+    data_io.save_text(os.path.join(folder, "ablation.md"), "\n".join(text))
     data_io.save_json(os.path.join(folder, "ablation.json"), {"n": n, "reference_count": len(reference),
                                                             "rows": results})
     evaluation.grids_figure(os.path.join(folder, "ablation.png"), pictures, columns=12, rows=1, stacked=True,

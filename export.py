@@ -224,8 +224,8 @@ def trained_epochs(run, about):
     if about["epoch"] is not None:
         return about["epoch"]
     try:
-        return int(len(np.load(os.path.join(run, "d_losses.npy"), allow_pickle=False)))
-    except (OSError, ValueError, EOFError):
+        return int(len(data_io.load_npy(os.path.join(run, "d_losses.npy"))))
+    except (DataError, TypeError):
         return None
 
 
@@ -238,7 +238,8 @@ def describe(run, config, generator, about, checks, tolerance, as_trained, out):
     return {
         "generator": os.path.join(os.path.basename(os.path.normpath(run)), "generator.keras"),
         "generator_sha1": about["sha1"], "step": about["step"],
-        "latent_dim": latent_dim, "image_size": size, "epoch": trained_epochs(run, about), "fid": measured_fid(run, about),
+        "latent_dim": latent_dim, "image_size": size, "epoch": trained_epochs(run, about),
+        "fid": measured_fid(run, about),
         "recipe": {"preset": config.get("preset"), **{k: config[k] for k in presets.RECIPE_KEYS if k in config},
                    "g_width": config.get("g_width"), "demo": config.get("demo")},
         "precision_trained": config.get("precision"), "precision_exported": "fp32",

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import sys
-import zipfile
 
 import cv2
 import numpy as np
@@ -338,13 +337,13 @@ def read_z_file(path, generator):
     drawn_by = None
     try:
         if path.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as saved:
-                z, faces = saved["z"], saved["faces"] if "faces" in saved.files else None
-                if "generator_sha1" in saved.files and saved["generator_sha1"].dtype.kind == "U":
-                    drawn_by = str(saved["generator_sha1"])
+            saved = data_io.load_npz(path, ["z"], optional=["faces", "generator_sha1"])
+            z, faces = saved["z"], saved.get("faces")
+            if saved.get("generator_sha1") is not None and saved["generator_sha1"].dtype.kind == "U":
+                drawn_by = str(saved["generator_sha1"])
         else:
-            z, faces = np.load(path, allow_pickle=False), None
-    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            z, faces = data_io.load_npy(path, "z file"), None
+    except DataError as error:
         raise DataError(f"cannot read z from {path}: {error}") from None
     if z.ndim != 2 or not len(z) or z.shape[1] != generator.input_shape[-1]:
         raise DataError(f"{path} holds z of shape {z.shape}; this generator takes rows of "

@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 
 import cv2
 import numpy as np
@@ -48,6 +49,21 @@ def is_image_name(name):
     return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
 
 
+# What Python's zipfile can decompress (bz2 and lzma ship with CPython).
+READABLE_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+                        zipfile.ZIP_LZMA: "lzma"}
+
+
+def unreadable_member(info):
+    """Why zipfile cannot read a zip member, in a few words, or None when it can."""
+    if info.flag_bits & 0x1:
+        return "password-protected (encrypted)"
+    if info.compress_type not in READABLE_COMPRESSION:
+        return (f"compressed with method {info.compress_type}, which Python's zipfile cannot read (it reads "
+                f"{', '.join(READABLE_COMPRESSION.values())})")
+    return None
+
+
 def find_images(source):
     """Locate the images of a dataset as users download it.
 
@@ -63,11 +79,17 @@ def find_images(source):
             raise DataError(f"{source} is neither a folder nor a zip archive")
         try:
             with zipfile.ZipFile(source) as archive:
-                names = sorted(n for n in archive.namelist() if is_image_name(n))
-        except (zipfile.BadZipFile, OSError) as error:
+                images = [info for info in archive.infolist() if is_image_name(info.filename)]
+        except (zipfile.BadZipFile, OSError, ValueError) as error:
             raise DataError(f"cannot read zip {source}: {error}") from None
-        if not names:
+        if not images:
             raise DataError(f"no .jpg/.png images inside {source}")
+        if all(unreadable_member(info) for info in images):  # some only: each is skipped with its reason
+            raise DataError(f"cannot read the images inside {source}: they are {unreadable_member(images[0])}; "
+                            "extract them (e.g. with unzip, giving the password) and pass the folder")
+        names = sorted({info.filename for info in images})
+        if len(names) < len(images):
+            print(f"note: {len(images) - len(names)} image names appear twice in {source}; the last of each is read")
         return source, None, names
     folder = source
     for _ in range(3):  # the folder itself, then img_align_celeba/ (Kaggle nests it twice)
@@ -123,11 +145,15 @@ def decode_image_checked(data):
 
     libjpeg decodes damaged entropy-coded data into a garbled picture and only prints a warning such as
     "Corrupt JPEG data: premature end of data segment" to stderr; OpenCV passes neither on. The warning is
-    caught by pointing file descriptor 2 at a scratch file for the length of the call.
+    caught by pointing file descriptor 2 at a scratch file for the length of the call: one in memory where the
+    system has them (a full disk would swallow the warning, and the garbled picture would pass).
     """
     global _decoder_messages
     if _decoder_messages is None:
-        _decoder_messages = tempfile.TemporaryFile()
+        try:
+            _decoder_messages = os.fdopen(os.memfd_create("facegan-decoder-messages"), "w+b")
+        except (AttributeError, OSError):
+            _decoder_messages = tempfile.TemporaryFile()
     fd = _decoder_messages.fileno()
     saved_stderr = os.dup(2)
     os.dup2(fd, 2)
@@ -181,7 +207,7 @@ def read_image(zip_path, folder, name, open_zip=None):
         pixels = None if is_truncated_jpeg(data) else declared_pixels(data)
     except ImageTooLarge as error:  # e.g. a decompression bomb
         return None, f"too large: {error}"
-    except (OSError, zipfile.BadZipFile, KeyError) as error:  # e.g. a truncated zip member
+    except (OSError, zipfile.BadZipFile, KeyError, EOFError, ValueError) as error:  # e.g. a truncated zip member
         return None, f"unreadable: {error}"
     if is_truncated_jpeg(data):
         return None, "truncated JPEG (no end-of-image marker)"
@@ -213,8 +239,11 @@ def read_bytes(zip_or_none, folder, name, open_zip=None, limit=None):
     reading more than `limit` bytes: the declared size (zip header or file size) is checked first, and the
     read itself stops after limit + 1 bytes whatever was declared."""
     if zip_or_none is not None:
-        declared = open_zip.getinfo(name).file_size
-        opener = lambda: open_zip.open(name)  # noqa: E731
+        info = open_zip.getinfo(name)
+        if unreadable_member(info):
+            raise OSError(unreadable_member(info))
+        declared = info.file_size
+        opener = lambda: open_zip.open(info)  # noqa: E731
     else:
         path = os.path.join(folder, name)
         declared = os.path.getsize(path)
@@ -358,10 +387,7 @@ def verify_dataset(path):
             record = json.load(f)["arrays"][role]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"cannot read the description of {path} in {meta_path}: {error}") from None
-    try:
-        images = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path} is not a readable .npy array: {error}") from None
+    images = load_npy(path, mmap=True)
     if list(images.shape) != record["shape"] or array_fingerprint(images) != record["fingerprint"]:
         raise DataError(f"{path} ({images.dtype} {images.shape}) is not the array {meta_path} describes "
                         f"({record['dtype']} {tuple(record['shape'])}); run preprocess.py again")
@@ -397,6 +423,19 @@ def save_json(path, obj):
             json.dump(obj, f, indent=2)
             f.write("\n")
     atomic_write(path, write)
+
+
+def save_text(path, text):
+    """A text file (markdown reports), written atomically: a full disk leaves the previous one or none."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    atomic_write(path, write, suffix=".tmp")
+
+
+def save_figure(path, figure, **savefig_options):
+    """A matplotlib figure as PNG, written atomically."""
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", **savefig_options), suffix=".png")
 
 
 def make_grid(images, columns=8, padding=2):
@@ -555,8 +594,8 @@ def thumbnails(images, fraction, side, blur=0.0, chunk=2048):
     for start in range(0, len(images), chunk):
         for i, image in enumerate(np.asarray(images[start:start + chunk]), start):
             if fraction != 1:
-                image = cv2.warpAffine(image, to_source, (warped, warped), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                       borderMode=cv2.BORDER_REPLICATE)
+                image = cv2.warpAffine(image, to_source, (warped, warped),
+                                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
             thumbnail = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
             out[i] = (cv2.GaussianBlur(thumbnail, (0, 0), blur) if blur else thumbnail).reshape(-1)
     return out
@@ -679,15 +718,74 @@ def check_held_out(images, path, size, train_path, train_fingerprint=None, run="
     return "; ".join(note for note in notes if note) or None
 
 
-def load_npy_images(path, what="images", hint="", mmap=False, uint8_only=True):
-    """A .npy image array, checked to be (N, S, S, 3) and, unless uint8_only=False, uint8 (what preprocess.py
-    and generate.py write). mmap: memory-mapped, read on demand. `hint` follows the missing-file message."""
+def npy_header(f, available, where):
+    """(shape, dtype) of the .npy array at file object f's position, read from its header alone, checked before
+    any memory is taken for it: a real array's dtype (no pickled objects) whose data fits in the `available`
+    bytes from the start of the header. Raises DataError naming `where`."""
+    start = f.tell()
+    try:
+        version = np.lib.format.read_magic(f)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:  # 3.0: structured dtypes with non-Latin-1 names, never an image array
+            raise ValueError(f"no .npy format version {version[0]}.{version[1]} is read here (cut off, or not a "
+                             ".npy file)")
+        shape, _, dtype = readers[version](f, max_header_size=1 << 16)
+    except (ValueError, OSError, EOFError, KeyError, SyntaxError, TypeError) as error:
+        raise DataError(f"{where} is not a readable .npy array: {error}") from None
+    if dtype.hasobject:
+        raise DataError(f"{where} holds Python objects (a pickle), not numbers; it is not read")
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared > available - (f.tell() - start):
+        raise DataError(f"{where} declares a {dtype} array of shape {tuple(shape)} ({declared:,} bytes) but holds "
+                        f"{max(0, available - (f.tell() - start)):,} bytes of data: it is cut off or damaged")
+    return tuple(shape), dtype
+
+
+def load_npy(path, what="array", hint="", mmap=False):
+    """A .npy file's array (memory-mapped with mmap), its header checked first (npy_header): a damaged file cannot
+    make numpy allocate what it merely declares. An .npz (or any zip) given for a .npy, a missing file or one
+    that is no array is a one-line DataError."""
     if not os.path.isfile(path):
         raise DataError(f"no {what} at {path}" + (f"; {hint}" if hint else ""))
     try:
-        images = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":
+                raise DataError(f"{path} is an .npz archive (arrays zipped together), not a .npy array")
+            f.seek(0)
+            npy_header(f, os.path.getsize(path), path)
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:  # EOFError: an empty file
         raise DataError(f"{path} is not a readable .npy array: {error}") from None
+
+
+def load_npz(path, keys=None, optional=()):
+    """{key: array} of an .npz file: `keys` (all when None) and those of `optional` it holds. Each member is
+    checked before it is read: readable by zipfile, and an array whose header declares no more data than the
+    member holds. Anything wrong is a one-line DataError."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
+            wanted = list(members) if keys is None else [*keys, *[key for key in optional if key in members]]
+            arrays = {}
+            for key in wanted:
+                if key not in members:
+                    raise DataError(f"{path} holds no {key!r} (it holds {', '.join(sorted(members)) or 'nothing'})")
+                info = members[key]
+                if unreadable_member(info):
+                    raise DataError(f"cannot read {key!r} in {path}: it is {unreadable_member(info)}")
+                with archive.open(info) as member:
+                    npy_header(member, info.file_size, f"{key!r} in {path}")
+                with archive.open(info) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+            return arrays
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataError(f"cannot read {path}: {error}") from None
+
+
+def load_npy_images(path, what="images", hint="", mmap=False, uint8_only=True):
+    """A .npy image array, checked to be (N, S, S, 3) and, unless uint8_only=False, uint8 (what preprocess.py
+    and generate.py write). mmap: memory-mapped, read on demand. `hint` follows the missing-file message."""
+    images = load_npy(path, what, hint, mmap)
     if (images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]
             or (uint8_only and images.dtype != np.uint8)):
         raise DataError(f"{path} holds {images.dtype} {images.shape}; expected {'uint8 ' if uint8_only else ''}"
@@ -741,11 +839,26 @@ def load_model_snapshot(path, what="model"):
                 digest.update(block)
                 target.write(block)
         about = {"sha1": "sha1:" + digest.hexdigest(), **read_model_record(copy)}
+        check_model_archive(copy, path)
         try:
             return keras.models.load_model(copy, compile=False), about
         except Exception as error:  # keras raises many types for a file that is not a model
             first_line = (str(error).strip().splitlines() or [""])[0][:160]
             raise DataError(f"{path} is not a Keras model ({type(error).__name__}: {first_line})") from None
+
+
+def check_model_archive(copy, path):
+    """Refuse a .keras file (a zip) that declares far more bytes than it holds, before Keras unpacks it: Keras
+    stores its members uncompressed, so such a file is not a saved model but a decompression bomb."""
+    try:
+        with zipfile.ZipFile(copy) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # Keras says what it is not
+    size = os.path.getsize(copy)
+    if declared > 16 * size + (64 << 20):
+        raise DataError(f"{path} declares {declared:,} bytes inside its {size:,}: not a Keras model (a "
+                        "decompression bomb?); it is not unpacked")
 
 
 def read_model_record(path):

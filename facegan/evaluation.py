@@ -50,15 +50,11 @@ def check_held_out(real_path, real, config, run_dir):
 def read_losses(path, keys=None, optional=()):
     """A loss file: a .npy array, or the `keys` (and those of `optional` it has) of an .npz as a dict. A damaged
     one is one line (DataError)."""
-    try:
-        if keys is None:
-            return np.load(path, allow_pickle=False)
-        if not zipfile.is_zipfile(path):
-            raise ValueError("not an .npz archive")
-        with np.load(path, allow_pickle=False) as saved:
-            return {key: saved[key] for key in (*keys, *[k for k in optional if k in saved.files])}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise data_io.DataError(f"cannot read {path}: {error}") from None
+    if keys is None:
+        return data_io.load_npy(path, "loss file")
+    if not zipfile.is_zipfile(path):
+        raise data_io.DataError(f"cannot read {path}: not an .npz archive")
+    return data_io.load_npz(path, keys, optional)
 def check_loss_files(run_dir):
     """Read the loss files plot_losses draws, before any scoring: a damaged one fails now, not at the end."""
     for name in ("d_losses.npy", "g_losses.npy"):
@@ -167,7 +163,7 @@ def plot_losses(run_dir, path):
     if axes[2].lines:  # below the panel: its curves fill the whole 0..1 range
         axes[2].legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    data_io.save_figure(path, fig, dpi=100, bbox_inches="tight")
     plt.close(fig)
 def memorisation_history(run_dir):
     """{label: per-epoch share of held-out / training reals D called real} from history.json ({} when the run
@@ -202,7 +198,7 @@ def plot_step_losses(losses_path, path, name):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    data_io.save_figure(path, fig, dpi=100)
     plt.close(fig)
 def grids_figure(path, named_sets, columns=8, rows=4, stacked=False, title_size=None):
     """One labelled grid of `rows` x `columns` images per system: side by side, or with stacked=True one
@@ -219,7 +215,7 @@ def grids_figure(path, named_sets, columns=8, rows=4, stacked=False, title_size=
         ax.set_title(name, fontsize=title_size, loc="left" if stacked else "center")
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    data_io.save_figure(path, fig, dpi=110)
     plt.close(fig)
 def resolve_system(spec, size, train_reference, seed, n):
     """A system spec -> (name, uint8 images, run_dir or None, what its generator file says of itself or None
@@ -400,8 +396,7 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
                    ] + (fid_report_lines(engines, fid_n, len(reference), agreement) if fid_network is not None
                         else [f"- **FID/KID skipped**: {fid_note}"])
     report += ["", "![comparison](comparison.png)", "", "![losses](losses.png)", ""]
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write("\n".join(report))
+    data_io.save_text(os.path.join(out, "report.md"), "\n".join(report))
     print("\n" + markdown_table(rows, columns))
     print(f"\nwrote {out}/report.md, metrics.json, losses.png, comparison.png ({results['seconds']} s)")
     return results
@@ -509,11 +504,11 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
                ("face_rate", "{:.3f}")]
     columns += [("fid", "{:.2f}"), ("kid", "{:.4f}")] if network else []
     table = markdown_table([*points, {"system": "real (held out)", **floor}], columns)
-    with open(os.path.join(out, "curve.md"), "w") as f:
-        f.write(f"# Quality against training length: {', '.join(f'`{r}`' for r in run_dirs)}\n\n{n} samples per "
-                f"snapshot against {len(reference)} held-out reals; the `real` row is {n} other held-out reals (the "
-                f"floor at this n).\n\n{table}\n\n" + "".join(f"**Note**: {note}.\n\n" for note in notes)
-                + "![curve](curve.png)\n")
+    data_io.save_text(os.path.join(out, "curve.md"),
+                      f"# Quality against training length: {', '.join(f'`{r}`' for r in run_dirs)}\n\n{n} samples "
+                      f"per snapshot against {len(reference)} held-out reals; the `real` row is {n} other held-out "
+                      f"reals (the floor at this n).\n\n{table}\n\n"
+                      + "".join(f"**Note**: {note}.\n\n" for note in notes) + "![curve](curve.png)\n")
     print("\n" + table + f"\n\nwrote {out}/curve.md, curve.json, curve.png ({results['seconds']} s)")
     return results
 def usable(row, keys):
@@ -527,10 +522,10 @@ def cached_features(path, key, images, network):
     from facegan import metrics
     if os.path.isfile(path):
         try:
-            with np.load(path, allow_pickle=False) as saved:
-                if str(saved["key"]) == key and saved["features"].shape[0] == len(images):
-                    return saved["features"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            saved = data_io.load_npz(path, ("key", "features"))
+            if str(saved["key"]) == key and saved["features"].shape[0] == len(images):
+                return saved["features"]
+        except data_io.DataError as error:
             print(f"note: ignoring the damaged cache {path} ({error}); computing the features again")
     features = metrics.inception_features(images, network)
     data_io.save_npz(path, {"key": np.array(key), "features": features})
@@ -560,5 +555,5 @@ def plot_curve(path, points, floor):
     figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)),
                   fontsize="small", frameon=False)
     figure.tight_layout()
-    figure.savefig(path, dpi=100, bbox_inches="tight")
+    data_io.save_figure(path, figure, dpi=100, bbox_inches="tight")
     plt.close(figure)

@@ -99,11 +99,7 @@ def resume_run(args):
 def check_fixed_noise(run_dir, config):
     """A run with checkpoints continues its sample grids from fixed_noise.npy: it must be there, as made."""
     path = os.path.join(run_dir, "fixed_noise.npy")
-    try:
-        noise = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise data_io.DataError(f"cannot read {path}, the noise of the run's sample grids: "
-                                f"{getattr(error, 'strerror', None) or error}") from None
+    noise = data_io.load_npy(path, "noise of the run's sample grids (fixed_noise.npy)")
     if noise.shape != (config["n_samples"], config["latent_dim"]) or noise.dtype.kind != "f":
         raise data_io.DataError(f"{path} holds {noise.dtype} {noise.shape}, not the run's ({config['n_samples']}, "
                                 f"{config['latent_dim']}) float noise vectors of its sample grids")

@@ -190,8 +190,11 @@ def read_checkpoint(path, variables=None):
                 if info.file_size > size:  # train.py stores its arrays uncompressed: no member outgrows its file
                     raise ValueError(f"{info.filename} claims {info.file_size:,} bytes, more than the file holds")
                 with archive.open(info) as member:
-                    arrays[info.filename[:-4] if info.filename.endswith(".npy") else info.filename] = (
-                        np.lib.format.read_array(io.BytesIO(member.read()), allow_pickle=False))
+                    data = io.BytesIO(member.read())
+                data_io.npy_header(data, len(data.getvalue()), f"{info.filename} in checkpoint {path}")
+                data.seek(0)
+                arrays[info.filename[:-4] if info.filename.endswith(".npy") else info.filename] = (
+                    np.lib.format.read_array(data, allow_pickle=False))
         if "history" not in arrays:
             raise ValueError("it holds no history")
         history = json.loads(arrays.pop("history").tobytes().decode())

@@ -49,9 +49,14 @@ def check_holdout(path, data_path, data_shape, data_fingerprint, given):
     else:
         try:
             holdout = data_io.load_image_array(path, data_shape[1], resize=False)
-            note = data_io.check_held_out(holdout, path, data_shape[1], data_path, run="this run")
-            if note:  # evaluate.py checks again and puts it in its report
-                print(f"note: {note}")
+            if not len(holdout):
+                if given:
+                    raise data_io.DataError(f"--holdout {path} holds no images")
+                reason = f"{path} holds no images"
+            else:
+                note = data_io.check_held_out(holdout, path, data_shape[1], data_path, run="this run")
+                if note:  # evaluate.py checks again and puts it in its report
+                    print(f"note: {note}")
         except data_io.NotHeldOut as error:
             if given:
                 raise data_io.NotHeldOut(f"--holdout {error}: evaluate.py would score the run against faces it "

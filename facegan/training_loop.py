@@ -102,7 +102,7 @@ def start_or_resume(run_dir, out_dir, config, variables, resume):
         history_log.fill_legacy_history(history, config["steps_per_epoch"])  # the steps per epoch it ran with
         print(f"resuming {run_dir} from {os.path.basename(path)} (epoch {history['epoch']} done, "
               f"{history_log.steps_into_epoch(history)} steps into the next)")
-        return history, np.load(os.path.join(run_dir, "fixed_noise.npy"))
+        return history, data_io.load_npy(os.path.join(run_dir, "fixed_noise.npy"))
     if resume:
         print(f"{run_dir} has no checkpoint yet: starting it from epoch 1")
     fixed_noise = np.random.default_rng(config["seed"] + 1).standard_normal(
@@ -237,7 +237,7 @@ def memorisation_probe(config, images, count=MEMORISATION_PROBE):
     if holdout.shape[1:] != images.shape[1:]:
         return None
     count = min(count, len(holdout), len(images))
-    return np.asarray(holdout[:count]), np.asarray(images[:count])
+    return (np.asarray(holdout[:count]), np.asarray(images[:count])) if count else None
 
 
 def measure_memorisation(discriminator, probe, batch_size):
