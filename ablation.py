@@ -412,6 +412,11 @@ def main(argv=None):
         parse_train_args(extra)
         folder = cli.check_output_folder(os.path.join(args.out, "ablation"))
         data_fingerprint = study_data(args.data, args.table_only)
+        from facegan import evaluation
+        size = data_io.load_npy(args.data, mmap=True).shape[1] if os.path.isfile(args.data) else 64
+        # every row's samples are kept for the figure: 2 per run, and the reals
+        data_io.check_memory(evaluation.scoring_memory(args.n, size, 2 * len(args.rows) * len(args.seeds) + 1),
+                             f"scoring {args.n:,} samples per row", "give a smaller --n")
         for seed in args.seeds:
             for row in args.rows:
                 if os.path.exists(os.path.join(run_dir(args.out, row, seed), "config.json")):

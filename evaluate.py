@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 
-from facegan import cli, evaluation, run_lock, run_state
+from facegan import cli, data_io, evaluation, run_lock, run_state
 
 @cli.main_wrapper
 def main(argv=None):
@@ -45,7 +45,12 @@ def main(argv=None):
     args = parser.parse_intermixed_args(argv)  # runs may follow --curve
     if args.curve and args.no_quality:
         parser.error("--curve computes the quality metrics: drop --no-quality")
-    run_state.load_config(args.run)  # a run directory, before its lock is taken
+    config = run_state.load_config(args.run)  # a run directory, before its lock is taken
+    if isinstance(config.get("image_size"), int):  # what --n asks for, checked before any of it is made
+        data_io.check_memory(evaluation.scoring_memory(args.n, config["image_size"],
+                                                       1 if args.curve else len(args.systems or ["random"]) + 2,
+                                                       quality=args.curve or not args.no_quality),
+                             f"scoring {args.n:,} images per set", "give a smaller --n")
     with run_lock.hold_if_inside(args.run, args.out or os.path.join(args.run, "eval"), "evaluate.py"):
         if args.curve:
             evaluation.curve([args.run, *args.systems], args.n, args.seed, args.out, args.real, args.inception)

@@ -18,7 +18,6 @@ import argparse
 import glob
 import os
 import re
-import shutil
 import sys
 
 import cv2
@@ -133,7 +132,8 @@ def sample(run, n=64, out=None, seed=0, format="all", columns=None, scale=None):
                            "ask for fewer faces, or --format npy/png for many")
     face_bytes = size * size * 3  # and a PNG file takes at most about that, plus its last disk block
     npy_bytes, png_bytes = face_bytes * (format in ("npy", "all")), (face_bytes + 4096) * (format in ("png", "all"))
-    check_free_space(out, n * (npy_bytes + png_bytes), f"{n:,} faces as --format {format}")
+    data_io.check_free_space(out, n * (npy_bytes + png_bytes), f"{n:,} faces as --format {format}",
+                             "ask for fewer faces or give another --out")
     npy_path = os.path.join(out, "samples.npy")
     digits = max(4, len(str(n - 1)))
     png_path = lambda i: os.path.join(out, f"sample_{i:0{digits}d}.png")  # noqa: E731
@@ -179,20 +179,13 @@ def grid_shape(n, size, columns, padding=2):
 
 
 def check_picture_size(shape, scale, what, hint, count=1):
-    """Refuse `count` pictures of (height, width) `shape`, enlarged by `scale`, that would take more than
-    MAX_PICTURE_PIXELS in all: they are made whole in memory."""
-    pixels = count * round(shape[0] * scale) * round(shape[1] * scale)
+    """Refuse `count` pictures of (height, width) `shape`, resized by `scale`, that would take more than
+    MAX_PICTURE_PIXELS in all: they are made whole in memory, at their own size and then at the scale's (a
+    shrunken picture is made at full size first)."""
+    pixels = count * max(shape[0] * shape[1], round(shape[0] * scale) * round(shape[1] * scale))
     if pixels > MAX_PICTURE_PIXELS:
         raise DataError(f"{what} would be {pixels:,} pixels, more than the {MAX_PICTURE_PIXELS:,} made in memory "
                         f"at once; {hint}")
-
-
-def check_free_space(folder, needed, what):
-    """Refuse to start writing `needed` bytes into `folder` when its disk has less room."""
-    free = shutil.disk_usage(folder).free
-    if needed > free:
-        raise DataError(f"{what} needs about {needed / 1e9:.2f} GB in {folder}, which has {free / 1e9:.2f} GB "
-                        "free; ask for fewer faces or give another --out")
 
 
 # ----- interpolate -----------------------------------------------------------------------------------------
@@ -262,9 +255,9 @@ def progress(run, out=None, duration=400, hold=2000, scale=0.5):
     total = f" / {config['epochs']}" if config.get("epochs") else ""
     frames = []
     for epoch, path in found:
-        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+        bgr, reason = data_io.read_image(None, os.path.dirname(path), os.path.basename(path))  # size-checked first
         if bgr is None:
-            raise DataError(f"cannot read {path} as an image")
+            raise DataError(f"cannot read {path} as an image: {reason}")
         if not frames:  # every frame takes the first one's size
             check_picture_size(bgr.shape[:2], scale, f"a GIF of {len(found)} epoch grids",
                                "give a smaller --scale", count=len(found))
@@ -317,7 +310,8 @@ def make_sheet(run, out=None, seed=0, sheet_size=100, scale=2):
     """Step 1: a numbered sheet of sheet_size faces, and their z (with the faces and the digest of the generator
     that drew them) in an .npz beside it."""
     generator, about = load_generator_snapshot(run)
-    check_picture_size(grid_shape(sheet_size, round(generator.output_shape[1] * scale), 10), 1,
+    size = generator.output_shape[1]  # the faces are made at their size, then resized into the sheet
+    check_picture_size(grid_shape(sheet_size, max(size, round(size * scale)), 10), 1,
                        f"a sheet of {sheet_size:,} faces", "give a smaller --sheet-size or --scale")
     z = data_io.sample_z(sheet_size, generator.input_shape[-1], seed)
     faces = data_io.generate_images(generator, z)
@@ -441,7 +435,12 @@ def arithmetic(run, a=None, b=None, c=None, pick_sheet=False, out=None, seed=0, 
 def nearest_neighbours(queries, images, k=5, chunk=1024):
     """For each query image, the indices and squared L2 distances (pixels as 0..255 numbers) of its k closest
     images, closest first. `images` may be a memory-mapped .npy: it is read chunk by chunk, with
-    ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2 as one matrix product per chunk (exact in float64)."""
+    ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2 as one matrix product per chunk (exact in float64). The queries go
+    `chunk` at a time too, so memory stays that of two chunks whatever their number."""
+    if len(queries) > chunk:
+        found = [nearest_neighbours(queries[start:start + chunk], images, k, chunk)
+                 for start in range(0, len(queries), chunk)]
+        return np.concatenate([i for i, _ in found]), np.concatenate([d for _, d in found])
     q = np.asarray(queries, np.float64).reshape(len(queries), -1)
     q_norms = (q * q).sum(1, keepdims=True)
     best_d = np.full((len(q), 0), np.inf)
@@ -475,7 +474,7 @@ def neighbours(run, n=8, k=5, out=None, seed=0, data=None, scale=2):
     train_images = load_images_mmap(data, size, "training data")
     if k > len(train_images):
         raise DataError(f"--k {k}: {data} holds only {len(train_images)} training images")
-    tile = round(size * scale)
+    tile = max(size, round(size * scale))  # the faces and neighbours are held at their size, then resized
     check_picture_size((n * (tile + 4) + 20, (k + 1) * tile + 14), 1, f"{n} faces beside {k} neighbours each",
                        "ask for fewer --n or --k, or a smaller --scale")
     faces = data_io.sample_faces(generator, n, seed)

@@ -257,6 +257,48 @@ def read_bytes(zip_or_none, folder, name, open_zip=None, limit=None):
     return data
 
 
+def available_memory():
+    """Bytes of memory this process can still take without swapping: the system's MemAvailable, or less where a
+    cgroup limits the process (containers); None where neither says."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                found.append(int(limit) - int(f.read().strip()))
+    except (OSError, ValueError):
+        pass
+    return max(0, min(found)) if found else None
+
+
+def check_memory(needed, what, hint):
+    """Refuse, before any of it is taken, work that needs more memory (`needed` bytes, an estimate from the
+    sizes asked for) than this machine has available: one line (DataError) instead of swapping or being killed
+    when the memory runs out."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise DataError(f"{what} needs about {_bytes_text(needed)} of memory; this machine has "
+                        f"{_bytes_text(available)} available: {hint}")
+
+
+def _bytes_text(count):
+    return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
+
+
+def check_free_space(folder, needed, what, hint):
+    """Refuse to start writing `needed` bytes into `folder` when its disk has less room."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise DataError(f"{what} needs about {needed / 1e9:.2f} GB in {folder}, which has {free / 1e9:.2f} GB "
+                        f"free; {hint}")
+
+
 def _temp_path_beside(path, suffix):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)

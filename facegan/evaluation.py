@@ -18,6 +18,16 @@ from facegan import run_state
 
 MIN_HOLDOUT = 20  # held-out images: half are the reference, half the `real` row
 MIN_SYSTEM_IMAGES = MIN_HOLDOUT // 2  # a scored set as small as the smallest `real` row
+# Bytes the quality metrics hold per byte of a scored set's images while they score it (the SWD pyramid and patch
+# descriptors, mostly): what scoring_memory charges, measured with evaluation.image_metrics at 64 and 128 px.
+SCORING_BYTES_PER_IMAGE_BYTE = 32
+
+
+def scoring_memory(n, size, sets, quality=True):
+    """Bytes that scoring `sets` image sets of n images of size px holds at once: every set's images, and one set's
+    scoring work (the quality metrics', or the judge's float copy without them)."""
+    image_bytes = n * size * size * 3
+    return sets * image_bytes + image_bytes * (SCORING_BYTES_PER_IMAGE_BYTE if quality else 4)
 def load_holdout(run_dir, config, real_path=None):
     """(path, uint8 images, notes): --real, else the run's held-out reals, at the run's image size (never
     resized) and with none of its training images; notes: what could not be checked, for the report."""

@@ -47,6 +47,10 @@ def training_loop(run_dir, config, images, strategy=None, chief=True, resume=Fal
     history, fixed_noise = start_or_resume(run_dir, out_dir, config, variables, resume)
     config.update(steps_per_epoch=min(len(images) // config["batch_size"], config["max_steps"] or len(images)),
                   replicas=replicas, **versions())
+    if on_cpu(config["devices"]):  # the step's memory is this machine's: checked before the step takes it
+        data_io.check_memory(images.nbytes + step_memory(nets, config["batch_size"], config["precision"]),
+                             f"training at --batch-size {config['batch_size']} on {len(images):,} images",
+                             "give a smaller --batch-size")
     data_io.save_json(os.path.join(out_dir, "config.json"), config)
     trainer = make_trainer(nets, config, strategy, images)
     probe = memorisation_probe(config, images)
@@ -92,6 +96,27 @@ def versions():
     import tensorflow as tf
     devices = [d.name for d in tf.config.list_logical_devices()]
     return {"devices": devices, "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+def on_cpu(devices):
+    """Whether the devices a run trains on (config.json's "devices") are the CPU alone."""
+    return not any(kind in name.lower() for name in devices for kind in ("gpu", "tpu", "cuda"))
+
+
+def step_memory(nets, batch_size, precision):
+    """A lower bound on the bytes one training step holds: every layer's output for each image of the batch,
+    through G and through D for the real and the fake batch (what the backward pass keeps), in the precision
+    the layers compute in."""
+    def outputs_per_image(model):
+        count = 0
+        for layer in model.layers:
+            try:
+                count += int(np.prod(layer.output.shape[1:]))
+            except (AttributeError, ValueError, TypeError):  # a layer without one symbolic output
+                pass
+        return count
+    floats = outputs_per_image(nets["generator"]) + 2 * outputs_per_image(nets["discriminator"])
+    return batch_size * floats * (2 if precision in ("bf16", "fp16") else 4)
 
 
 def start_or_resume(run_dir, out_dir, config, variables, resume):
