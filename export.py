@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import warnings
 
 import numpy as np
@@ -318,11 +319,41 @@ def build_web(folder, onnx_path, info, runtime):
     data_io.save_json(os.path.join(folder, "generator.json"), info)
 
 
+# Everything the page's folder serves: its own files, by name. Any other path, a folder listing, a symbolic link
+# or a request for another host is answered 404 or 403.
+PAGE_FILES = (*WEB_FILES, *ORT_WEB_FILES, FILES["onnx"], "generator.json")
+
+
 class PageHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files, with the MIME types onnxruntime-web needs and cross-origin isolation (which gives the page
-    SharedArrayBuffer, and so onnxruntime-web its threads)."""
+    """The page's own files (PAGE_FILES) and nothing else, with the MIME types onnxruntime-web needs and
+    cross-origin isolation (which gives the page SharedArrayBuffer, and so onnxruntime-web its threads). Requests
+    naming another host than the server's own are refused: a web page elsewhere cannot reach it through a
+    name that resolves to 127.0.0.1."""
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm"}
+
+    def do_GET(self):
+        if self._allowed():
+            super().do_GET()
+
+    def do_HEAD(self):
+        if self._allowed():
+            super().do_HEAD()
+
+    def _allowed(self):
+        """Point self.path at one of the page's files and say yes, or answer the request and say no."""
+        port = self.server.server_address[1]
+        host = self.headers.get("Host")
+        if host is not None and host.lower() not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            self.send_error(403, "this server answers only requests for 127.0.0.1")
+            return False
+        name = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/") or "index.html"
+        path = os.path.join(self.directory, name)
+        if name not in PAGE_FILES or os.path.islink(path) or not os.path.isfile(path):
+            self.send_error(404, "not one of the page's files")
+            return False
+        self.path = "/" + name
+        return True
 
     def end_headers(self):
         self.send_header("Cross-Origin-Opener-Policy", "same-origin")

@@ -136,12 +136,13 @@ def test_serving_needs_a_page_and_serves_it_on_localhost_with_the_headers_for_th
     (tmp_path / "config.json").write_text("{}")
     assert export.main([str(tmp_path), "--serve"]) == 2
     assert "no web page" in capsys.readouterr().err.strip()
-    (tmp_path / "page.wasm").write_bytes(b"\0asm")
+    (tmp_path / "ort-wasm-simd-threaded.wasm").write_bytes(b"\0asm")
     server = export.make_server(str(tmp_path), 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         assert server.server_address[0] == "127.0.0.1"
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/page.wasm") as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/ort-wasm-simd-threaded.wasm") \
+                as response:
             assert response.headers["Content-Type"] == "application/wasm"
             assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
             assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
@@ -347,3 +348,94 @@ def test_a_damaged_copy_of_onnxruntime_web_in_the_cache_is_never_copied_to_the_p
     monkeypatch.setattr(inception, "cache_dir", lambda: tmp_path)
     with pytest.raises(data_io.DataError, match="with the files it was released with"):
         export.web_runtime(install=False)
+
+
+# ----- the page and its server trust nothing they read ---------------------------------------------------------
+
+def _status(url, headers=None):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_server_serves_the_pages_own_files_and_nothing_else(tmp_path):
+    web = tmp_path / "web"
+    web.mkdir()
+    for name in ("index.html", "facegan.js", "generator.json"):
+        (web / name).write_text("page")
+    (web / "notes.txt").write_text("not the page's")  # something else in the folder
+    (web / "private").mkdir()
+    (web / "private" / "key").write_text("secret")
+    (tmp_path / "config.json").write_text("{}")
+    os.symlink(tmp_path / "config.json", web / "generator.onnx")  # a page file's name, pointing outside
+    server = export.make_server(str(web), 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert _status(base + "/") == _status(base + "/facegan.js?v=2") == _status(base + "/generator.json") == 200
+        for path in ("/notes.txt", "/private/", "/private/key", "/generator.onnx", "/../config.json",
+                     "/%2e%2e/config.json", "/index.html/..%2fnotes.txt", "//etc/passwd"):
+            assert _status(base + path) == 404, path
+        assert _status(base + "/index.html", {"Host": "attacker.example"}) == 403  # a name rebound to 127.0.0.1
+        assert _status(base + "/index.html", {"Host": f"localhost:{server.server_address[1]}"}) == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_page_checks_the_url_the_seed_box_stored_faces_and_generator_json_with_a_visible_message(tmp_path):
+    from playwright.sync_api import sync_playwright
+    chromium = chromium_or_skip()
+    run = make_run(tmp_path / "run", "fp32")
+    info = export.export(run, formats=("onnx",))
+    web = os.path.join(run, "web")
+    server = export.make_server(web, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    good = {"label": "seed 5", "seed": 5, "z": export.seed_z([5], LATENT)[0].tolist()}
+    stored = [good, {"label": 5}, {"label": "short", "seed": 1, "z": [1, 2]}, "x", {**good, "seed": -1}]
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+            page = browser.new_page()
+            page.add_init_script(f"localStorage.setItem('facegan-kept:{info['generator_sha1']}', "
+                                 f"{json.dumps(json.dumps(stored))})")
+            page.goto(url + "?start=12abc")
+            page.wait_for_function("facegan.stats.firstGridMs !== null || facegan.error !== null", timeout=60000)
+            assert page.evaluate("facegan.error") is None
+            assert "?start=12abc is not a page seed" in page.text_content("#notice")
+            assert page.is_visible("#notice")
+            # the stored faces: the readable one kept, the four others dropped and said
+            page.wait_for_function("document.querySelectorAll('#kept canvas').length === 1")
+            page.reload()
+            page.wait_for_function("facegan.stats.firstGridMs !== null", timeout=60000)
+            assert "4 kept faces stored in this browser for this generator could not be read" in \
+                page.text_content("#notice")
+            for text in ("abc", "-1", "4294967296", "", "1e3", "12.5"):
+                page.fill("#seed-input", text)
+                page.click("#show-seed")
+                assert f"the seed box's \"{text}\" is not a page seed" in page.text_content("#notice"), text
+                assert page.text_content("#picked-label") == "none yet"
+            page.fill("#seed-input", "4294967295")
+            page.click("#show-seed")
+            page.wait_for_function("document.getElementById('picked-label').textContent === 'seed 4294967295'")
+            assert "the seed box's" not in page.text_content("#notice")
+            # generator.json with fields the page cannot use
+            for i, (change, problem) in enumerate((
+                    ({"latent_dim": "8"}, 'latent_dim is "8", not 1..4096'),
+                    ({"image_size": 10 ** 9}, "image_size is 1000000000, not 8..512"),
+                    ({"fid": {"fid": "low"}}, "fid is not an FID measurement"),
+                    ({"latent_dim": 9}, "generator.onnx takes 8-d z; generator.json says 9"))):
+                with open(os.path.join(web, "generator.json"), "w") as f:
+                    json.dump({**info, **change}, f)
+                stamp = time.time() + 10 * (i + 1)  # another Last-Modified each time: no 304 from the cache
+                os.utime(os.path.join(web, "generator.json"), (stamp, stamp))
+                page.goto(url)
+                page.wait_for_function("facegan.error !== null", timeout=60000)
+                assert problem in page.text_content("#status") and page.is_visible("#status")
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
