@@ -903,9 +903,17 @@ def check_model_archive(copy, path):
                         "decompression bomb?); it is not unpacked")
 
 
+def model_file_about(path):
+    """What load_model_snapshot's about says of a .keras file, without loading the model: the sha1 of its bytes
+    and its record, both from one read of the file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return {"sha1": "sha1:" + hashlib.sha1(data).hexdigest(), **read_model_record(io.BytesIO(data))}
+
+
 def read_model_record(path):
-    """{"epoch": ..., "step": ...} that train.py recorded in a .keras file (None each when it has no record,
-    or one that is not two non-negative integers)."""
+    """{"epoch": ..., "step": ...} that train.py recorded in a .keras file (a path or a binary file object; None
+    each when it has no record, or one that is not two non-negative integers)."""
     record = {}
     try:
         with zipfile.ZipFile(path) as archive:

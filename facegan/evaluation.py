@@ -463,13 +463,13 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
     network_key = f"fid={network_checksum(network) if network else None} backend={keras.backend.backend()}"
     common_key = f"holdout={data_io.array_fingerprint(holdout)} n={n} seed={seed} {network_key}"
     needed = ("n", "swd_avg", "ms_ssim_diversity", "face_rate", *(("fid", "kid") if network else ()))
-    snapshot_keys = {path: f"{os.path.abspath(path)} {data_io.file_digest(path)}"
-                     for found in snapshots.values() for _, path in found}
+    abouts = {path: data_io.model_file_about(path) for found in snapshots.values() for _, path in found}
+    snapshot_keys = {path: f"{os.path.abspath(path)} {about['sha1']}" for path, about in abouts.items()}
     generators = {}  # every snapshot still to score, loaded (and kept for scoring) before the first score
     for path, key in snapshot_keys.items():
         if not usable(cache.get(f"{key} {common_key}"), needed):
-            generators[path], about = data_io.load_generator_snapshot(path)
-            snapshot_keys[path] = f"{os.path.abspath(path)} {about['sha1']}"  # the scores' key: the bytes loaded
+            generators[path], abouts[path] = data_io.load_generator_snapshot(path)
+            snapshot_keys[path] = f"{os.path.abspath(path)} {abouts[path]['sha1']}"  # the scores' key: the bytes loaded
             if generators[path].output_shape[1] != configs[0]["image_size"]:
                 raise data_io.DataError(f"{path} makes {generators[path].output_shape[1]} px images; the curve is "
                                         f"at {configs[0]['image_size']} px")
@@ -502,8 +502,13 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
         for epoch, path in tqdm(snapshots[run_dir], desc=name, unit="generator"):
             row = scores(snapshot_keys[path], lambda: data_io.sample_faces(
                 generators.pop(path) if path in generators else data_io.load_generator_file(path), n, seed))
-            points.append({"system": f"{name} epoch {epoch}", "run": name, "epoch": epoch,
-                           "images_seen": epoch * images_per_epoch, **row})
+            # as the snapshot records itself: its steps times the batch are the images it saw, whatever the steps
+            # per epoch were (a run continued on other data has changed them)
+            recorded = abouts[path]
+            epoch = epoch if recorded["epoch"] is None else recorded["epoch"]
+            seen = epoch * images_per_epoch if recorded["step"] is None else recorded["step"] * config["batch_size"]
+            points.append({"system": f"{name} epoch {epoch}", "run": name, "epoch": epoch, "images_seen": seen,
+                           **row})
     results = {"runs": [os.path.abspath(run_dir) for run_dir in run_dirs], "holdout": os.path.abspath(real_path),
                "n": n, "reference_count": int(len(reference)), "floor": floor, "points": points,
                "fid_kid": f"computed with {engines[0][0]}" if network else f"skipped: {fid_note}", "notes": notes,

@@ -143,7 +143,8 @@ def test_curve_scores_every_snapshot_of_each_run_against_images_seen(tiny_run, m
     assert (tiny_run / "eval" / "curve.png").stat().st_size > 10_000
     assert "| run epoch 2 |" in (tiny_run / "eval" / "curve.md").read_text()
     # again after one more snapshot: only that one is sampled and scored, the rest come from the cache
-    shutil.copy(other / "snapshots" / "generator_epoch_002.keras", other / "snapshots" / "generator_epoch_003.keras")
+    _save_snapshot_of_epoch(other / "snapshots" / "generator_epoch_002.keras",
+                            other / "snapshots" / "generator_epoch_003.keras", 3, config["steps_per_epoch"])
     sampled = []
     sample_faces = data_io.sample_faces
     monkeypatch.setattr(data_io, "sample_faces", lambda *a, **k: sampled.append(1) or sample_faces(*a, **k))
@@ -151,6 +152,29 @@ def test_curve_scores_every_snapshot_of_each_run_against_images_seen(tiny_run, m
     again = json.loads((tiny_run / "eval" / "curve.json").read_text())
     assert len(sampled) == 1 and again["points"][:3] == results["points"] and again["points"][3]["epoch"] == 3
     assert (tiny_run / "eval" / "curve_reference_features.npz").exists()  # the reference set's, kept too
+
+
+def _save_snapshot_of_epoch(source, path, epoch, steps_per_epoch):
+    """A snapshot as train.py saves it after `epoch` epochs (the generator of `source`, recorded as that epoch)."""
+    from facegan import history as history_log
+    from facegan import run_state
+    history = history_log.new_history()
+    for closed in range(1, epoch + 1):
+        for _ in range(steps_per_epoch):
+            history_log.record_step(history, {key: 0.5 for key in history_log.STEP_KEYS})
+        history_log.record_epoch(history, closed, steps_per_epoch, 16, 1.0)
+    run_state.save_model(str(path), data_io.load_generator_file(str(source)), history)
+
+
+def test_curve_counts_the_images_each_snapshot_saw_after_the_steps_per_epoch_changed(tiny_run, monkeypatch):
+    monkeypatch.setattr(evaluation, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
+    config = json.loads((tiny_run / "config.json").read_text())
+    seen = [epoch * config["steps_per_epoch"] * config["batch_size"] for epoch in (1, 2)]
+    config["steps_per_epoch"] = 5  # as a resume on more data records it
+    (tiny_run / "config.json").write_text(json.dumps(config))
+    assert evaluate.main([str(tiny_run), "--curve", "--n", "20"]) == 0
+    points = json.loads((tiny_run / "eval" / "curve.json").read_text())["points"]
+    assert [(p["epoch"], p["images_seen"]) for p in points] == [(1, seen[0]), (2, seen[1])]
 
 
 def test_curve_without_snapshots_says_how_to_get_them(tiny_run, capsys):
