@@ -407,9 +407,10 @@ def arithmetic(run, a=None, b=None, c=None, pick_sheet=False, out=None, seed=0, 
     z_file = z_file or (sheet_paths(out, seed)[1] if os.path.exists(sheet_paths(out, seed)[1]) else None)
     if z_file:  # the sheet's saved z, or a z file from elsewhere (.npy of (N, latent_dim), or .npz with "z")
         z, saved_faces, drawn_by = read_z_file(z_file, generator)
-    else:  # the same z the sheet of this seed was made from
-        z = data_io.sample_z(sheet_size or 100, generator.input_shape[-1], seed)
-    a, b, c = (parse_indices(v, flag, len(z)) for v, flag in ((a, "--a"), (b, "--b"), (c, "--c")))
+        a, b, c = (parse_indices(v, flag, len(z)) for v, flag in ((a, "--a"), (b, "--b"), (c, "--c")))
+    else:  # the same z the sheet of this seed was made from: its first rows, as many as the faces picked need
+        a, b, c = (parse_indices(v, flag, sheet_size or 100) for v, flag in ((a, "--a"), (b, "--b"), (c, "--c")))
+        z = data_io.sample_z(max(a + b + c) + 1, generator.input_shape[-1], seed)
     concept_faces = [data_io.generate_images(generator, z[idx]) for idx in (a, b, c)]
     if saved_faces is not None:
         then = np.concatenate([saved_faces[idx] for idx in (a, b, c)]).astype(np.float32)

@@ -120,3 +120,12 @@ def test_the_random_baseline_is_made_and_written_a_chunk_at_a_time(tmp_path, mon
     images = np.load(tmp_path / "3000" / "samples.npy")
     assert peaks[3000] - peaks[100] < images.nbytes / 5
     np.testing.assert_array_equal(images, np.random.default_rng(0).integers(0, 256, images.shape, dtype=np.uint8))
+
+
+def test_arithmetic_draws_only_the_rows_of_the_faces_it_picks_whatever_the_sheet_size(run, tmp_path, monkeypatch):
+    drawn = []
+    sample_z = data_io.sample_z
+    monkeypatch.setattr(data_io, "sample_z", lambda n, *a, **k: drawn.append(n) or sample_z(n, *a, **k))
+    assert generate.main(["arithmetic", str(run), "--a", "1", "--b", "2", "--c", "7", "--sheet-size", "1000000000",
+                          "--out", str(tmp_path / "gen")]) == 0
+    assert drawn == [8]
