@@ -26,6 +26,7 @@ from facegan import cli
 from facegan import data_io
 from facegan import presets
 from facegan import history as history_log
+from facegan import run_lock
 from facegan import run_state
 from facegan import scoring
 from facegan import settings
@@ -279,14 +280,16 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
         for variant, file in (("", "generator_raw.keras"), (" + EMA", "generator.keras")):
             candidates.append((row, ROWS[row][0] + variant, seed, os.path.join(path, file), None))
     for row, label, seed, model_path, images in candidates:
-        if images is None:
-            images = data_io.sample_faces(data_io.load_keras_model(model_path, "generator"), n, eval_seed)
+        about = None
+        if images is None:  # the scores are keyed by, and the row reports, the bytes loaded here (about)
+            generator, about = data_io.load_model_snapshot(model_path, "generator")
+            images = data_io.sample_faces(generator, n, eval_seed)
             pictures.append((f"{label}, seed {seed}", images))
         result = {"row": row, "system": label, "train_seed": seed, "generator": model_path}
         scores, cache = None, None
         if model_path:  # its scores are kept beside it: re-making the table after one more run re-scores only it
             cache = scoring.ScoreCache(os.path.join(os.path.dirname(model_path), "ablation_scores.json"))
-            key = scoring.score_key(**depends_on, generator=data_io.file_digest(model_path))
+            key = scoring.score_key(**depends_on, generator=about["sha1"])
             scores = cache.get(key, needed)
         if scores:
             print(f"scored before: {label} (seed {seed})", flush=True)
@@ -297,7 +300,7 @@ def score(out, rows, seeds, n, eval_seed=0, fid=True, epochs=None):
                 cache.put(key, scores)
         result.update(scores)
         if model_path:
-            result.update(recorded_run(os.path.dirname(model_path)))
+            result.update(recorded_run(os.path.dirname(model_path), about))
         results.append(result)
     for note in notes:
         print(f"note: {note}")
@@ -323,12 +326,13 @@ def study_holdout(paths):
     return holdout, notes
 
 
-def recorded_run(path):
-    """What the run at `path` recorded, not what this study asked for: its epochs, time in them, seed,
-    precision and recipe."""
+def recorded_run(path, about):
+    """What the run at `path` recorded, not what this study asked for: its epochs (as the scored generator file
+    records them, `about`), time in them, seed, precision and recipe."""
     history = history_log.read_history(path)
     config = run_state.load_config(path)
-    return {"train_seconds": round(sum(history["epoch_seconds"]), 1), "epochs": history["epoch"],
+    epochs = history["epoch"] if about is None or about["epoch"] is None else about["epoch"]
+    return {"train_seconds": round(sum(history["epoch_seconds"]), 1), "epochs": epochs,
             "train_seed": config["seed"], "precision": config.get("precision"),
             "recipe": {key: config.get(key) for key in presets.RECIPE_KEYS}}
 
@@ -352,8 +356,7 @@ def write_table(folder, reference, results, pictures, n, best="best_resize", not
             "face_rate: OpenCV Haar detections; judge: 0.5 = indistinguishable; fid / kid: against the same "
             "reference faces, the held-out reals' row being the floor at the same n; train_seconds: time in the "
             "epochs (grids, checkpoints and the data pipeline included).", "", "![samples](ablation.png)", ""]
-    with open(os.path.join(folder, "ablation.md"), "w") as f:
-        f.write("\n".join(text))
+    data_io.save_text(os.path.join(folder, "ablation.md"), "\n".join(text))
     data_io.save_json(os.path.join(folder, "ablation.json"), {"n": n, "reference_count": len(reference),
                                                             "rows": results})
     evaluation.grids_figure(os.path.join(folder, "ablation.png"), pictures, columns=12, rows=1, stacked=True,
@@ -390,6 +393,11 @@ def run_study(args, training):
     parse_train_args(extra)
     folder = cli.check_output_folder(os.path.join(args.out, "ablation"))
     data_fingerprint = study_data(args.data, args.table_only)
+    from facegan import evaluation
+    size = data_io.load_npy(args.data, mmap=True).shape[1] if os.path.isfile(args.data) else 64
+    # every row's samples are kept for the figure: 2 per run, and the reals
+    data_io.check_memory(evaluation.scoring_memory(args.n, size, 2 * len(args.rows) * len(args.seeds) + 1),
+                         f"scoring {args.n:,} samples per row", "give a smaller --n")
     for seed in args.seeds:
         for row in args.rows:
             if os.path.exists(os.path.join(run_dir(args.out, row, seed), "config.json")):
@@ -400,8 +408,13 @@ def run_study(args, training):
         for seed in args.seeds:
             for row in args.rows:
                 train_row(training, args.out, row, seed, args.epochs, args.batch_size, args.data, extra)
-    reference, results, pictures, notes = score(args.out, args.rows, args.seeds, args.n, fid=not args.no_fid,
-                                                epochs=args.epochs)
+    with contextlib.ExitStack() as locks:  # scoring writes each run's ablation_scores.json
+        for seed in args.seeds:
+            for row in args.rows:
+                if os.path.exists(os.path.join(run_dir(args.out, row, seed), "config.json")):
+                    locks.enter_context(run_lock.hold(run_dir(args.out, row, seed), "ablation.py"))
+        reference, results, pictures, notes = score(args.out, args.rows, args.seeds, args.n, fid=not args.no_fid,
+                                                    epochs=args.epochs)
     write_table(folder, reference, results, pictures, args.n, notes=notes)
 
 

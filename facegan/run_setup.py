@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from facegan import data_io
+from facegan import run_lock
 from facegan import run_state
 from facegan import settings
 from facegan import training_data
@@ -38,15 +39,22 @@ def prepare_run(args, new_run_check=True):
         dataset_name = "demo" if config["demo"] else os.path.basename(config["data"]).replace("_train.npy", "")
         default_name = f"{time.strftime('%Y%m%d-%H%M%S')}_{dataset_name}_{config['preset']}"
         run_dir = os.path.join(args.out, args.name or default_name)
-        if new_run_check and os.path.exists(os.path.join(run_dir, "config.json")):
-            raise data_io.DataError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
-        if new_run_check and os.path.isdir(run_dir) and os.listdir(run_dir):
-            raise data_io.DataError(f"{run_dir} is not empty and holds no run; choose another --name")
+        if new_run_check:
+            check_new_run_dir(run_dir)
     if len(images) < config["batch_size"]:
         raise data_io.DataError(f"only {len(images)} training images in {config['data']}, fewer than one batch "
                                 f"of {config['batch_size']}")
     return run_dir, config, images
 
+
+
+def check_new_run_dir(run_dir):
+    """Refuse to start a new run in a folder that holds a run, or anything else (a lock file left by a process
+    that ended aside: it locks nothing)."""
+    if os.path.exists(os.path.join(run_dir, "config.json")):
+        raise data_io.DataError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
+    if os.path.isdir(run_dir) and set(os.listdir(run_dir)) - {run_lock.LOCK_NAME}:
+        raise data_io.DataError(f"{run_dir} is not empty and holds no run; choose another --name")
 
 
 def resume_run(args):
@@ -79,8 +87,9 @@ def resume_run(args):
     if images.shape[1] != config["image_size"]:
         raise data_io.DataError(f"{data_path} has {images.shape[1]} px images but the run was "
                                 f"trained at {config['image_size']} px")
+    data_changed = fingerprint != config.get("data_fingerprint")
     run_state.check_resume_data(run_dir, config, data_path, len(images), fingerprint, args.allow_data_change)
-    if "holdout" in given or config.get("holdout") == config["data"]:
+    if "holdout" in given or config.get("holdout") == config["data"] or (data_changed and config.get("holdout")):
         config["holdout"] = training_data.check_holdout(args.holdout or config["holdout"], data_path, images.shape, fingerprint,
                                           given="holdout" in given)
     return run_dir, config, images
@@ -90,11 +99,7 @@ def resume_run(args):
 def check_fixed_noise(run_dir, config):
     """A run with checkpoints continues its sample grids from fixed_noise.npy: it must be there, as made."""
     path = os.path.join(run_dir, "fixed_noise.npy")
-    try:
-        noise = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise data_io.DataError(f"cannot read {path}, the noise of the run's sample grids: "
-                                f"{getattr(error, 'strerror', None) or error}") from None
+    noise = data_io.load_npy(path, "noise of the run's sample grids (fixed_noise.npy)")
     if noise.shape != (config["n_samples"], config["latent_dim"]) or noise.dtype.kind != "f":
         raise data_io.DataError(f"{path} holds {noise.dtype} {noise.shape}, not the run's ({config['n_samples']}, "
                                 f"{config['latent_dim']}) float noise vectors of its sample grids")

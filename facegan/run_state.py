@@ -80,6 +80,10 @@ CONFIG_CHECKS = {
     "precision": (lambda value: value in ("fp32", "bf16", "fp16"), "one of fp32, bf16, fp16"),
     "backend": (lambda value: value in ("tensorflow", "jax"), "tensorflow or jax"),
     "demo": (lambda value: isinstance(value, bool), "true or false"),
+    "earlier_data": (lambda value: isinstance(value, list) and all(
+        isinstance(entry, dict) and isinstance(entry.get("data"), str) and entry["data"]
+        and (entry.get("data_fingerprint") is None or isinstance(entry["data_fingerprint"], str)) for entry in value),
+        "a list of {data, data_fingerprint} records"),
 }
 
 
@@ -119,6 +123,9 @@ def check_resume_data(run_dir, config, data_path, count, fingerprint, allow_chan
                                 "--allow-data-change to continue on it anyway")
     elif recorded != fingerprint:
         print(f"note: {run_dir} continues on changed data: {count} images (it trained on {config.get('train_count')})")
+        # what it trained on before stays on record: held-out faces must be none of those either
+        config["earlier_data"] = [*config.get("earlier_data", []),
+                                  {"data": config["data"], "data_fingerprint": recorded}]
     config.update(data=os.path.abspath(data_path), train_count=int(count), data_fingerprint=fingerprint)
 
 
@@ -183,8 +190,11 @@ def read_checkpoint(path, variables=None):
                 if info.file_size > size:  # train.py stores its arrays uncompressed: no member outgrows its file
                     raise ValueError(f"{info.filename} claims {info.file_size:,} bytes, more than the file holds")
                 with archive.open(info) as member:
-                    arrays[info.filename[:-4] if info.filename.endswith(".npy") else info.filename] = (
-                        np.lib.format.read_array(io.BytesIO(member.read()), allow_pickle=False))
+                    data = io.BytesIO(member.read())
+                data_io.npy_header(data, len(data.getvalue()), f"{info.filename} in checkpoint {path}")
+                data.seek(0)
+                arrays[info.filename[:-4] if info.filename.endswith(".npy") else info.filename] = (
+                    np.lib.format.read_array(data, allow_pickle=False))
         if "history" not in arrays:
             raise ValueError("it holds no history")
         history = json.loads(arrays.pop("history").tobytes().decode())
@@ -243,5 +253,13 @@ def load_latest_checkpoint(run_dir, variables=None):
     return None
 
 
-def save_model(path, model):
-    data_io.atomic_write(path, model.save, suffix=".keras")
+def save_model(path, model, history):
+    """model as a .keras file (atomically) that records the epochs closed and the steps taken when it was saved
+    (`history`'s), in its data_io.MODEL_RECORD member: what export.py and evaluate.py report it as."""
+    record = json.dumps({"epoch": history["epoch"], "step": len(history["d_loss"])})
+
+    def write(tmp):
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(data_io.MODEL_RECORD, record)
+    data_io.atomic_write(path, write, suffix=".keras")

@@ -87,10 +87,10 @@ def cached_features(path, images, fid):
     key = score_key(images=data_io.array_fingerprint(images), fid=fid.checksum, backend=_backend())
     if os.path.isfile(path):
         try:
-            with np.load(path, allow_pickle=False) as saved:
-                if str(saved["key"]) == key and saved["features"].shape[0] == len(images):
-                    return saved["features"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            saved = data_io.load_npz(path, ("key", "features"))
+            if str(saved["key"]) == key and saved["features"].shape[0] == len(images):
+                return saved["features"]
+        except data_io.DataError as error:
             print(f"note: ignoring the damaged cache {path} ({error}); computing the features again")
     features = fid.features(images)
     data_io.save_npz(path, {"key": np.array(key), "features": features})

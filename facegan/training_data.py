@@ -36,9 +36,9 @@ def default_holdout(data_path):
 
 def check_holdout(path, data_path, data_shape, data_fingerprint, given):
     """The held-out set to record for evaluate.py (absolute path), or None with a note. Never the training
-    data: not its file, nor any of its images (data_io.check_held_out, image by image), and at the training
-    images' size. A --holdout (`given`) that is missing or is not held out is an error; a default one is
-    dropped."""
+    data: not its file, nor any of its images, nor its photos prepared another way (data_io.check_held_out,
+    image by image), prepared as the training data was and at its size. A --holdout (`given`) that is missing
+    or is not held out is an error; a default one is dropped."""
     reason = None
     if path is None:
         reason = f"no _holdout.npy goes with {data_path} (not named PREFIX_train.npy)"
@@ -49,7 +49,14 @@ def check_holdout(path, data_path, data_shape, data_fingerprint, given):
     else:
         try:
             holdout = data_io.load_image_array(path, data_shape[1], resize=False)
-            data_io.check_held_out(holdout, path, data_shape[1], data_path, run="this run")
+            if not len(holdout):
+                if given:
+                    raise data_io.DataError(f"--holdout {path} holds no images")
+                reason = f"{path} holds no images"
+            else:
+                note = data_io.check_held_out(holdout, path, data_shape[1], data_path, run="this run")
+                if note:  # evaluate.py checks again and puts it in its report
+                    print(f"note: {note}")
         except data_io.NotHeldOut as error:
             if given:
                 raise data_io.NotHeldOut(f"--holdout {error}: evaluate.py would score the run against faces it "

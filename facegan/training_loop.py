@@ -47,6 +47,10 @@ def training_loop(run_dir, config, images, strategy=None, chief=True, resume=Fal
     history, fixed_noise = start_or_resume(run_dir, out_dir, config, variables, resume)
     config.update(steps_per_epoch=min(len(images) // config["batch_size"], config["max_steps"] or len(images)),
                   replicas=replicas, **versions())
+    if on_cpu(config["devices"]):  # the step's memory is this machine's: checked before the step takes it
+        data_io.check_memory(images.nbytes + step_memory(nets, config["batch_size"], config["precision"]),
+                             f"training at --batch-size {config['batch_size']} on {len(images):,} images",
+                             "give a smaller --batch-size")
     data_io.save_json(os.path.join(out_dir, "config.json"), config)
     trainer = make_trainer(nets, config, strategy, images)
     probe = memorisation_probe(config, images)
@@ -61,7 +65,7 @@ def training_loop(run_dir, config, images, strategy=None, chief=True, resume=Fal
             done = history_log.steps_into_epoch(history)  # steps of this epoch already done
             start = time.perf_counter()
             if not run_epoch(trainer, epoch, done, config, history, stop, out_dir, variables):
-                save_evaluated_models(out_dir, nets, epoch)  # D as checkpointed, for evaluate.py
+                save_evaluated_models(out_dir, nets, epoch, history)  # D as checkpointed, for evaluate.py
                 print(f"stopped at epoch {epoch} step {history_log.steps_into_epoch(history)}; checkpoint saved. "
                       "Resume with:\n"
                       f"  python train.py --resume {run_dir}")
@@ -72,7 +76,7 @@ def training_loop(run_dir, config, images, strategy=None, chief=True, resume=Fal
                                                                             config["batch_size"]))
             history_log.save_history(out_dir, history)
             grid = save_grid(out_dir, config, epoch, nets, fixed_noise)
-            save_generators(out_dir, config, epoch, nets)
+            save_generators(out_dir, config, epoch, nets, history)
             log_epoch(writer, history, means, grid)
             run_state.save_checkpoint(out_dir, variables, history, config["keep_checkpoints"])
     if not chief:
@@ -94,6 +98,27 @@ def versions():
     return {"devices": devices, "tensorflow": tf.__version__, "keras": keras.__version__}
 
 
+def on_cpu(devices):
+    """Whether the devices a run trains on (config.json's "devices") are the CPU alone."""
+    return not any(kind in name.lower() for name in devices for kind in ("gpu", "tpu", "cuda"))
+
+
+def step_memory(nets, batch_size, precision):
+    """A lower bound on the bytes one training step holds: every layer's output for each image of the batch,
+    through G and through D for the real and the fake batch (what the backward pass keeps), in the precision
+    the layers compute in."""
+    def outputs_per_image(model):
+        count = 0
+        for layer in model.layers:
+            try:
+                count += int(np.prod(layer.output.shape[1:]))
+            except (AttributeError, ValueError, TypeError):  # a layer without one symbolic output
+                pass
+        return count
+    floats = outputs_per_image(nets["generator"]) + 2 * outputs_per_image(nets["discriminator"])
+    return batch_size * floats * (2 if precision in ("bf16", "fp16") else 4)
+
+
 def start_or_resume(run_dir, out_dir, config, variables, resume):
     """(history, fixed noise of the sample grids): from the newest checkpoint when resuming, else fresh."""
     checkpoint = run_state.load_latest_checkpoint(run_dir, variables) if resume else None
@@ -102,7 +127,7 @@ def start_or_resume(run_dir, out_dir, config, variables, resume):
         history_log.fill_legacy_history(history, config["steps_per_epoch"])  # the steps per epoch it ran with
         print(f"resuming {run_dir} from {os.path.basename(path)} (epoch {history['epoch']} done, "
               f"{history_log.steps_into_epoch(history)} steps into the next)")
-        return history, np.load(os.path.join(run_dir, "fixed_noise.npy"))
+        return history, data_io.load_npy(os.path.join(run_dir, "fixed_noise.npy"))
     if resume:
         print(f"{run_dir} has no checkpoint yet: starting it from epoch 1")
     fixed_noise = np.random.default_rng(config["seed"] + 1).standard_normal(
@@ -237,7 +262,7 @@ def memorisation_probe(config, images, count=MEMORISATION_PROBE):
     if holdout.shape[1:] != images.shape[1:]:
         return None
     count = min(count, len(holdout), len(images))
-    return np.asarray(holdout[:count]), np.asarray(images[:count])
+    return (np.asarray(holdout[:count]), np.asarray(images[:count])) if count else None
 
 
 def measure_memorisation(discriminator, probe, batch_size):
@@ -268,25 +293,26 @@ def save_grid(run_dir, config, epoch, nets, fixed_noise):
     return grid
 
 
-def save_generators(run_dir, config, epoch, nets):
+def save_generators(run_dir, config, epoch, nets, history):
     """generator.keras after every epoch, snapshots/ every --snapshot-every epochs; with each snapshot and at the
     end, also the models only evaluate.py reads (save_evaluated_models)."""
-    run_state.save_model(os.path.join(run_dir, "generator.keras"), sampler(nets))
+    run_state.save_model(os.path.join(run_dir, "generator.keras"), sampler(nets), history)
     snapshot = config["snapshot_every"] and epoch % config["snapshot_every"] == 0
     if snapshot:
         os.makedirs(os.path.join(run_dir, "snapshots"), exist_ok=True)
-        run_state.save_model(os.path.join(run_dir, "snapshots", f"generator_epoch_{epoch:03d}.keras"), sampler(nets))
+        run_state.save_model(os.path.join(run_dir, "snapshots", f"generator_epoch_{epoch:03d}.keras"), sampler(nets),
+                             history)
     if snapshot or epoch == config["epochs"]:
-        save_evaluated_models(run_dir, nets, epoch)
+        save_evaluated_models(run_dir, nets, epoch, history)
 
 
-def save_evaluated_models(run_dir, nets, seed):
+def save_evaluated_models(run_dir, nets, seed, history):
     """discriminator.keras and, with EMA, the trained G as generator_raw.keras (its batch norm recalibrated)."""
     import models
     if nets["ema_generator"] is not None:
         models.recalibrate_batchnorm(nets["generator"], seed=seed)
-        run_state.save_model(os.path.join(run_dir, "generator_raw.keras"), nets["generator"])
-    run_state.save_model(os.path.join(run_dir, "discriminator.keras"), nets["discriminator"])
+        run_state.save_model(os.path.join(run_dir, "generator_raw.keras"), nets["generator"], history)
+    run_state.save_model(os.path.join(run_dir, "discriminator.keras"), nets["discriminator"], history)
 
 
 def log_epoch(writer, history, means, grid):

@@ -73,6 +73,25 @@ def test_evaluate_writes_report_metrics_and_pictures(tiny_run, tmp_path):
     assert "| random uniform |" in (out / "report.md").read_text()
 
 
+def test_evaluate_reports_the_epoch_and_digest_of_the_generator_it_scored_and_which_discriminator_judged(
+        tiny_run, capsys):
+    from facegan import history as history_log
+    from facegan import run_state
+    scored = data_io.file_digest(str(tiny_run / "generator.keras"))
+    np.save(tiny_run / "d_losses.npy", np.zeros(5, np.float32))  # the run's files moved on past its generator
+    np.save(tiny_run / "g_losses.npy", np.zeros(5, np.float32))
+    history = history_log.new_history()
+    history_log.record_step(history, {key: 0.5 for key in history_log.STEP_KEYS})
+    discriminator = data_io.load_keras_model(str(tiny_run / "discriminator.keras"))
+    run_state.save_model(str(tiny_run / "discriminator.keras"), discriminator, history)  # a D of step 1
+    assert evaluate.main([str(tiny_run), "--n", "20", "--no-quality"]) == 0
+    results = json.loads((tiny_run / "eval" / "metrics.json").read_text())
+    run_row = next(row for row in results["systems"] if row["system"] == "run")
+    assert results["epochs_trained"] == 2 and (run_row["epoch"], run_row["generator_sha1"]) == (2, scored)
+    assert "d_accuracy is the discriminator saved at step 1 (epoch 0 done); the generator scored is from step 4 " \
+           "(epoch 2)" in (tiny_run / "eval" / "report.md").read_text()
+
+
 def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert evaluate.main([str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
@@ -125,9 +144,8 @@ def test_curve_scores_every_snapshot_of_each_run_against_images_seen(tiny_run, m
     assert (tiny_run / "eval" / "curve.png").stat().st_size > 10_000
     assert "| run epoch 2 |" in (tiny_run / "eval" / "curve.md").read_text()
     # again after one more snapshot: only that one is sampled and scored, the rest come from the cache
-    generator = data_io.load_generator_file(str(other / "snapshots" / "generator_epoch_002.keras"))
-    generator.weights[0].assign(generator.weights[0] * 1.01)  # trained on: other weights, other bytes
-    generator.save(other / "snapshots" / "generator_epoch_003.keras")
+    _save_snapshot_of_epoch(other / "snapshots" / "generator_epoch_002.keras",
+                            other / "snapshots" / "generator_epoch_003.keras", 3, config["steps_per_epoch"])
     sampled = []
     sample_faces = data_io.sample_faces
     monkeypatch.setattr(data_io, "sample_faces", lambda *a, **k: sampled.append(1) or sample_faces(*a, **k))
@@ -135,6 +153,29 @@ def test_curve_scores_every_snapshot_of_each_run_against_images_seen(tiny_run, m
     again = json.loads((tiny_run / "eval" / "curve.json").read_text())
     assert len(sampled) == 1 and again["points"][:3] == results["points"] and again["points"][3]["epoch"] == 3
     assert (tiny_run / "eval" / "curve_reference_features.npz").exists()  # the reference set's, kept too
+
+
+def _save_snapshot_of_epoch(source, path, epoch, steps_per_epoch):
+    """A snapshot as train.py saves it after `epoch` epochs (the generator of `source`, recorded as that epoch)."""
+    from facegan import history as history_log
+    from facegan import run_state
+    history = history_log.new_history()
+    for closed in range(1, epoch + 1):
+        for _ in range(steps_per_epoch):
+            history_log.record_step(history, {key: 0.5 for key in history_log.STEP_KEYS})
+        history_log.record_epoch(history, closed, steps_per_epoch, 16, 1.0)
+    run_state.save_model(str(path), data_io.load_generator_file(str(source)), history)
+
+
+def test_curve_counts_the_images_each_snapshot_saw_after_the_steps_per_epoch_changed(tiny_run, monkeypatch):
+    monkeypatch.setattr(evaluation, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
+    config = json.loads((tiny_run / "config.json").read_text())
+    seen = [epoch * config["steps_per_epoch"] * config["batch_size"] for epoch in (1, 2)]
+    config["steps_per_epoch"] = 5  # as a resume on more data records it
+    (tiny_run / "config.json").write_text(json.dumps(config))
+    assert evaluate.main([str(tiny_run), "--curve", "--n", "20"]) == 0
+    points = json.loads((tiny_run / "eval" / "curve.json").read_text())["points"]
+    assert [(p["epoch"], p["images_seen"]) for p in points] == [(1, seen[0]), (2, seen[1])]
 
 
 def test_curve_without_snapshots_says_how_to_get_them(tiny_run, capsys):

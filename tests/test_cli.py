@@ -173,7 +173,7 @@ def test_evaluate_reads_the_loss_files_before_scoring(run, tmp_path, capsys, mon
     (broken / "d_losses.npy").write_bytes(b"\x93NUMPY cut off")
     monkeypatch.setattr(scoring, "judge_accuracy", lambda *a, **k: pytest.fail("scored before checking"))
     assert evaluate.main([str(broken), "--no-quality", "--n", "20", "--out", str(tmp_path / "eval")]) == 2
-    assert "cannot read" in _one_line(capsys.readouterr().err)
+    assert "d_losses.npy is not a readable .npy array" in _one_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("second_size, snapshot_size, message", [

@@ -136,12 +136,13 @@ def test_serving_needs_a_page_and_serves_it_on_localhost_with_the_headers_for_th
     (tmp_path / "config.json").write_text("{}")
     assert export.main([str(tmp_path), "--serve"]) == 2
     assert "no web page" in capsys.readouterr().err.strip()
-    (tmp_path / "page.wasm").write_bytes(b"\0asm")
+    (tmp_path / "ort-wasm-simd-threaded.wasm").write_bytes(b"\0asm")
     server = export.make_server(str(tmp_path), 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         assert server.server_address[0] == "127.0.0.1"
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/page.wasm") as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/ort-wasm-simd-threaded.wasm") \
+                as response:
             assert response.headers["Content-Type"] == "application/wasm"
             assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
             assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
@@ -273,3 +274,168 @@ def test_the_web_page_draws_keras_faces_and_its_walk_and_arithmetic_change_the_p
           f"opening (model ready at {first_grid['modelMs']:.0f} ms), {first_grid['facesPerSecond']:.0f} faces/s "
           f"cold, {warm['facesPerSecond']:.0f} faces/s warm, {warm['threads']} thread(s); "
           f"browser part {time.time() - started:.1f} s")
+
+
+# ----- what generator.json says is what was exported ---------------------------------------------------------
+
+def _history(epochs, steps_per_epoch=2):
+    from facegan import history as history_log
+    history = history_log.new_history()
+    for epoch in range(1, epochs + 1):
+        for _ in range(steps_per_epoch):
+            history_log.record_step(history, {key: 0.5 for key in history_log.STEP_KEYS})
+        history_log.record_epoch(history, epoch, steps_per_epoch, 16, 1.0)
+    return history
+
+
+def _save_as_trained(run, epochs):
+    """generator.keras as train.py saves it after `epochs` epochs (with its record), and d_losses.npy to match."""
+    from facegan import run_state
+    generator = data_io.load_generator_file(os.path.join(run, "generator.keras"))
+    run_state.save_model(os.path.join(run, "generator.keras"), generator, _history(epochs))
+    np.save(os.path.join(run, "d_losses.npy"), np.zeros(epochs, np.float32))
+
+
+def test_generator_json_names_the_epoch_and_bytes_of_the_generator_it_exported_while_the_run_moves_on(
+        tmp_path, monkeypatch):
+    run = make_run(tmp_path / "run", "fp32")
+    _save_as_trained(run, 13)
+    exported = data_io.file_digest(os.path.join(run, "generator.keras"))
+    expected = data_io.generate_images(data_io.load_generator_file(os.path.join(run, "generator.keras")),
+                                       data_io.sample_z(4, LATENT, 1))
+    check = export.check_export
+
+    def check_while_training_goes_on(*args, **kwargs):  # the run closes two more epochs meanwhile
+        import keras
+        other = models.build_generator(latent_dim=LATENT, image_size=SIZE, width=8)
+        for layer in other.layers:
+            if hasattr(layer, "kernel"):
+                layer.kernel.assign(layer.kernel * 7)
+        keras.models.save_model(other, os.path.join(run, "generator.keras"))
+        np.save(os.path.join(run, "d_losses.npy"), np.zeros(15, np.float32))
+        return check(*args, **kwargs)
+    monkeypatch.setattr(export, "check_export", check_while_training_goes_on)
+    info = export.export(run, formats=("onnx",), web=False)
+    assert info["epoch"] == 13 and info["generator_sha1"] == exported
+    import onnxruntime
+    session = onnxruntime.InferenceSession(os.path.join(run, "export", "generator.onnx"))
+    onnx_faces = data_io.to_uint8(session.run(None, {"z": data_io.sample_z(4, LATENT, 1)})[0])
+    assert np.abs(onnx_faces.astype(int) - expected).max() <= 1  # the ONNX file is epoch 13's generator
+
+
+def test_an_fid_is_shown_only_beside_the_generator_it_was_measured_on(tmp_path):
+    run = make_run(tmp_path / "run", "fp32")
+    _save_as_trained(run, 3)
+    digest = data_io.file_digest(os.path.join(run, "generator.keras"))
+    os.makedirs(os.path.join(run, "eval"))
+    for scored, shown in ((digest, True), ("sha1:" + "0" * 40, False)):
+        with open(os.path.join(run, "eval", "metrics.json"), "w") as f:
+            json.dump({"epochs_trained": 3, "systems": [{"system": "run", "fid": 80.5, "fid_n": 100,
+                                                         "generator_sha1": scored}]}, f)
+        info = export.export(run, formats=("onnx",), web=False)
+        assert (info["fid"] is not None) == shown
+        if shown:
+            assert info["fid"] == {"fid": 80.5, "kid": None, "n": 100, "epoch": 3}
+
+
+def test_a_damaged_copy_of_onnxruntime_web_in_the_cache_is_never_copied_to_the_page(tmp_path, monkeypatch):
+    from facegan import inception
+    dist = tmp_path / "npm" / "node_modules" / export.ORT_WEB / "dist"
+    dist.mkdir(parents=True)
+    (dist.parent / "package.json").write_text(json.dumps({"version": export.ORT_WEB_VERSION}))
+    for name in export.ORT_WEB_FILES:
+        (dist / name).write_bytes(b"// cut off")
+    monkeypatch.setattr(inception, "cache_dir", lambda: tmp_path)
+    with pytest.raises(data_io.DataError, match="with the files it was released with"):
+        export.web_runtime(install=False)
+
+
+# ----- the page and its server trust nothing they read ---------------------------------------------------------
+
+def _status(url, headers=None):
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_server_serves_the_pages_own_files_and_nothing_else(tmp_path):
+    web = tmp_path / "web"
+    web.mkdir()
+    for name in ("index.html", "facegan.js", "generator.json"):
+        (web / name).write_text("page")
+    (web / "notes.txt").write_text("not the page's")  # something else in the folder
+    (web / "private").mkdir()
+    (web / "private" / "key").write_text("secret")
+    (tmp_path / "config.json").write_text("{}")
+    os.symlink(tmp_path / "config.json", web / "generator.onnx")  # a page file's name, pointing outside
+    server = export.make_server(str(web), 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert _status(base + "/") == _status(base + "/facegan.js?v=2") == _status(base + "/generator.json") == 200
+        for path in ("/notes.txt", "/private/", "/private/key", "/generator.onnx", "/../config.json",
+                     "/%2e%2e/config.json", "/index.html/..%2fnotes.txt", "//etc/passwd"):
+            assert _status(base + path) == 404, path
+        assert _status(base + "/index.html", {"Host": "attacker.example"}) == 403  # a name rebound to 127.0.0.1
+        assert _status(base + "/index.html", {"Host": f"localhost:{server.server_address[1]}"}) == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_page_checks_the_url_the_seed_box_stored_faces_and_generator_json_with_a_visible_message(tmp_path):
+    from playwright.sync_api import sync_playwright
+    chromium = chromium_or_skip()
+    run = make_run(tmp_path / "run", "fp32")
+    info = export.export(run, formats=("onnx",))
+    web = os.path.join(run, "web")
+    server = export.make_server(web, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    good = {"label": "seed 5", "seed": 5, "z": export.seed_z([5], LATENT)[0].tolist()}
+    stored = [good, {"label": 5}, {"label": "short", "seed": 1, "z": [1, 2]}, "x", {**good, "seed": -1}]
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+            page = browser.new_page()
+            page.add_init_script(f"localStorage.setItem('facegan-kept:{info['generator_sha1']}', "
+                                 f"{json.dumps(json.dumps(stored))})")
+            page.goto(url + "?start=12abc")
+            page.wait_for_function("facegan.stats.firstGridMs !== null || facegan.error !== null", timeout=60000)
+            assert page.evaluate("facegan.error") is None
+            assert "?start=12abc is not a page seed" in page.text_content("#notice")
+            assert page.is_visible("#notice")
+            # the stored faces: the readable one kept, the four others dropped and said
+            page.wait_for_function("document.querySelectorAll('#kept canvas').length === 1")
+            page.reload()
+            page.wait_for_function("facegan.stats.firstGridMs !== null", timeout=60000)
+            assert "4 kept faces stored in this browser for this generator could not be read" in \
+                page.text_content("#notice")
+            for text in ("abc", "-1", "4294967296", "", "1e3", "12.5"):
+                page.fill("#seed-input", text)
+                page.click("#show-seed")
+                assert f"the seed box's \"{text}\" is not a page seed" in page.text_content("#notice"), text
+                assert page.text_content("#picked-label") == "none yet"
+            page.fill("#seed-input", "4294967295")
+            page.click("#show-seed")
+            page.wait_for_function("document.getElementById('picked-label').textContent === 'seed 4294967295'")
+            assert "the seed box's" not in page.text_content("#notice")
+            # generator.json with fields the page cannot use
+            for i, (change, problem) in enumerate((
+                    ({"latent_dim": "8"}, 'latent_dim is "8", not 1..4096'),
+                    ({"image_size": 10 ** 9}, "image_size is 1000000000, not 8..512"),
+                    ({"fid": {"fid": "low"}}, "fid is not an FID measurement"),
+                    ({"latent_dim": 9}, "generator.onnx takes 8-d z; generator.json says 9"))):
+                with open(os.path.join(web, "generator.json"), "w") as f:
+                    json.dump({**info, **change}, f)
+                stamp = time.time() + 10 * (i + 1)  # another Last-Modified each time: no 304 from the cache
+                os.utime(os.path.join(web, "generator.json"), (stamp, stamp))
+                page.goto(url)
+                page.wait_for_function("facegan.error !== null", timeout=60000)
+                assert problem in page.text_content("#status") and page.is_visible("#status")
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,6 +4,8 @@
 
 (function () {
   const GRID_FACES = 32;
+  const MAX_SEED = 4294967295;  // page seeds are 32-bit (mulberry32)
+  const MAX_KEPT = 64;
   const $ = (id) => document.getElementById(id);
   const stats = {
     modelMs: null,          // onnxruntime-web started and the model loaded, ms after the page opened
@@ -63,6 +65,63 @@
     return out;
   }
 
+  // ----- what the page reads, checked before use: the URL, the seed box, stored faces, generator.json -----
+
+  // A page seed from text: a whole number 0..MAX_SEED written in digits, else null.
+  function parseSeed(text) {
+    const trimmed = String(text).trim();
+    if (!/^[0-9]{1,10}$/.test(trimmed)) return null;
+    const seed = Number(trimmed);
+    return seed <= MAX_SEED ? seed : null;
+  }
+
+  // Messages the page keeps showing beside the status line, one per topic, about values it could not use.
+  const notices = new Map();
+  function notice(topic, text) {
+    if (text) notices.set(topic, text); else notices.delete(topic);
+    const box = $("notice");
+    box.textContent = Array.from(notices.values()).join(" · ");
+    box.hidden = notices.size === 0;
+  }
+
+  const isInt = (v, low, high) => Number.isInteger(v) && v >= low && v <= high;
+  const isText = (v, longest) => typeof v === "string" && v.length <= longest;
+
+  // What is wrong with generator.json's content, or null: every field the page uses, of a kind and size it can use.
+  function infoProblem(info) {
+    if (!info || typeof info !== "object" || Array.isArray(info)) return "it is not a JSON object";
+    if (!isInt(info.latent_dim, 1, 4096)) return `latent_dim is ${JSON.stringify(info.latent_dim)}, not 1..4096`;
+    if (!isInt(info.image_size, 8, 512)) return `image_size is ${JSON.stringify(info.image_size)}, not 8..512`;
+    if (!(info.epoch === null || info.epoch === undefined || isInt(info.epoch, 0, 1e9))) return "epoch is not a count";
+    if (!isText(info.generator, 300)) return "generator is not a file name";
+    if (!(info.generator_sha1 === undefined || isText(info.generator_sha1, 100))) return "generator_sha1 is not a digest";
+    if (info.recipe !== undefined && info.recipe !== null &&
+        (typeof info.recipe !== "object" || !(info.recipe.preset == null || isText(info.recipe.preset, 50)))) {
+      return "recipe is not a recipe";
+    }
+    const fid = info.fid;
+    if (fid !== null && fid !== undefined && (typeof fid !== "object" || !Number.isFinite(fid.fid) ||
+        !(fid.n == null || isInt(fid.n, 1, 1e9)) || !(fid.epoch == null || isInt(fid.epoch, 0, 1e9)))) {
+      return "fid is not an FID measurement";
+    }
+    return null;
+  }
+
+  // The kept faces stored for this generator: those that are readable (at most MAX_KEPT), and how many were not.
+  function readKept(stored) {
+    let entries;
+    try {
+      entries = JSON.parse(stored || "[]");
+    } catch (error) {
+      return { faces: [], dropped: 1 };
+    }
+    if (!Array.isArray(entries)) return { faces: [], dropped: 1 };
+    const faces = entries.filter((k) => k && typeof k === "object" && isText(k.label, 200) &&
+      (k.seed === null || k.seed === undefined || isInt(k.seed, 0, MAX_SEED)) && Array.isArray(k.z) &&
+      k.z.length === info.latent_dim && k.z.every(Number.isFinite)).slice(0, MAX_KEPT);
+    return { faces, dropped: entries.length - faces.length };
+  }
+
   // ----- the model: one run at a time -----
 
   let queue = Promise.resolve();
@@ -78,6 +137,11 @@
     const data = new Float32Array(n * d);
     zs.forEach((z, i) => data.set(z, i * d));
     const output = await exclusive(() => session.run({ z: new ort.Tensor("float32", data, [n, d]) }));
+    const dims = output.image && output.image.dims;
+    if (!dims || dims.join() !== [n, size, size, 3].join()) {
+      throw new Error(`generator.onnx made images of shape [${dims}], not [${n}, ${size}, ${size}, 3] as ` +
+                      "generator.json says");
+    }
     const image = output.image.data, pixels = [];
     for (let f = 0; f < n; f++) {
       const rgba = new Uint8ClampedArray(size * size * 4), offset = f * size * size * 3;
@@ -146,14 +210,22 @@
   }
 
   function storageKey() {
-    return `facegan-kept:${info.generator}:${info.epoch}`;
+    return `facegan-kept:${info.generator_sha1 || `${info.generator}:${info.epoch}`}`;
   }
 
   function loadKept() {
+    let stored = null;
     try {
-      kept = JSON.parse(localStorage.getItem(storageKey()) || "[]");
-    } catch (error) {
-      kept = [];
+      stored = localStorage.getItem(storageKey());
+    } catch (error) { /* storage unavailable: nothing kept */ }
+    const { faces, dropped } = readKept(stored);
+    kept = faces;
+    if (dropped > 0) {
+      notice("kept", `${dropped} kept face${dropped === 1 ? "" : "s"} stored in this browser for this generator could ` +
+             "not be read and were dropped");
+      try {
+        localStorage.setItem(storageKey(), JSON.stringify(kept));
+      } catch (error) { /* storage unavailable */ }
     }
   }
 
@@ -169,6 +241,10 @@
   }
 
   function keep() {
+    if (kept.length >= MAX_KEPT) {
+      notice("keep", `at most ${MAX_KEPT} faces are kept: this one was not`);
+      return Promise.resolve();
+    }
     if (!kept.some((k) => k.label === picked.label)) {
       kept.push({ label: picked.label, seed: picked.seed, z: Array.from(picked.z) });
       try {
@@ -256,7 +332,13 @@
   async function start() {
     const response = await fetch("generator.json");
     if (!response.ok) throw new Error(`generator.json: HTTP ${response.status}`);
-    info = await response.json();
+    try {
+      info = await response.json();
+    } catch (error) {
+      throw new Error("generator.json is not JSON");
+    }
+    const problem = infoProblem(info);
+    if (problem) throw new Error(`generator.json cannot be used: ${problem}`);
     const fid = info.fid ? ` · FID ${info.fid.fid.toFixed(1)} (epoch ${info.fid.epoch}, n=${info.fid.n})` : "";
     const recipe = info.recipe && info.recipe.preset ? `--preset ${info.recipe.preset}` : "";
     $("model-info").textContent = `${info.generator} · epoch ${info.epoch} · ${info.image_size} px · ` +
@@ -264,11 +346,19 @@
     ort.env.wasm.wasmPaths = new URL(".", location.href).href;
     session = await ort.InferenceSession.create("generator.onnx",
       { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+    const input = (session.inputMetadata || []).find((m) => m.name === "z");
+    if (input && input.shape && Number.isInteger(input.shape[1]) && input.shape[1] !== info.latent_dim) {
+      throw new Error(`generator.onnx takes ${input.shape[1]}-d z; generator.json says ${info.latent_dim}`);
+    }
     stats.threads = ort.env.wasm.numThreads || 1;
     stats.modelMs = performance.now();
     // ?start=S: the grids show seeds S, S+1, ... in turn; else random seeds
     const params = new URLSearchParams(location.search);
-    let next = params.has("start") ? Number(params.get("start")) >>> 0 : null;
+    let next = params.has("start") ? parseSeed(params.get("start")) : null;
+    if (params.has("start") && next === null) {
+      notice("start", `?start=${params.get("start").slice(0, 40)} is not a page seed (a whole number 0..${MAX_SEED}): ` +
+             "showing random faces");
+    }
     const nextSeeds = () => {
       if (next === null) return randomSeeds(GRID_FACES);
       const seeds = Array.from({ length: GRID_FACES }, (_, i) => (next + i) >>> 0);
@@ -281,7 +371,13 @@
 
     $("new-faces").onclick = () => showGrid(nextSeeds()).catch(fail);
     $("show-seed").onclick = () => {
-      const seed = Number($("seed-input").value) >>> 0;
+      const seed = parseSeed($("seed-input").value);
+      if (seed === null) {
+        notice("seed", `the seed box's "${$("seed-input").value.slice(0, 40)}" is not a page seed: give a whole ` +
+               `number 0..${MAX_SEED}`);
+        return;
+      }
+      notice("seed", null);
       const z = seedZ(seed, info.latent_dim);
       render([z]).then(([pixels]) => pick({ label: `seed ${seed}`, seed, z, pixels }, null)).catch(fail);
     };
