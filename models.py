@@ -29,10 +29,55 @@ def _conv_init():
     return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
 
 
+@keras.saving.register_keras_serializable(package="facegan")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization, computed while training on the TensorFlow backend by TensorFlow's fused kernel
+    (FusedBatchNormV3; oneDNN's on CPU): the same batch statistics (in float32, also for bfloat16 inputs), the
+    same output and the same moving averages, in two passes over the activations forward and two backward,
+    where Keras' ops take a dozen, with casts to float32 and back around them under mixed precision. Inference,
+    other backends, synchronized statistics and masks take Keras' own call. Saved files hold Keras' layer
+    (keras_layers_only)."""
+
+    def call(self, inputs, training=None, mask=None):
+        if (not (training and self.trainable) or mask is not None or self.synchronized or self.renorm
+                or keras.backend.backend() != "tensorflow" or len(inputs.shape) != 4 or self.axis not in (-1, 3)):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+        channels = inputs.shape[-1]
+        gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,), "float32")
+        beta = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,), "float32")
+        # tf.raw_ops: tf.nn.fused_batch_norm raises epsilon to at least 1.001e-5 (a cuDNN limit); this keeps 1e-5.
+        outputs, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=gamma, offset=beta, mean=tf.zeros((0,)), variance=tf.zeros((0,)), epsilon=self.epsilon,
+            exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+        # The kernel's variance has Bessel's correction; Keras averages the biased one.
+        count = ops.cast(ops.prod(ops.shape(inputs)[:3]), "float32")
+        variance = unbiased_variance * ((count - 1.0) / count)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return ops.cast(outputs, self.compute_dtype)
+
+
+def keras_layers_only(model):
+    """`model` with Keras' own BatchNormalization in place of each FusedBatchNormalization (same config and
+    weights, so the same function): a file of it loads with keras.models.load_model alone. `model` itself when
+    it has none."""
+    if not any(isinstance(layer, FusedBatchNormalization) for layer in model.layers):
+        return model
+
+    def clone(layer):
+        if isinstance(layer, FusedBatchNormalization):
+            return layers.BatchNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _batch_norm(name, synchronized=False):
     # PyTorch BatchNorm2d defaults: momentum 0.1 (Keras' 0.9), eps 1e-5. synchronized: statistics over the
     # global batch when it is split across replicas (tf.distribute), so BN sees the same batch as on one device.
-    return layers.BatchNormalization(
+    return FusedBatchNormalization(
         momentum=0.9,
         epsilon=1e-5,
         gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02),
@@ -59,7 +104,7 @@ def _normalise(x, z, name, norm, synchronized):
     if norm == "batch":
         return _batch_norm(name, synchronized)(x)
     channels = x.shape[-1]
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=False, scale=False, synchronized=synchronized,
+    x = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, center=False, scale=False, synchronized=synchronized,
                                   name=name)(x)
     hidden = layers.Dense(32, activation="relu", kernel_initializer=_conv_init(), name=f"{name}_mlp")(z)
     gain = layers.Dense(channels, kernel_initializer=_conv_init(), name=f"{name}_gain")(hidden)

@@ -244,4 +244,7 @@ def load_latest_checkpoint(run_dir, variables=None):
 
 
 def save_model(path, model):
-    data_io.atomic_write(path, model.save, suffix=".keras")
+    """model.keras, written atomically, with Keras' own layers where the training model has fused ones
+    (models.keras_layers_only), so that keras.models.load_model alone reads it."""
+    import models
+    data_io.atomic_write(path, models.keras_layers_only(model).save, suffix=".keras")
