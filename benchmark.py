@@ -4,6 +4,8 @@
     python benchmark.py --modes graph --precisions fp32 bf16 --batches 128
     python benchmark.py --modes graph --batches 128 --presets dcgan best    # the paper's recipe vs --preset best
     python benchmark.py --backend jax --precisions fp32 bf16 --batches 128 512 --epoch-images 50000
+    git worktree add ../base 15e96f4 && python benchmark.py --modes graph --precisions bf16 --batches 128 \
+        --presets best --baseline ../base       # this checkout's step against another's, step by step in turn
 
 Both backends time exactly train.py's step on synthetic uint8 batches, after warm-up: gan_step.build_train_step
 on TensorFlow, gan_step.build_jax_train_step with `--backend jax` (run with KERAS_BACKEND=jax, or it is set
@@ -16,7 +18,9 @@ no GFLOP/s figure. --measure-peak times a large matrix multiply per precision fi
 says what share of the machine's measured ceiling the step reaches.
 """
 import argparse
+import importlib
 import os
+import statistics
 import sys
 import time
 
@@ -41,22 +45,75 @@ def time_steps(run_step, warmup, steps):
     return (time.perf_counter() - start) / steps
 
 
-def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",)):
+def time_interleaved(run_steps, warmup, steps):
+    """Seconds per step of each of `run_steps`, run in turn one step at a time (the order reversed every other
+    round), so that other load on the machine slows each alike: [the median of each one's step times], and the
+    median over rounds of each one's speed relative to the first."""
+    for run_step in run_steps:
+        for _ in range(warmup):
+            run_step()
+    times = [[] for _ in run_steps]
+    for i in range(steps):
+        for k in (range(len(run_steps)) if i % 2 == 0 else reversed(range(len(run_steps)))):
+            start = time.perf_counter()
+            run_steps[k]()
+            times[k].append(time.perf_counter() - start)
+    speedups = [statistics.median(first / own for first, own in zip(times[0], own_times)) for own_times in times]
+    return [statistics.median(own_times) for own_times in times], speedups
+
+
+def read_logs(logs):
+    """The step's logs on the host (as train.py's progress bar reads them): a dict, or older checkouts' tuple."""
+    return [float(value) for value in (logs.values() if isinstance(logs, dict) else logs)]
+
+
+def checkout_step_builders(path):
+    """(presets, gan_step) modules of another checkout of this project at `path` (its own modules, imported
+    beside this one's; older checkouts kept them at the top level). Keras' registry of serializable classes
+    then holds that checkout's, so load no saved models afterwards in this process."""
+    own = {name: module for name, module in sys.modules.items()
+           if name == "models" or name.split(".")[0] in ("facegan", "presets", "gan_step", "cli", "data_io",
+                                                          "run_state", "metrics", "demo_faces")}
+    for name in own:
+        del sys.modules[name]
+    sys.path.insert(0, path)
+    try:
+        if os.path.isfile(os.path.join(path, "facegan", "gan_step.py")):
+            return importlib.import_module("facegan.presets"), importlib.import_module("facegan.gan_step")
+        return importlib.import_module("presets"), importlib.import_module("gan_step")
+    finally:
+        sys.path.remove(path)
+        for name in [name for name, module in sys.modules.items()
+                     if os.path.abspath(getattr(module, "__file__", None) or "/").startswith(os.path.abspath(path))]:
+            del sys.modules[name]
+        sys.modules.update(own)
+
+
+def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",), baseline=None):
     import keras
     import tensorflow as tf
     from facegan import gan_step
+    builders = [(presets, gan_step)] + ([checkout_step_builders(baseline)] if baseline else [])
     rows = []
     for precision in precisions:
         for mode in modes:
             for batch in batches:
                 for preset in preset_names:  # side by side, so that their ratio holds on a busy machine too
-                    recipe = presets.recipe(preset, precision=precision)  # the paper's size, the preset's recipe
-                    step = gan_step.build_train_step(gan_step.build_models(recipe), recipe, mode=mode)
                     real = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
-                    seconds = time_steps(lambda: [float(v) for v in step(real).values()],
-                                         warmup if mode != "eager" else 1, steps if mode != "eager" else 2)
+                    run_steps = []
+                    for own_presets, own_gan_step in builders:
+                        recipe = own_presets.recipe(preset, precision=precision)  # the paper's size, the preset's
+                        step = own_gan_step.build_train_step(own_gan_step.build_models(recipe), recipe, mode=mode)
+                        run_steps.append(lambda step=step: read_logs(step(real)))
+                    warm, timed = (warmup, steps) if mode != "eager" else (1, 2)
+                    if baseline:
+                        (seconds, baseline_seconds), (_, baseline_speed) = time_interleaved(run_steps, warm, timed)
+                        compared = dict(baseline=baseline, baseline_seconds_per_step=baseline_seconds,
+                                        speedup=round(1 / baseline_speed, 3))
+                    else:
+                        seconds, compared = time_steps(run_steps[0], warm, timed), {}
                     rows.append(dict(backend="tensorflow", mode=mode, precision=precision, batch=batch,
-                                     preset=preset, seconds_per_step=seconds))
+                                     preset=preset, seconds_per_step=seconds, **compared))
                     print(format_row(rows[-1]), flush=True)
         keras.mixed_precision.set_global_policy("float32")
     return rows
@@ -168,6 +225,9 @@ def format_row(row, peak=None):
     if peak and paper_model:
         row["percent_of_peak"] = round(100 * row["gflops"] / peak, 1)
         text += f"  {row['percent_of_peak']:5.1f}% of {peak:.0f}"
+    if "speedup" in row:
+        row["baseline_images_per_second"] = round(row["batch"] / row["baseline_seconds_per_step"], 1)
+        text += f"  baseline {row['baseline_images_per_second']:8.1f} images/s: {row['speedup']:.2f}x"
     if "epoch_seconds" in row:
         text += f"  epoch of {row['epoch_images']:,} images: {row['epoch_seconds']:.2f} s"
     return text
@@ -197,6 +257,9 @@ def main(argv=None):
                         help="first time a 2048^3 matrix multiply in each precision and use it as that precision's "
                              "peak: the %% of peak column then says how much of what this machine's matrix units "
                              "can do the step uses")
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="another checkout of this project (git worktree add DIR COMMIT): its step is timed "
+                             "too, one step each in turn, and each row gives the ratio (medians of the steps)")
     parser.add_argument("--epoch-images", type=cli.non_negative_int, default=0,
                         help="jax only: also time one epoch of this many (at least the largest batch)")
     parser.add_argument("--out", default=os.path.join("outputs", "benchmark.json"), help="JSON output file")
@@ -209,6 +272,10 @@ def main(argv=None):
         parser.error("--epoch-images is for --backend jax")
     if 0 < args.epoch_images < max(args.batches):
         parser.error(f"--epoch-images {args.epoch_images} is less than one batch of {max(args.batches)}")
+    if args.baseline and args.backend == "jax":
+        parser.error("--baseline times TensorFlow steps")
+    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "models.py")):
+        raise cli.UserError(f"--baseline {args.baseline}: not a checkout of this project (no models.py)")
     if args.peak_gflops and args.measure_peak:
         parser.error("give --peak-gflops or --measure-peak, not both")
     if args.peak_gflops and len(set(args.precisions)) > 1:
@@ -226,17 +293,20 @@ def main(argv=None):
     if args.backend == "jax":
         rows = jax_rows(args.precisions, args.batches, args.warmup, args.steps, args.epoch_images, args.presets)
     else:
-        rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps, args.presets)
+        rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps, args.presets,
+                       args.baseline)
     for row in rows:
         format_row(row, peaks[row["precision"]])
     with_peak = any(peaks.values())
-    print("\n| backend | mode | precision | batch | preset | images/s | GFLOP/s |" + (" % of peak |" if with_peak
-                                                                                     else ""))
-    print("|---|---|---|---|---|---|---|" + ("---|" if with_peak else ""))
+    columns = ["backend", "mode", "precision", "batch", "preset", "images/s", "GFLOP/s"]
+    columns += ["% of peak"] * with_peak + ["baseline images/s", "speedup"] * bool(args.baseline)
+    print("\n| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|")
     for row in rows:
-        print(f"| {row['backend']} | {row['mode']} | {row['precision']} | {row['batch']} | {row['preset']} | "
-              f"{row['images_per_second']} | {row['gflops'] or '–'} |"
-              + (f" {row.get('percent_of_peak', '–')} |" if with_peak else ""))
+        cells = [row["backend"], row["mode"], row["precision"], row["batch"], row["preset"], row["images_per_second"],
+                 row["gflops"] or "–"] + [row.get("percent_of_peak", "–")] * with_peak
+        if args.baseline:
+            cells += [row["baseline_images_per_second"], f"{row['speedup']:.2f}x"]
+        print("| " + " | ".join(str(cell) for cell in cells) + " |")
     data_io.save_json(args.out, {"argv": sys.argv[1:], "peak_gflops": peaks, "measured_peak": args.measure_peak,
                                  "rows": rows})
     print(f"wrote {args.out}")

@@ -33,6 +33,22 @@ def test_presets_are_timed_side_by_side_and_labelled(tmp_path, capsys):
     assert "| tensorflow | graph | fp32 | 8 | dcgan |" in printed
     assert "| tensorflow | graph | fp32 | 8 | best |" in printed
 
+def test_a_baseline_checkout_is_timed_in_turn_with_this_one_and_compared(tmp_path, capsys):
+    import sys
+    import models
+    from conftest import ROOT
+    out = tmp_path / "bench.json"
+    # this checkout as its own baseline: the same step, built from a second import of the same files
+    assert benchmark.main(["--modes", "graph", "--precisions", "fp32", "--batches", "8", "--warmup", "1",
+                           "--steps", "2", "--baseline", ROOT, "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["baseline"] == ROOT and row["baseline_images_per_second"] > 0 and row["speedup"] > 0
+    assert "| baseline images/s | speedup |" in capsys.readouterr().out
+    assert sys.modules["models"] is models  # this checkout's modules are back in place
+    assert benchmark.main(["--modes", "graph", "--baseline", str(tmp_path), "--out", str(out)]) == 2
+    assert "not a checkout of this project" in capsys.readouterr().err
+
+
 def test_percent_of_peak_appears_only_with_a_given_peak():
     row = {"backend": "tensorflow", "mode": "graph", "precision": "fp32", "batch": 100, "seconds_per_step": 1.0}
     assert "% of" not in benchmark.format_row(dict(row))
