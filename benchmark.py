@@ -20,6 +20,7 @@ says what share of the machine's measured ceiling the step reaches.
 import argparse
 import importlib
 import os
+import re
 import statistics
 import sys
 import time
@@ -89,7 +90,79 @@ def checkout_step_builders(path):
         sys.modules.update(own)
 
 
-def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",), baseline=None):
+# Op classes of a profile, in the order they are printed; op_class says which class an op is in.
+OP_CLASSES = ("convolution forward", "convolution backward (data)", "convolution backward (filter)", "batch norm",
+              "casts", "activations", "resize (upsampling)", "optimizer (Adam)", "DiffAugment", "EMA",
+              "other (losses, penalties, gradient sums, ...)")
+ACTIVATION_OPS = {"Relu", "ReluGrad", "LeakyRelu", "LeakyReluGrad", "Tanh", "TanhGrad", "Sigmoid", "SigmoidGrad"}
+
+
+def op_class(name, op_type):
+    """The class (one of OP_CLASSES) of a TensorFlow op by its graph name and type; oneDNN's ops are typed
+    _MklNative<Op>. A transposed convolution's forward is a Conv2DBackpropInput outside the gradient tape."""
+    op_type = op_type.removeprefix("_MklNative").removeprefix("_Mkl")
+    scopes = [re.sub(r"_\d+$", "", scope) for scope in name.lower().split("/")]  # "up1_bn_1": a second call's
+    gradient = scopes[0] == "gradient_tape"
+    if op_type == "Conv2DBackpropFilter":
+        return "convolution backward (filter)"
+    if op_type in ("Conv2D", "Conv2DBackpropInput"):
+        return "convolution backward (data)" if gradient else "convolution forward"
+    if op_type == "Cast":
+        return "casts"
+    if "BatchNorm" in op_type or any(scope.endswith("_bn") for scope in scopes):
+        return "batch norm"
+    if op_type in ACTIVATION_OPS:
+        return "activations"
+    if any(scope.endswith("_resize") for scope in scopes):  # models.py's upsampling layers
+        return "resize (upsampling)"
+    if "adam" in scopes:
+        return "optimizer (Adam)"
+    if "diffaugment" in scopes:
+        return "DiffAugment"
+    if "ema" in scopes:
+        return "EMA"
+    return OP_CLASSES[-1]
+
+
+def profile_steps(run_step, steps, logdir):
+    """Trace `steps` steps with TensorFlow's profiler into logdir, and read the trace back: {class: seconds of
+    op time per step} (op_class; time summed over the threads that run ops, so it exceeds the wall time when ops
+    run side by side) and the wall seconds per step."""
+    import glob
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    tf.profiler.experimental.start(logdir)
+    start = time.perf_counter()
+    for _ in range(steps):
+        run_step()
+    wall = (time.perf_counter() - start) / steps
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    with open(max(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb")), key=os.path.getmtime),
+              "rb") as f:
+        space.ParseFromString(f.read())
+    seconds = dict.fromkeys(OP_CLASSES, 0.0)
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                # op events are named "<op name>:<op type>"; the executor's own are "Class::Method"
+                name, _, op_type = plane.event_metadata[event.metadata_id].name.rpartition(":")
+                if name and op_type and " " not in name and not name.endswith(":") and op_type.isidentifier():
+                    seconds[op_class(name, op_type)] += event.duration_ps / 1e12 / steps
+    return seconds, wall
+
+
+def format_profile(row):
+    """The profile of a row as text: each class's share of the op time and its milliseconds per step."""
+    total = sum(row["op_seconds"].values())
+    lines = [f"  op time {1000 * total:.0f} ms per step over {1000 * row['profiled_wall_seconds']:.0f} ms wall "
+             f"({row['preset']}, {row['precision']}, batch {row['batch']}):"]
+    for name, seconds in sorted(row["op_seconds"].items(), key=lambda item: -item[1]):
+        lines.append(f"    {name:<46} {100 * seconds / total:5.1f}%  {1000 * seconds:8.1f} ms")
+    return "\n".join(lines)
+
+
+def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",), baseline=None, profile=None):
     import keras
     import tensorflow as tf
     from facegan import gan_step
@@ -115,6 +188,11 @@ def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",), 
                     rows.append(dict(backend="tensorflow", mode=mode, precision=precision, batch=batch,
                                      preset=preset, seconds_per_step=seconds, **compared))
                     print(format_row(rows[-1]), flush=True)
+                    if profile:
+                        logdir = os.path.join(profile, f"{mode}_{precision}_{batch}_{preset}")
+                        rows[-1]["op_seconds"], rows[-1]["profiled_wall_seconds"] = profile_steps(
+                            run_steps[0], timed, logdir)
+                        print(format_profile(rows[-1]), flush=True)
         keras.mixed_precision.set_global_policy("float32")
     return rows
 
@@ -260,6 +338,9 @@ def main(argv=None):
     parser.add_argument("--baseline", default=None, metavar="DIR",
                         help="another checkout of this project (git worktree add DIR COMMIT): its step is timed "
                              "too, one step each in turn, and each row gives the ratio (medians of the steps)")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="also trace --steps more steps of each row with TensorFlow's profiler into DIR "
+                             "(TensorBoard reads it) and print where the op time goes, by class of op")
     parser.add_argument("--epoch-images", type=cli.non_negative_int, default=0,
                         help="jax only: also time one epoch of this many (at least the largest batch)")
     parser.add_argument("--out", default=os.path.join("outputs", "benchmark.json"), help="JSON output file")
@@ -272,8 +353,8 @@ def main(argv=None):
         parser.error("--epoch-images is for --backend jax")
     if 0 < args.epoch_images < max(args.batches):
         parser.error(f"--epoch-images {args.epoch_images} is less than one batch of {max(args.batches)}")
-    if args.baseline and args.backend == "jax":
-        parser.error("--baseline times TensorFlow steps")
+    if (args.baseline or args.profile) and args.backend == "jax":
+        parser.error("--baseline and --profile time TensorFlow steps")
     if args.baseline and not os.path.isfile(os.path.join(args.baseline, "models.py")):
         raise cli.UserError(f"--baseline {args.baseline}: not a checkout of this project (no models.py)")
     if args.peak_gflops and args.measure_peak:
@@ -294,7 +375,7 @@ def main(argv=None):
         rows = jax_rows(args.precisions, args.batches, args.warmup, args.steps, args.epoch_images, args.presets)
     else:
         rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps, args.presets,
-                       args.baseline)
+                       args.baseline, args.profile)
     for row in rows:
         format_row(row, peaks[row["precision"]])
     with_peak = any(peaks.values())

@@ -195,8 +195,9 @@ def ema_decay(step, decay):
 
 def ema_update(averages, weights, decay):
     """averages <- decay * averages + (1 - decay) * weights, variable by variable."""
-    for average, weight in zip(averages, weights):
-        average.assign(decay * average + (1.0 - decay) * weight)
+    with keras.name_scope("ema"):  # named, so that profiles attribute its ops (benchmark.py --profile)
+        for average, weight in zip(averages, weights):
+            average.assign(decay * average + (1.0 - decay) * weight)
 
 
 def diff_augment(x, ops_text, seed, p=None, gated=None):
@@ -248,7 +249,8 @@ def augment(images, recipe, nets):
     if not recipe["diffaug"]:
         return images
     p = nets["ada_state"][0] if recipe["ada_target"] else None
-    return diff_augment(images, recipe["diffaug"], nets["aug_seed"], p, recipe["ada_ops"] or None)
+    with keras.name_scope("diffaugment"):  # named for profiles, as ema_update
+        return diff_augment(images, recipe["diffaug"], nets["aug_seed"], p, recipe["ada_ops"] or None)
 
 
 def update_ada(state, real_logits, d_iterations, recipe):
