@@ -206,3 +206,38 @@ def test_networks_with_fused_batch_norm_match_keras_layers_and_save_as_them(tmp_
         config = archive.read("config.json").decode()
     assert "FusedBatchNormalization" not in config and json.loads(config)["class_name"] == "Functional"
     assert keras.models.load_model(tmp_path / "g.keras").count_params() == generator.count_params()
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the matrix-product gradient is TensorFlow's")
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("shape, kernel, strides, padding", [((8, 8, 16), 4, 2, "same"),  # D's last stride-2 layer
+                                                           ((4, 4, 32), 4, 1, "valid")])  # D's logit
+def test_matmul_kernel_gradient_convolution_matches_keras_conv(policy, shape, kernel, strides, padding, monkeypatch):
+    import tensorflow as tf
+    keras.mixed_precision.set_global_policy(policy)  # conftest restores float32
+    layer = models.MatmulGradientConv2D(8, kernel, strides=strides, padding=padding, use_bias=False)
+    x = tf.constant(np.random.default_rng(0).normal(size=(6, *shape)), tf.float32)
+    layer.build(x.shape)
+    weights = tf.constant(np.random.default_rng(1).normal(size=layer.compute_output_shape(x.shape)), tf.float32)
+
+    def results():  # the output, both gradients, and the kernel's gradient of an R1-like input-gradient penalty
+        @tf.function
+        def run(x):
+            with tf.GradientTape() as outer:
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = tf.cast(layer(x), tf.float32)
+                    loss = tf.reduce_sum(y * weights)
+                dx, dk = tape.gradient(loss, [x, layer.kernel])
+                penalty = tf.reduce_sum(tf.square(tf.cast(dx, tf.float32)))
+            return [y, dx, dk, outer.gradient(penalty, layer.kernel)]
+        patches = {op.type for op in run.get_concrete_function(x).graph.get_operations()} & {"ExtractImagePatches"}
+        return run(x), bool(patches)
+    matmul, im2col = results()
+    monkeypatch.setattr(models, "MATMUL_GRADIENT_MAX_OUTPUT", 0)  # every output "too large": Keras' convolution
+    keras_conv, no_im2col = results()
+    assert im2col and not no_im2col
+    for name, a, b in zip(["output", "input gradient", "kernel gradient", "penalty's kernel gradient"], matmul,
+                          keras_conv):  # the same sums in another order
+        a, b = np.asarray(tf.cast(a, tf.float32)), np.asarray(tf.cast(b, tf.float32))
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max(), err_msg=name)
