@@ -4,6 +4,8 @@
     python benchmark.py --modes graph --precisions fp32 bf16 --batches 128
     python benchmark.py --modes graph --batches 128 --presets dcgan best    # the paper's recipe vs --preset best
     python benchmark.py --backend jax --precisions fp32 bf16 --batches 128 512 --epoch-images 50000
+    git worktree add ../base 15e96f4 && python benchmark.py --modes graph --precisions bf16 --batches 128 \
+        --presets best --baseline ../base       # this checkout's step against another's, step by step in turn
 
 Both backends time exactly train.py's step on synthetic uint8 batches, after warm-up: gan_step.build_train_step
 on TensorFlow, gan_step.build_jax_train_step with `--backend jax` (run with KERAS_BACKEND=jax, or it is set
@@ -16,7 +18,10 @@ no GFLOP/s figure. --measure-peak times a large matrix multiply per precision fi
 says what share of the machine's measured ceiling the step reaches.
 """
 import argparse
+import importlib
 import os
+import re
+import statistics
 import sys
 import time
 
@@ -41,26 +46,157 @@ def time_steps(run_step, warmup, steps):
     return (time.perf_counter() - start) / steps
 
 
-def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",)):
+def time_interleaved(run_steps, warmup, steps):
+    """Seconds per step of each of `run_steps`, run in turn one step at a time (the order reversed every other
+    round), so that other load on the machine slows each alike: [the median of each one's step times], and the
+    median over rounds of each one's speed relative to the first."""
+    for run_step in run_steps:
+        for _ in range(warmup):
+            run_step()
+    times = [[] for _ in run_steps]
+    for i in range(steps):
+        for k in (range(len(run_steps)) if i % 2 == 0 else reversed(range(len(run_steps)))):
+            start = time.perf_counter()
+            run_steps[k]()
+            times[k].append(time.perf_counter() - start)
+    speedups = [statistics.median(first / own for first, own in zip(times[0], own_times)) for own_times in times]
+    return [statistics.median(own_times) for own_times in times], speedups
+
+
+def read_logs(logs):
+    """The step's logs on the host (as train.py's progress bar reads them): a dict, or older checkouts' tuple."""
+    return [float(value) for value in (logs.values() if isinstance(logs, dict) else logs)]
+
+
+def checkout_step_builders(path):
+    """(presets, gan_step) modules of another checkout of this project at `path` (its own modules, imported
+    beside this one's; older checkouts kept them at the top level). Keras' registry of serializable classes
+    then holds that checkout's, so load no saved models afterwards in this process."""
+    own = {name: module for name, module in sys.modules.items()
+           if name == "models" or name.split(".")[0] in ("facegan", "presets", "gan_step", "cli", "data_io",
+                                                          "run_state", "metrics", "demo_faces")}
+    for name in own:
+        del sys.modules[name]
+    sys.path.insert(0, path)
+    try:
+        if os.path.isfile(os.path.join(path, "facegan", "gan_step.py")):
+            return importlib.import_module("facegan.presets"), importlib.import_module("facegan.gan_step")
+        return importlib.import_module("presets"), importlib.import_module("gan_step")
+    finally:
+        sys.path.remove(path)
+        for name in [name for name, module in sys.modules.items()
+                     if os.path.abspath(getattr(module, "__file__", None) or "/").startswith(os.path.abspath(path))]:
+            del sys.modules[name]
+        sys.modules.update(own)
+
+
+# Op classes of a profile, in the order they are printed; op_class says which class an op is in.
+OP_CLASSES = ("convolution forward", "convolution backward (data)", "convolution backward (filter)", "batch norm",
+              "casts", "activations", "resize (upsampling)", "optimizer (Adam)", "DiffAugment", "EMA",
+              "other (losses, penalties, gradient sums, ...)")
+ACTIVATION_OPS = {"Relu", "ReluGrad", "LeakyRelu", "LeakyReluGrad", "Tanh", "TanhGrad", "Sigmoid", "SigmoidGrad"}
+
+
+def op_class(name, op_type):
+    """The class (one of OP_CLASSES) of a TensorFlow op by its graph name and type; oneDNN's ops are typed
+    _MklNative<Op>. A transposed convolution's forward is a Conv2DBackpropInput outside the gradient tape."""
+    op_type = op_type.removeprefix("_MklNative").removeprefix("_Mkl")
+    scopes = [re.sub(r"_\d+$", "", scope) for scope in name.lower().split("/")]  # "up1_bn_1": a second call's
+    gradient = scopes[0] == "gradient_tape"
+    if op_type == "Conv2DBackpropFilter":
+        return "convolution backward (filter)"
+    if op_type in ("Conv2D", "Conv2DBackpropInput"):
+        return "convolution backward (data)" if gradient else "convolution forward"
+    if op_type == "Cast":
+        return "casts"
+    if "BatchNorm" in op_type or any(scope.endswith("_bn") for scope in scopes):
+        return "batch norm"
+    if op_type in ACTIVATION_OPS:
+        return "activations"
+    if any(scope.endswith("_resize") for scope in scopes):  # models.py's upsampling layers
+        return "resize (upsampling)"
+    if "adam" in scopes:
+        return "optimizer (Adam)"
+    if "diffaugment" in scopes:
+        return "DiffAugment"
+    if "ema" in scopes:
+        return "EMA"
+    return OP_CLASSES[-1]
+
+
+def profile_steps(run_step, steps, logdir):
+    """Trace `steps` steps with TensorFlow's profiler into logdir, and read the trace back: {class: seconds of
+    op time per step} (op_class; time summed over the threads that run ops, so it exceeds the wall time when ops
+    run side by side) and the wall seconds per step."""
+    import glob
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    tf.profiler.experimental.start(logdir)
+    start = time.perf_counter()
+    for _ in range(steps):
+        run_step()
+    wall = (time.perf_counter() - start) / steps
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    with open(max(glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb")), key=os.path.getmtime),
+              "rb") as f:
+        space.ParseFromString(f.read())
+    seconds = dict.fromkeys(OP_CLASSES, 0.0)
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                # op events are named "<op name>:<op type>"; the executor's own are "Class::Method"
+                name, _, op_type = plane.event_metadata[event.metadata_id].name.rpartition(":")
+                if name and op_type and " " not in name and not name.endswith(":") and op_type.isidentifier():
+                    seconds[op_class(name, op_type)] += event.duration_ps / 1e12 / steps
+    return seconds, wall
+
+
+def format_profile(row):
+    """The profile of a row as text: each class's share of the op time and its milliseconds per step."""
+    total = sum(row["op_seconds"].values())
+    lines = [f"  op time {1000 * total:.0f} ms per step over {1000 * row['profiled_wall_seconds']:.0f} ms wall "
+             f"({row['preset']}, {row['precision']}, batch {row['batch']}):"]
+    for name, seconds in sorted(row["op_seconds"].items(), key=lambda item: -item[1]):
+        lines.append(f"    {name:<46} {100 * seconds / total:5.1f}%  {1000 * seconds:8.1f} ms")
+    return "\n".join(lines)
+
+
+def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",), baseline=None, profile=None):
     import keras
     import tensorflow as tf
     from facegan import gan_step
+    builders = [(presets, gan_step)] + ([checkout_step_builders(baseline)] if baseline else [])
     rows = []
     for precision in precisions:
         for mode in modes:
             for batch in batches:
                 for preset in preset_names:  # side by side, so that their ratio holds on a busy machine too
-                    recipe = presets.recipe(preset, precision=precision)  # the paper's size, the preset's recipe
-                    nets = gan_step.build_models(recipe)
-                    check_step_memory(nets, batch, recipe["precision"],
-                                      [device.name for device in tf.config.list_logical_devices()])
-                    step = gan_step.build_train_step(nets, recipe, mode=mode)
                     real = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
-                    seconds = time_steps(lambda: [float(v) for v in step(real).values()],
-                                         warmup if mode != "eager" else 1, steps if mode != "eager" else 2)
+                    run_steps = []
+                    for own_presets, own_gan_step in builders:
+                        recipe = own_presets.recipe(preset, precision=precision)  # the paper's size, the preset's
+                        nets = own_gan_step.build_models(recipe)
+                        if not run_steps:  # this checkout's step: refused where it cannot fit in memory
+                            check_step_memory(nets, batch, recipe["precision"],
+                                              [device.name for device in tf.config.list_logical_devices()])
+                        step = own_gan_step.build_train_step(nets, recipe, mode=mode)
+                        run_steps.append(lambda step=step: read_logs(step(real)))
+                    warm, timed = (warmup, steps) if mode != "eager" else (1, 2)
+                    if baseline:
+                        (seconds, baseline_seconds), (_, baseline_speed) = time_interleaved(run_steps, warm, timed)
+                        compared = dict(baseline=baseline, baseline_seconds_per_step=baseline_seconds,
+                                        speedup=round(1 / baseline_speed, 3))
+                    else:
+                        seconds, compared = time_steps(run_steps[0], warm, timed), {}
                     rows.append(dict(backend="tensorflow", mode=mode, precision=precision, batch=batch,
-                                     preset=preset, seconds_per_step=seconds))
+                                     preset=preset, seconds_per_step=seconds, **compared))
                     print(format_row(rows[-1]), flush=True)
+                    if profile:
+                        logdir = os.path.join(profile, f"{mode}_{precision}_{batch}_{preset}")
+                        rows[-1]["op_seconds"], rows[-1]["profiled_wall_seconds"] = profile_steps(
+                            run_steps[0], timed, logdir)
+                        print(format_profile(rows[-1]), flush=True)
         keras.mixed_precision.set_global_policy("float32")
     return rows
 
@@ -184,6 +320,9 @@ def format_row(row, peak=None):
     if peak and paper_model:
         row["percent_of_peak"] = round(100 * row["gflops"] / peak, 1)
         text += f"  {row['percent_of_peak']:5.1f}% of {peak:.0f}"
+    if "speedup" in row:
+        row["baseline_images_per_second"] = round(row["batch"] / row["baseline_seconds_per_step"], 1)
+        text += f"  baseline {row['baseline_images_per_second']:8.1f} images/s: {row['speedup']:.2f}x"
     if "epoch_seconds" in row:
         text += f"  epoch of {row['epoch_images']:,} images: {row['epoch_seconds']:.2f} s"
     return text
@@ -204,24 +343,27 @@ def main(argv=None):
     if args.backend == "jax":
         rows = jax_rows(args.precisions, args.batches, args.warmup, args.steps, args.epoch_images, args.presets)
     else:
-        rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps, args.presets)
+        rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps, args.presets,
+                       args.baseline, args.profile)
     for row in rows:
         format_row(row, peaks[row["precision"]])
-    print_table(rows, with_peak=any(peaks.values()))
+    print_table(rows, with_peak=any(peaks.values()), with_baseline=bool(args.baseline))
     data_io.save_json(args.out, {"argv": sys.argv[1:], "peak_gflops": peaks, "measured_peak": args.measure_peak,
                                  "rows": rows})
     print(f"wrote {args.out}")
     return 0
 
 
-def print_table(rows, with_peak):
-    print("\n| backend | mode | precision | batch | preset | images/s | GFLOP/s |" + (" % of peak |" if with_peak
-                                                                                     else ""))
-    print("|---|---|---|---|---|---|---|" + ("---|" if with_peak else ""))
+def print_table(rows, with_peak, with_baseline):
+    columns = ["backend", "mode", "precision", "batch", "preset", "images/s", "GFLOP/s"]
+    columns += ["% of peak"] * with_peak + ["baseline images/s", "speedup"] * with_baseline
+    print("\n| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|")
     for row in rows:
-        print(f"| {row['backend']} | {row['mode']} | {row['precision']} | {row['batch']} | {row['preset']} | "
-              f"{row['images_per_second']} | {row['gflops'] or '–'} |"
-              + (f" {row.get('percent_of_peak', '–')} |" if with_peak else ""))
+        cells = [row["backend"], row["mode"], row["precision"], row["batch"], row["preset"], row["images_per_second"],
+                 row["gflops"] or "–"] + [row.get("percent_of_peak", "–")] * with_peak
+        if with_baseline:
+            cells += [row["baseline_images_per_second"], f"{row['speedup']:.2f}x"]
+        print("| " + " | ".join(str(cell) for cell in cells) + " |")
 
 
 def parse_args(argv=None):
@@ -246,6 +388,10 @@ def parse_args(argv=None):
                         help="the machine's peak GFLOP/s for the one precision timed: adds a %% of peak column")
     parser.add_argument("--measure-peak", action="store_true",
                         help="first time a 2048^3 matmul per precision as its peak, for the %% of peak column")
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="another checkout (git worktree) timed in turn with this one: each row's speedup")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="trace --steps more steps per row with TensorFlow's profiler; op time by class")
     parser.add_argument("--epoch-images", type=cli.non_negative_int, default=0, metavar="N",
                         help="jax only: also time one epoch of N images (0 = no)")
     parser.add_argument("--out", default=os.path.join("outputs", "benchmark.json"), metavar="JSON",
@@ -259,6 +405,10 @@ def parse_args(argv=None):
         parser.error("--epoch-images is for --backend jax")
     if 0 < args.epoch_images < max(args.batches):
         parser.error(f"--epoch-images {args.epoch_images} is less than one batch of {max(args.batches)}")
+    if (args.baseline or args.profile) and args.backend == "jax":
+        parser.error("--baseline and --profile time TensorFlow steps")
+    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "models.py")):
+        raise cli.UserError(f"--baseline {args.baseline}: not a checkout of this project (no models.py)")
     if args.peak_gflops and args.measure_peak:
         parser.error("give --peak-gflops or --measure-peak, not both")
     if args.peak_gflops and len(set(args.precisions)) > 1:

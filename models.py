@@ -32,10 +32,99 @@ def _conv_init():
     return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
 
 
+@keras.saving.register_keras_serializable(package="facegan")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization, computed while training on the TensorFlow backend by TensorFlow's fused kernel
+    (FusedBatchNormV3; oneDNN's on CPU): the same batch statistics (in float32, also for bfloat16 inputs), the
+    same output and the same moving averages, in two passes over the activations forward and two backward,
+    where Keras' ops take a dozen, with casts to float32 and back around them under mixed precision. Inference,
+    other backends, synchronized statistics and masks take Keras' own call. Saved files hold Keras' layer
+    (keras_layers_only)."""
+
+    def call(self, inputs, training=None, mask=None):
+        if (not (training and self.trainable) or mask is not None or self.synchronized or self.renorm
+                or keras.backend.backend() != "tensorflow" or len(inputs.shape) != 4 or self.axis not in (-1, 3)):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+        channels = inputs.shape[-1]
+        gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,), "float32")
+        beta = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,), "float32")
+        # tf.raw_ops: tf.nn.fused_batch_norm raises epsilon to at least 1.001e-5 (a cuDNN limit); this keeps 1e-5.
+        outputs, mean, unbiased_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=gamma, offset=beta, mean=tf.zeros((0,)), variance=tf.zeros((0,)), epsilon=self.epsilon,
+            exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+        # The kernel's variance has Bessel's correction; Keras averages the biased one.
+        count = ops.cast(ops.prod(ops.shape(inputs)[:3]), "float32")
+        variance = unbiased_variance * ((count - 1.0) / count)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return ops.cast(outputs, self.compute_dtype)
+
+
+# Outputs of at most this many pixels a side take MatmulGradientConv2D's kernel gradient (docs/performance.md).
+MATMUL_GRADIENT_MAX_OUTPUT = 4
+
+
+@keras.saving.register_keras_serializable(package="facegan")
+class MatmulGradientConv2D(layers.Conv2D):
+    """Keras' Conv2D. On the TensorFlow backend, where the output is at most MATMUL_GRADIENT_MAX_OUTPUT pixels a
+    side, the kernel's gradient is computed as one matrix product, the input's patches (im2col) by the output's
+    gradient: oneDNN's convolution kernel for it reaches a small share of the machine's matrix rate at those
+    sizes (the discriminator's last layers). The output and the input's gradient are the convolution's own; the
+    result is the same sum in another order. Saved files hold Keras' Conv2D (keras_layers_only)."""
+
+    def convolution_op(self, inputs, kernel):
+        if (keras.backend.backend() != "tensorflow" or self.data_format != "channels_last"
+                or tuple(self.dilation_rate) != (1, 1) or self.groups != 1 or None in inputs.shape[1:3]
+                or max(self.compute_output_shape(inputs.shape)[1:3]) > MATMUL_GRADIENT_MAX_OUTPUT):
+            return super().convolution_op(inputs, kernel)
+        return _conv_with_matmul_kernel_gradient(inputs, kernel, tuple(self.strides), self.padding.upper())
+
+
+def _conv_with_matmul_kernel_gradient(inputs, kernel, strides, padding):
+    """tf.nn.conv2d(inputs, kernel) whose kernel gradient is extract_patches(inputs)^T @ (output gradient)."""
+    import tensorflow as tf
+    strides4 = [1, *strides, 1]
+
+    @tf.custom_gradient
+    def convolve(x, k):
+        def gradient(dy):
+            dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=k, out_backprop=dy,
+                                                strides=strides4, padding=padding)
+            rows, columns, channels, filters = k.shape
+            # patches in (row, column, channel) order: the kernel's layout flattened
+            patches = tf.image.extract_patches(x, [1, rows, columns, 1], strides4, [1, 1, 1, 1], padding)
+            dk = tf.matmul(tf.reshape(patches, (-1, rows * columns * channels)), tf.reshape(dy, (-1, filters)),
+                           transpose_a=True)
+            return dx, tf.reshape(dk, k.shape)
+        return tf.nn.conv2d(x, k, strides4, padding), gradient
+    # read a variable kernel here, outside: custom_gradient would otherwise differentiate the variable itself
+    return convolve(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel))
+
+
+def keras_layers_only(model):
+    """`model` with Keras' own BatchNormalization in place of each FusedBatchNormalization (same config and
+    weights, so the same function): a file of it loads with keras.models.load_model alone. `model` itself when
+    it has none."""
+    if not any(isinstance(layer, FusedBatchNormalization) or type(layer) is MatmulGradientConv2D
+               for layer in model.layers):
+        return model
+
+    def clone(layer):
+        if isinstance(layer, FusedBatchNormalization):
+            return layers.BatchNormalization.from_config(layer.get_config())
+        if type(layer) is MatmulGradientConv2D:
+            return layers.Conv2D.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _batch_norm(name, synchronized=False):
     # PyTorch BatchNorm2d defaults: momentum 0.1 (Keras' 0.9), eps 1e-5. synchronized: statistics over the
     # global batch when it is split across replicas (tf.distribute), so BN sees the same batch as on one device.
-    return layers.BatchNormalization(
+    return FusedBatchNormalization(
         momentum=0.9,
         epsilon=1e-5,
         gamma_initializer=keras.initializers.RandomNormal(mean=1.0, stddev=0.02),
@@ -62,7 +151,7 @@ def _normalise(x, z, name, norm, synchronized):
     if norm == "batch":
         return _batch_norm(name, synchronized)(x)
     channels = x.shape[-1]
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=False, scale=False, synchronized=synchronized,
+    x = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, center=False, scale=False, synchronized=synchronized,
                                   name=name)(x)
     hidden = layers.Dense(32, activation="relu", kernel_initializer=_conv_init(), name=f"{name}_mlp")(z)
     gain = layers.Dense(channels, kernel_initializer=_conv_init(), name=f"{name}_gain")(hidden)
@@ -73,7 +162,7 @@ def _normalise(x, z, name, norm, synchronized):
 
 
 def _conv(channels, kernel, name, initializer, strides=1):
-    return layers.Conv2D(channels, kernel, strides=strides, padding="same", use_bias=False,
+    return MatmulGradientConv2D(channels, kernel, strides=strides, padding="same", use_bias=False,
                          kernel_initializer=initializer, name=name)
 
 
@@ -132,7 +221,7 @@ def build_generator(latent_dim=100, image_size=64, width=64, synchronized_bn=Fal
 
 
 @keras.saving.register_keras_serializable(package="facegan")
-class SpectralNormConv2D(layers.Conv2D):
+class SpectralNormConv2D(MatmulGradientConv2D):
     """Conv2D with its kernel divided by the kernel's largest singular value sigma (Miyato et al. 2018).
 
     sigma comes from one power-iteration step per training call (the estimate `u` is a non-trainable weight),
@@ -228,7 +317,7 @@ def build_discriminator(image_size=64, width=64, synchronized_bn=False, spectral
     n = _n_doublings(image_size)
 
     def conv(filters, strides, padding, name, initializer=None):
-        return (SpectralNormConv2D if spectral_norm else layers.Conv2D)(
+        return (SpectralNormConv2D if spectral_norm else MatmulGradientConv2D)(
             filters, 4, strides=strides, padding=padding, use_bias=False,
             kernel_initializer=initializer or _conv_init(), name=name)
     image = keras.Input(shape=(image_size, image_size, 3), name="image")

@@ -254,12 +254,15 @@ def load_latest_checkpoint(run_dir, variables=None):
 
 
 def save_model(path, model, history):
-    """model as a .keras file (atomically) that records the epochs closed and the steps taken when it was saved
-    (`history`'s), in its data_io.MODEL_RECORD member: what export.py and evaluate.py report it as."""
+    """model as a .keras file (atomically), with Keras' own layers where the training model has fused ones
+    (models.keras_layers_only), so that keras.models.load_model alone reads it; the file records the epochs
+    closed and the steps taken when it was saved (`history`'s), in its data_io.MODEL_RECORD member: what
+    export.py and evaluate.py report it as."""
+    import models
     record = json.dumps({"epoch": history["epoch"], "step": len(history["d_loss"])})
 
     def write(tmp):
-        model.save(tmp)
+        models.keras_layers_only(model).save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
             archive.writestr(data_io.MODEL_RECORD, record)
     data_io.atomic_write(path, write, suffix=".keras")

@@ -33,6 +33,51 @@ def test_presets_are_timed_side_by_side_and_labelled(tmp_path, capsys):
     assert "| tensorflow | graph | fp32 | 8 | dcgan |" in printed
     assert "| tensorflow | graph | fp32 | 8 | best |" in printed
 
+def test_a_baseline_checkout_is_timed_in_turn_with_this_one_and_compared(tmp_path, capsys):
+    import sys
+    import models
+    from conftest import ROOT
+    out = tmp_path / "bench.json"
+    # this checkout as its own baseline: the same step, built from a second import of the same files
+    assert benchmark.main(["--modes", "graph", "--precisions", "fp32", "--batches", "8", "--warmup", "1",
+                           "--steps", "2", "--baseline", ROOT, "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["baseline"] == ROOT and row["baseline_images_per_second"] > 0 and row["speedup"] > 0
+    assert "| baseline images/s | speedup |" in capsys.readouterr().out
+    assert sys.modules["models"] is models  # this checkout's modules are back in place
+    assert benchmark.main(["--modes", "graph", "--baseline", str(tmp_path), "--out", str(out)]) == 2
+    assert "not a checkout of this project" in capsys.readouterr().err
+
+
+def test_ops_are_classed_by_type_and_scope():
+    assert benchmark.op_class("discriminator_1/down2_1/convolution", "_MklNativeConv2D") == "convolution forward"
+    assert benchmark.op_class("generator_1/up1_1/conv_transpose", "_MklNativeConv2DBackpropInput") == \
+        "convolution forward"  # a transposed convolution's forward
+    assert benchmark.op_class("gradient_tape/generator_1/up1_1/conv_transpose/Conv2D", "_MklNativeConv2D") == \
+        "convolution backward (data)"
+    assert benchmark.op_class("gradient_tape/d/down4_1/Conv2DBackpropFilter", "Conv2DBackpropFilter") == \
+        "convolution backward (filter)"
+    assert benchmark.op_class("generator_1/up3_bn_1/moments/mean", "Mean") == "batch norm"
+    assert benchmark.op_class("adam_1/Mul_29", "Mul") == "optimizer (Adam)"
+    assert benchmark.op_class("gradient_tape/diffaugment_2/GatherV2", "GatherV2") == "DiffAugment"
+    assert benchmark.op_class("generator_1/up1_resize_1/Repeat/Tile", "Tile") == "resize (upsampling)"
+    assert benchmark.op_class("truediv", "RealDiv") == benchmark.OP_CLASSES[-1]
+
+
+def test_profile_traces_the_step_and_says_where_its_op_time_goes(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["--modes", "graph", "--precisions", "fp32", "--batches", "4", "--warmup", "1",
+                           "--steps", "1", "--presets", "best", "--profile", str(tmp_path / "trace"),
+                           "--out", str(out)]) == 0
+    seconds = json.loads(out.read_text())["rows"][0]["op_seconds"]
+    assert set(seconds) == set(benchmark.OP_CLASSES)
+    for name in ("convolution forward", "convolution backward (filter)", "batch norm", "optimizer (Adam)",
+                 "DiffAugment", "EMA", "resize (upsampling)"):  # --preset best has each of them
+        assert seconds[name] > 0, name
+    assert "convolution backward (filter)" in capsys.readouterr().out
+    assert list((tmp_path / "trace" / "graph_fp32_4_best").rglob("*.xplane.pb"))  # what TensorBoard reads
+
+
 def test_percent_of_peak_appears_only_with_a_given_peak():
     row = {"backend": "tensorflow", "mode": "graph", "precision": "fp32", "batch": 100, "seconds_per_step": 1.0}
     assert "% of" not in benchmark.format_row(dict(row))

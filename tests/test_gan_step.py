@@ -31,6 +31,30 @@ def test_diff_augment_keeps_shape_and_range_and_differs_per_image():
     again = np.asarray(gan_step.diff_augment(images, "translation,cutout", seed))
     assert not np.array_equal(out, again)  # fresh draws each call
 
+def test_translation_shifts_each_image_by_its_offsets_with_zeros_and_passes_gradients_back_the_same_way():
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(-1, 1, (5, 32, 32, 3)), tf.float32)
+    weights = tf.constant(rng.normal(size=(5, 32, 32, 3)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        out = gan_step.diff_augment(images, "translation", keras.random.SeedGenerator(0))
+        loss = tf.reduce_sum(out * weights)
+    gradient = np.asarray(tape.gradient(loss, images))
+    # the offsets diff_augment drew: the first draw of a generator with the same seed
+    rows, columns = np.asarray(keras.random.randint((2, 5, 1), -4, 5, seed=keras.random.SeedGenerator(0)))[..., 0]
+    expected, expected_gradient = np.zeros((5, 32, 32, 3), np.float32), np.zeros((5, 32, 32, 3), np.float32)
+    for b in range(5):  # output pixel (i, j) is input pixel (i + rows[b], j + columns[b]), zero past the edge
+        for i in range(32):
+            for j in range(32):
+                if 0 <= i + rows[b] < 32 and 0 <= j + columns[b] < 32:
+                    expected[b, i, j] = np.asarray(images)[b, i + rows[b], j + columns[b]]
+                    expected_gradient[b, i + rows[b], j + columns[b]] = np.asarray(weights)[b, i, j]
+    np.testing.assert_array_equal(np.asarray(out), expected)
+    np.testing.assert_array_equal(gradient, expected_gradient)
+    assert len(set(zip(rows, columns))) > 1
+
+
 def test_diff_augment_with_ada_probability_p_augments_a_share_p_of_the_images():
     import tensorflow as tf
     images = tf.random.uniform((64, 32, 32, 3), 0.1, 1, seed=2)  # no zero pixels: cutout's zeros show

@@ -171,3 +171,106 @@ def test_residual_networks_have_no_batch_norm_and_each_block_starts_as_its_short
     images = np.asarray(generator(np.random.default_rng(0).standard_normal((2, 16)).astype("float32")))
     assert images.shape == (2, 32, 32, 3) and np.abs(images).max() <= 1 and images.std() > 1e-3
     assert np.asarray(discriminator(images)).shape == (2, 1)
+
+
+def trained_batch_norm_results(layer, call, x, weights):
+    """(output, gradients of a loss with respect to the input and the layer's weights, moving mean and variance)
+    of one training call, from layer's current state."""
+    import tensorflow as tf
+    for variable, value in zip(layer.weights, weights):
+        variable.assign(value)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.cast(call(x), tf.float32)
+        # weights that vary per element: a per-channel weighting has no gradient through the normalisation
+        weights = tf.constant(np.random.default_rng(1).normal(size=(2, *y.shape)), tf.float32)
+        loss = tf.reduce_sum(y * weights[0]) + tf.reduce_sum(tf.square(y) * weights[1])
+    return [y, *tape.gradient(loss, [x, *layer.trainable_weights]), layer.moving_mean.value,
+            layer.moving_variance.value]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the fused kernel is TensorFlow's")
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("affine", [True, False])  # False: self-modulation's batch norm, without gamma and beta
+def test_fused_batch_norm_trains_as_keras_batch_norm(policy, affine):
+    import tensorflow as tf
+    keras.mixed_precision.set_global_policy(policy)  # conftest restores float32
+    layer = models.FusedBatchNormalization(momentum=0.9, epsilon=1e-5, center=affine, scale=affine)
+    x = tf.constant(np.random.default_rng(0).normal(1.5, 2.0, (16, 8, 8, 6)), tf.float32)
+    layer.build(x.shape)
+    weights = [np.linspace(0.5, 1.5, 6).astype(np.float32), np.linspace(-1, 1, 6).astype(np.float32)][:2 * affine]
+    weights += [np.full(6, 0.3, np.float32), np.full(6, 2.0, np.float32)]  # moving statistics already moved
+    fused = trained_batch_norm_results(layer, tf.function(lambda x: layer(x, training=True)), x, weights)
+    def keras_call(x, training):  # Keras' own call, on the input as the layer's __call__ casts it
+        return keras.layers.BatchNormalization.call(layer, tf.cast(x, layer.compute_dtype), training=training)
+    portable = trained_batch_norm_results(layer, tf.function(lambda x: keras_call(x, True)), x, weights)
+    # bf16: the output and the input's gradient are bfloat16 on both paths (8 bits of mantissa)
+    tolerance = 1e-5 if policy == "float32" else 1e-2
+    for name, a, b in zip(["output", "input gradient", "gamma gradient", "beta gradient"][:2 + 2 * affine]
+                          + ["moving mean", "moving variance"], fused, portable):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tolerance, atol=tolerance * np.abs(b).max(),
+                                   err_msg=name)
+    # inference uses the moving averages, as Keras' layer does
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), np.asarray(keras_call(x, False)))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the fused kernel is TensorFlow's")
+def test_networks_with_fused_batch_norm_match_keras_layers_and_save_as_them(tmp_path):
+    import json
+    import zipfile
+    import tensorflow as tf
+    keras.utils.set_random_seed(0)
+    generator = models.build_generator(latent_dim=16, image_size=32, width=8)
+    discriminator = models.build_discriminator(image_size=32, width=8)
+    z = tf.constant(np.random.default_rng(0).standard_normal((8, 16)), tf.float32)
+    results = []
+    for g, d in ((generator, discriminator), (models.keras_layers_only(generator), models.keras_layers_only(discriminator))):
+        with tf.GradientTape() as tape:
+            logits = d(g(z, training=True), training=True)
+            loss = tf.reduce_sum(tf.sin(logits))
+        gradients = tape.gradient(loss, g.trainable_weights + d.trainable_weights)
+        results.append([logits, *gradients, *g.non_trainable_weights, *d.non_trainable_weights])
+    for fused, portable in zip(*results):  # float32: equal up to the order of the sums
+        np.testing.assert_allclose(np.asarray(fused), np.asarray(portable), rtol=1e-4,
+                                   atol=1e-5 * np.abs(np.asarray(portable)).max())
+    # saved files hold Keras' own layer: keras.models.load_model reads them without this module
+    models.keras_layers_only(generator).save(tmp_path / "g.keras")
+    with zipfile.ZipFile(tmp_path / "g.keras") as archive:
+        config = archive.read("config.json").decode()
+    assert "FusedBatchNormalization" not in config and json.loads(config)["class_name"] == "Functional"
+    assert keras.models.load_model(tmp_path / "g.keras").count_params() == generator.count_params()
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the matrix-product gradient is TensorFlow's")
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("shape, kernel, strides, padding", [((8, 8, 16), 4, 2, "same"),  # D's last stride-2 layer
+                                                           ((4, 4, 32), 4, 1, "valid")])  # D's logit
+def test_matmul_kernel_gradient_convolution_matches_keras_conv(policy, shape, kernel, strides, padding, monkeypatch):
+    import tensorflow as tf
+    keras.mixed_precision.set_global_policy(policy)  # conftest restores float32
+    layer = models.MatmulGradientConv2D(8, kernel, strides=strides, padding=padding, use_bias=False)
+    x = tf.constant(np.random.default_rng(0).normal(size=(6, *shape)), tf.float32)
+    layer.build(x.shape)
+    weights = tf.constant(np.random.default_rng(1).normal(size=layer.compute_output_shape(x.shape)), tf.float32)
+
+    def results():  # the output, both gradients, and the kernel's gradient of an R1-like input-gradient penalty
+        @tf.function
+        def run(x):
+            with tf.GradientTape() as outer:
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = tf.cast(layer(x), tf.float32)
+                    loss = tf.reduce_sum(y * weights)
+                dx, dk = tape.gradient(loss, [x, layer.kernel])
+                penalty = tf.reduce_sum(tf.square(tf.cast(dx, tf.float32)))
+            return [y, dx, dk, outer.gradient(penalty, layer.kernel)]
+        patches = {op.type for op in run.get_concrete_function(x).graph.get_operations()} & {"ExtractImagePatches"}
+        return run(x), bool(patches)
+    matmul, im2col = results()
+    monkeypatch.setattr(models, "MATMUL_GRADIENT_MAX_OUTPUT", 0)  # every output "too large": Keras' convolution
+    keras_conv, no_im2col = results()
+    assert im2col and not no_im2col
+    for name, a, b in zip(["output", "input gradient", "kernel gradient", "penalty's kernel gradient"], matmul,
+                          keras_conv):  # the same sums in another order
+        a, b = np.asarray(tf.cast(a, tf.float32)), np.asarray(tf.cast(b, tf.float32))
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max(), err_msg=name)
