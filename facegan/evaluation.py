@@ -429,16 +429,8 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
            if engines else None)
     cache = scoring.ScoreCache(os.path.join(out, "curve_cache.json"))
     depends_on = scoring.score_depends_on(holdout, n, seed, fid)
-    abouts = {path: data_io.model_file_about(path) for found in snapshots.values() for _, path in found}
-    keys = {path: scoring.score_key(**depends_on, generator=about["sha1"]) for path, about in abouts.items()}
     needed = ("n", "swd_avg", "ms_ssim_diversity", "face_rate", *(("fid", "kid") if fid else ()))
-    # every snapshot still to score, loaded (and kept for scoring) before the first score; its scores are keyed
-    # by the bytes loaded
-    generators = {}
-    for path, key in list(keys.items()):
-        if not cache.get(key, needed):
-            generators[path], abouts[path] = load_snapshot(path, configs[0]["image_size"])
-            keys[path] = scoring.score_key(**depends_on, generator=abouts[path]["sha1"])
+    abouts, keys, generators = load_unscored_snapshots(snapshots, cache, depends_on, needed, configs[0]["image_size"])
 
     def scores(key, make_images):
         row = cache.get(key, needed)
@@ -471,6 +463,19 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
                "seconds": round(time.time() - start, 1)}
     write_curve(out, results, run_dirs)
     return results
+
+
+def load_unscored_snapshots(snapshots, cache, depends_on, needed, size):
+    """({path: what the snapshot file says of itself}, {path: its score key}, {path: generator}): every snapshot
+    not yet in `cache` is loaded (and kept for scoring) before the first score, and keyed by the bytes loaded."""
+    abouts = {path: data_io.model_file_about(path) for found in snapshots.values() for _, path in found}
+    keys = {path: scoring.score_key(**depends_on, generator=about["sha1"]) for path, about in abouts.items()}
+    generators = {}
+    for path, key in list(keys.items()):
+        if not cache.get(key, needed):
+            generators[path], abouts[path] = load_snapshot(path, size)
+            keys[path] = scoring.score_key(**depends_on, generator=abouts[path]["sha1"])
+    return abouts, keys, generators
 
 
 def curve_configs(run_dirs):

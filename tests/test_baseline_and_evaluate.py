@@ -168,7 +168,7 @@ def _save_snapshot_of_epoch(source, path, epoch, steps_per_epoch):
 
 
 def test_curve_counts_the_images_each_snapshot_saw_after_the_steps_per_epoch_changed(tiny_run, monkeypatch):
-    monkeypatch.setattr(evaluation, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
+    monkeypatch.setattr(scoring, "load_fid_engines", lambda path: ([("stand-in", colour_layout_features)], None))
     config = json.loads((tiny_run / "config.json").read_text())
     seen = [epoch * config["steps_per_epoch"] * config["batch_size"] for epoch in (1, 2)]
     config["steps_per_epoch"] = 5  # as a resume on more data records it
