@@ -416,17 +416,14 @@ def verify_dataset(path):
     None for an array without such a JSON beside it (demo data, arrays made by hand). Raises DataError in one
     line when the array is missing, unreadable, or not the one the JSON describes (another run replaced it,
     or a write was interrupted)."""
-    for role in ("train", "holdout"):
-        if path.endswith(f"_{role}.npy"):
-            meta_path = dataset_paths(path[:-len(f"_{role}.npy")])["meta"]
-            break
-    else:
+    meta_path = dataset_meta_path(path)
+    if meta_path is None:
         return None
     if not os.path.isfile(meta_path):
         return None
     try:
         with open(meta_path) as f:
-            record = json.load(f)["arrays"][role]
+            record = json.load(f)["arrays"]["train" if path.endswith("_train.npy") else "holdout"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"cannot read the description of {path} in {meta_path}: {error}") from None
     images = load_npy(path, mmap=True)
@@ -679,14 +676,20 @@ def same_photos_among(images, train_images, chunk=4096):
     return sorted(found.values())
 
 
+def dataset_meta_path(path):
+    """The PREFIX.json preprocess.py wrote beside PREFIX_train.npy / PREFIX_holdout.npy at `path`, or None for a
+    path not named so."""
+    for role in ("train", "holdout"):
+        if path.endswith(f"_{role}.npy"):
+            return dataset_paths(path[:-len(f"_{role}.npy")])["meta"]
+    return None
+
+
 def dataset_preparation(path):
     """How preprocess.py made the array at `path` (its PREFIX.json: crop, image_size, resize, source), or None
     for an array without that JSON, a folder or a zip."""
-    for role in ("train", "holdout"):
-        if path.endswith(f"_{role}.npy"):
-            meta_path = dataset_paths(path[:-len(f"_{role}.npy")])["meta"]
-            break
-    else:
+    meta_path = dataset_meta_path(path)
+    if meta_path is None:
         return None
     try:
         with open(meta_path) as f:
