@@ -103,7 +103,7 @@ def op_class(name, op_type):
     op_type = op_type.removeprefix("_MklNative").removeprefix("_Mkl")
     scopes = [re.sub(r"_\d+$", "", scope) for scope in name.lower().split("/")]  # "up1_bn_1": a second call's
     gradient = scopes[0] == "gradient_tape"
-    if op_type == "Conv2DBackpropFilter":
+    if op_type == "Conv2DBackpropFilter" or "conv_kernel_gradient" in scopes:  # models.MatmulGradientConv2D's
         return "convolution backward (filter)"
     if op_type in ("Conv2D", "Conv2DBackpropInput"):
         return "convolution backward (data)" if gradient else "convolution forward"

@@ -57,6 +57,7 @@ def test_ops_are_classed_by_type_and_scope():
         "convolution backward (data)"
     assert benchmark.op_class("gradient_tape/d/down4_1/Conv2DBackpropFilter", "Conv2DBackpropFilter") == \
         "convolution backward (filter)"
+    assert benchmark.op_class("conv_kernel_gradient_1/MatMul", "_MklMatMul") == "convolution backward (filter)"
     assert benchmark.op_class("generator_1/up3_bn_1/moments/mean", "Mean") == "batch norm"
     assert benchmark.op_class("adam_1/Mul_29", "Mul") == "optimizer (Adam)"
     assert benchmark.op_class("gradient_tape/diffaugment_2/GatherV2", "GatherV2") == "DiffAugment"
