@@ -4,6 +4,7 @@
     python benchmark.py --modes graph --precisions fp32 bf16 --batches 128
     python benchmark.py --modes graph --batches 128 --presets dcgan best    # the paper's recipe vs --preset best
     python benchmark.py --backend jax --precisions fp32 bf16 --batches 128 512 --epoch-images 50000
+    python benchmark.py --convolutions --precisions bf16 --batches 128 --presets dcgan best --measure-peak
     git worktree add ../base 15e96f4 && python benchmark.py --modes graph --precisions bf16 --batches 128 \
         --presets best --baseline ../base       # this checkout's step against another's, step by step in turn
 
@@ -19,6 +20,7 @@ says what share of the machine's measured ceiling the step reaches.
 """
 import argparse
 import importlib
+import math
 import os
 import re
 import statistics
@@ -103,7 +105,7 @@ def op_class(name, op_type):
     op_type = op_type.removeprefix("_MklNative").removeprefix("_Mkl")
     scopes = [re.sub(r"_\d+$", "", scope) for scope in name.lower().split("/")]  # "up1_bn_1": a second call's
     gradient = scopes[0] == "gradient_tape"
-    if op_type == "Conv2DBackpropFilter":
+    if op_type == "Conv2DBackpropFilter" or "conv_kernel_gradient" in scopes:  # models.MatmulGradientConv2D's
         return "convolution backward (filter)"
     if op_type in ("Conv2D", "Conv2DBackpropInput"):
         return "convolution backward (data)" if gradient else "convolution forward"
@@ -207,6 +209,77 @@ def check_step_memory(nets, batch, precision, devices):
     if training_loop.on_cpu(devices):
         data_io.check_memory(training_loop.step_memory(nets, batch, precision), f"a step of batch {batch}",
                              "give smaller --batches")
+
+
+CONVOLUTION_PASSES = ("forward", "input gradient", "kernel gradient")
+
+
+def convolution_rows(precisions, batches, warmup, steps, preset_names):
+    """Each convolution of the presets' G and D timed alone as the step runs it (its layer's own call and
+    gradients, so models.MatmulGradientConv2D's matrix-product kernel gradient where it applies), forward,
+    input gradient and kernel gradient: one row per layer with the GFLOP/s of each. The passes of all layers
+    are timed in turn, `steps` rounds, and each row keeps the medians."""
+    import keras
+    import tensorflow as tf
+    from facegan import gan_step
+    rows = []
+    for precision in precisions:
+        for preset in preset_names:
+            recipe = presets.recipe(preset, precision=precision)
+            nets = gan_step.build_models(recipe)
+            for batch in batches:
+                timed = []  # (row, {pass: tf.function})
+                for model in (nets["generator"], nets["discriminator"]):
+                    for layer in model.layers:
+                        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+                            continue
+                        in_shape, out_shape = tuple(layer.input.shape[1:]), tuple(layer.output.shape[1:])
+                        x = tf.cast(tf.random.normal((batch, *in_shape)), layer.compute_dtype)
+                        dy = tf.cast(tf.random.normal((batch, *out_shape)), layer.compute_dtype)
+                        # multiply-adds per image: kernel size x channels at each position of the small side
+                        positions = math.prod((in_shape if isinstance(layer, keras.layers.Conv2DTranspose)
+                                               else out_shape)[:2])
+                        flops = 2 * batch * positions * math.prod(layer.kernel.shape)
+
+                        def gradient(wrt, layer=layer, x=x, dy=dy):
+                            with tf.GradientTape() as tape:
+                                tape.watch(x)
+                                y = layer(x)
+                            return tape.gradient(y, x if wrt == "input" else layer.kernel, output_gradients=dy)
+                        passes = {"forward": tf.function(lambda layer=layer, x=x: layer(x)),
+                                  "input gradient": tf.function(lambda gradient=gradient: gradient("input")),
+                                  "kernel gradient": tf.function(lambda gradient=gradient: gradient("kernel"))}
+                        row = dict(backend="tensorflow", precision=precision, preset=preset, batch=batch,
+                                   network=model.name, layer=layer.name, input=list(in_shape),
+                                   output=list(out_shape), gflop=flops / 1e9)
+                        timed.append((row, passes))
+                seconds = {(i, name): [] for i in range(len(timed)) for name in CONVOLUTION_PASSES}
+                for round_ in range(warmup + steps):
+                    for i, (_, passes) in enumerate(timed):
+                        for name, run in passes.items():
+                            start = time.perf_counter()
+                            keras.ops.convert_to_numpy(run()[..., :1])  # waits for the result
+                            if round_ >= warmup:
+                                seconds[i, name].append(time.perf_counter() - start)
+                for i, (row, _) in enumerate(timed):
+                    for name in CONVOLUTION_PASSES:
+                        row[f"{name} GFLOP/s"] = row["gflop"] / statistics.median(seconds[i, name])
+                    rows.append(row)
+            keras.mixed_precision.set_global_policy("float32")
+    return rows
+
+
+def print_convolution_table(rows, peaks):
+    """The rows of convolution_rows as a markdown table, each rate with its share of the measured peak."""
+    print("\n| precision | preset | layer | input -> output | GFLOP | " + " | ".join(CONVOLUTION_PASSES) + " |\n"
+          + "|---" * (5 + len(CONVOLUTION_PASSES)) + "|")
+    for row in rows:
+        peak = peaks[row["precision"]]
+        cells = [f"{row[f'{name} GFLOP/s']:.0f}" + (f" ({100 * row[f'{name} GFLOP/s'] / peak:.0f}%)" if peak else "")
+                 for name in CONVOLUTION_PASSES]
+        shapes = "x".join(map(str, row["input"])) + " -> " + "x".join(map(str, row["output"]))
+        print(f"| {row['precision']} | {row['preset']} | {row['network'][0].upper()} {row['layer']} | {shapes} | "
+              f"{row['gflop']:.2f} | " + " | ".join(cells) + " |")
 
 
 def jax_rows(precisions, batches, warmup, steps, epoch_images, preset_names=("dcgan",)):
@@ -340,6 +413,13 @@ def main(argv=None):
         peaks = {precision: gemm_gflops(precision) for precision in args.precisions}
         for precision, gflops in peaks.items():
             print(f"measured peak, {precision} 2048^3 matrix multiply: {gflops:.1f} GFLOP/s", flush=True)
+    if args.convolutions:
+        rows = convolution_rows(args.precisions, args.batches, args.warmup, args.steps, args.presets)
+        print_convolution_table(rows, peaks)
+        data_io.save_json(args.out, {"argv": sys.argv[1:], "peak_gflops": peaks, "measured_peak": args.measure_peak,
+                                     "convolutions": rows})
+        print(f"wrote {args.out}")
+        return 0
     if args.backend == "jax":
         rows = jax_rows(args.precisions, args.batches, args.warmup, args.steps, args.epoch_images, args.presets)
     else:
@@ -392,6 +472,8 @@ def parse_args(argv=None):
                         help="another checkout (git worktree) timed in turn with this one: each row's speedup")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="trace --steps more steps per row with TensorFlow's profiler; op time by class")
+    parser.add_argument("--convolutions", action="store_true",
+                        help="instead of steps, time each convolution of G and D alone: GFLOP/s, %% of peak")
     parser.add_argument("--epoch-images", type=cli.non_negative_int, default=0, metavar="N",
                         help="jax only: also time one epoch of N images (0 = no)")
     parser.add_argument("--out", default=os.path.join("outputs", "benchmark.json"), metavar="JSON",
@@ -405,8 +487,8 @@ def parse_args(argv=None):
         parser.error("--epoch-images is for --backend jax")
     if 0 < args.epoch_images < max(args.batches):
         parser.error(f"--epoch-images {args.epoch_images} is less than one batch of {max(args.batches)}")
-    if (args.baseline or args.profile) and args.backend == "jax":
-        parser.error("--baseline and --profile time TensorFlow steps")
+    if (args.baseline or args.profile or args.convolutions) and args.backend == "jax":
+        parser.error("--baseline, --profile and --convolutions time TensorFlow's step")
     if args.baseline and not os.path.isfile(os.path.join(args.baseline, "models.py")):
         raise cli.UserError(f"--baseline {args.baseline}: not a checkout of this project (no models.py)")
     if args.peak_gflops and args.measure_peak:

@@ -92,10 +92,11 @@ def _conv_with_matmul_kernel_gradient(inputs, kernel, strides, padding):
             dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=k, out_backprop=dy,
                                                 strides=strides4, padding=padding)
             rows, columns, channels, filters = k.shape
-            # patches in (row, column, channel) order: the kernel's layout flattened
-            patches = tf.image.extract_patches(x, [1, rows, columns, 1], strides4, [1, 1, 1, 1], padding)
-            dk = tf.matmul(tf.reshape(patches, (-1, rows * columns * channels)), tf.reshape(dy, (-1, filters)),
-                           transpose_a=True)
+            with tf.name_scope("conv_kernel_gradient"):  # named for benchmark.py --profile
+                # patches in (row, column, channel) order: the kernel's layout flattened
+                patches = tf.image.extract_patches(x, [1, rows, columns, 1], strides4, [1, 1, 1, 1], padding)
+                dk = tf.matmul(tf.reshape(patches, (-1, rows * columns * channels)),
+                               tf.reshape(dy, (-1, filters)), transpose_a=True)
             return dx, tf.reshape(dk, k.shape)
         return tf.nn.conv2d(x, k, strides4, padding), gradient
     # read a variable kernel here, outside: custom_gradient would otherwise differentiate the variable itself

@@ -57,6 +57,7 @@ def test_ops_are_classed_by_type_and_scope():
         "convolution backward (data)"
     assert benchmark.op_class("gradient_tape/d/down4_1/Conv2DBackpropFilter", "Conv2DBackpropFilter") == \
         "convolution backward (filter)"
+    assert benchmark.op_class("conv_kernel_gradient_1/MatMul", "_MklMatMul") == "convolution backward (filter)"
     assert benchmark.op_class("generator_1/up3_bn_1/moments/mean", "Mean") == "batch norm"
     assert benchmark.op_class("adam_1/Mul_29", "Mul") == "optimizer (Adam)"
     assert benchmark.op_class("gradient_tape/diffaugment_2/GatherV2", "GatherV2") == "DiffAugment"
@@ -76,6 +77,21 @@ def test_profile_traces_the_step_and_says_where_its_op_time_goes(tmp_path, capsy
         assert seconds[name] > 0, name
     assert "convolution backward (filter)" in capsys.readouterr().out
     assert list((tmp_path / "trace" / "graph_fp32_4_best").rglob("*.xplane.pb"))  # what TensorBoard reads
+
+
+def test_each_convolution_is_timed_alone_in_each_pass(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["--convolutions", "--precisions", "fp32", "--batches", "2", "--warmup", "0", "--steps",
+                           "1", "--presets", "dcgan", "--peak-gflops", "1000", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["convolutions"]
+    assert [(row["network"], row["layer"]) for row in rows] == (
+        [("generator", name) for name in ("project", "up1", "up2", "up3", "to_rgb")]
+        + [("discriminator", name) for name in ("down1", "down2", "down3", "down4", "to_logit")])
+    down4 = rows[8]  # 8x8x256 -> 4x4x512, k4: 2 x batch x 16 positions x 4*4*256*512
+    assert (down4["input"], down4["output"]) == ([8, 8, 256], [4, 4, 512])
+    assert down4["gflop"] == pytest.approx(2 * 2 * 16 * 4 * 4 * 256 * 512 / 1e9)
+    assert all(row[f"{name} GFLOP/s"] > 0 for row in rows for name in benchmark.CONVOLUTION_PASSES)
+    assert "| fp32 | dcgan | D down4 | 8x8x256 -> 4x4x512 |" in capsys.readouterr().out
 
 
 def test_percent_of_peak_appears_only_with_a_given_peak():
