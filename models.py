@@ -104,9 +104,9 @@ def _conv_with_matmul_kernel_gradient(inputs, kernel, strides, padding):
 
 
 def keras_layers_only(model):
-    """`model` with Keras' own BatchNormalization in place of each FusedBatchNormalization (same config and
-    weights, so the same function): a file of it loads with keras.models.load_model alone. `model` itself when
-    it has none."""
+    """`model` with Keras' own BatchNormalization and Conv2D in place of each FusedBatchNormalization and
+    MatmulGradientConv2D (same config and weights, so the same function): a file of it loads with
+    keras.models.load_model alone. `model` itself when it has neither."""
     if not any(isinstance(layer, FusedBatchNormalization) or type(layer) is MatmulGradientConv2D
                for layer in model.layers):
         return model
@@ -153,7 +153,7 @@ def _normalise(x, z, name, norm, synchronized):
         return _batch_norm(name, synchronized)(x)
     channels = x.shape[-1]
     x = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, center=False, scale=False, synchronized=synchronized,
-                                  name=name)(x)
+                                name=name)(x)
     hidden = layers.Dense(32, activation="relu", kernel_initializer=_conv_init(), name=f"{name}_mlp")(z)
     gain = layers.Dense(channels, kernel_initializer=_conv_init(), name=f"{name}_gain")(hidden)
     shift = layers.Dense(channels, kernel_initializer=_conv_init(), name=f"{name}_shift")(hidden)
@@ -164,7 +164,7 @@ def _normalise(x, z, name, norm, synchronized):
 
 def _conv(channels, kernel, name, initializer, strides=1):
     return MatmulGradientConv2D(channels, kernel, strides=strides, padding="same", use_bias=False,
-                         kernel_initializer=initializer, name=name)
+                                kernel_initializer=initializer, name=name)
 
 
 # Without batch norm to rescale them, the residual networks keep their activations' scale by initialisation:
