@@ -72,11 +72,14 @@ def read_logs(logs):
 
 def checkout_step_builders(path):
     """(presets, gan_step) modules of another checkout of this project at `path` (its own modules, imported
-    beside this one's; older checkouts kept them at the top level). Keras' registry of serializable classes
-    then holds that checkout's, so load no saved models afterwards in this process."""
+    beside this one's; older checkouts kept them at the top level). Keras' registry of serializable classes is
+    put back afterwards too, so models saved by this checkout still load as this checkout's classes."""
     own = {name: module for name, module in sys.modules.items()
            if name == "models" or name.split(".")[0] in ("facegan", "presets", "gan_step", "cli", "data_io",
                                                           "run_state", "metrics", "demo_faces")}
+    import keras
+    registry = keras.saving.get_custom_objects()  # the baseline's models.py re-registers the same names
+    own_registry = dict(registry)
     for name in own:
         del sys.modules[name]
     sys.path.insert(0, path)
@@ -90,6 +93,8 @@ def checkout_step_builders(path):
                      if os.path.abspath(getattr(module, "__file__", None) or "/").startswith(os.path.abspath(path))]:
             del sys.modules[name]
         sys.modules.update(own)
+        registry.clear()
+        registry.update(own_registry)
 
 
 # Op classes of a profile, in the order they are printed; op_class says which class an op is in.

@@ -35,6 +35,7 @@ def test_presets_are_timed_side_by_side_and_labelled(tmp_path, capsys):
 
 def test_a_baseline_checkout_is_timed_in_turn_with_this_one_and_compared(tmp_path, capsys):
     import sys
+    import keras
     import models
     from conftest import ROOT
     out = tmp_path / "bench.json"
@@ -45,6 +46,8 @@ def test_a_baseline_checkout_is_timed_in_turn_with_this_one_and_compared(tmp_pat
     assert row["baseline"] == ROOT and row["baseline_images_per_second"] > 0 and row["speedup"] > 0
     assert "| baseline images/s | speedup |" in capsys.readouterr().out
     assert sys.modules["models"] is models  # this checkout's modules are back in place
+    # and so are Keras' registered classes: models saved by this checkout load as its own classes
+    assert keras.saving.get_registered_object("facegan>SpectralNormConv2D") is models.SpectralNormConv2D
     assert benchmark.main(["--modes", "graph", "--baseline", str(tmp_path), "--out", str(out)]) == 2
     assert "not a checkout of this project" in capsys.readouterr().err
 
