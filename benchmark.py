@@ -358,7 +358,7 @@ def jax_row(precision, batch, warmup, steps, images, order, preset="dcgan"):
     return row
 
 
-def gemm_gflops(precision, size=2048, repeats=5):
+def gemm_gflops(precision, size=2048, repeats=20):
     """The machine's measured matrix-multiply ceiling in one precision: GFLOP/s of a size x size x size GEMM
     on the Keras backend (the best of `repeats`, after one untimed run)."""
     import keras
