@@ -271,6 +271,8 @@ def resize_matrix(size_in, size_out=INPUT_SIZE):
     np.add.at(matrix, (np.arange(size_out), low), 1 - frac)
     np.add.at(matrix, (np.arange(size_out), high), frac)
     return matrix.astype(np.float32)
+
+
 def load_fid_inception(path=None):
     """A callable: float images 0-255 (N, H, W, 3) -> (N, 2048) FID features, with the same contract as
     metrics.load_inception's graph (resize to 299 as the 2015 graph does, then scale by 1/128 - 1).
