@@ -5,6 +5,7 @@
     python benchmark.py --modes graph --batches 128 --presets dcgan best    # the paper's recipe vs --preset best
     python benchmark.py --backend jax --precisions fp32 bf16 --batches 128 512 --epoch-images 50000
     python benchmark.py --convolutions --precisions bf16 --batches 128 --presets dcgan best --measure-peak
+    python benchmark.py --modes graph --batches 128 --presets best --train-flags "--arch resnet" "--d-width 96"
     git worktree add ../base 15e96f4 && python benchmark.py --modes graph --precisions bf16 --batches 128 \
         --presets best --baseline ../base       # this checkout's step against another's, step by step in turn
 
@@ -13,16 +14,18 @@ on TensorFlow, gan_step.build_jax_train_step with `--backend jax` (run with KERA
 here). With --epoch-images the JAX path also times one whole epoch of that many uint8 images held on the
 device, each batch gathered in a shuffled order inside the compiled step, with a host read of the losses
 every step as train.py's progress bar does.
+--train-flags times the recipe train.py builds from those flags (e.g. a candidate of a recipe study).
 Cost model: 2.48 GFLOP per trained image at 64 px (G forward, D forward and backward on real and fake,
-G backward through D) for the paper's model; rows of a preset with another generator (resize upsampling) have
-no GFLOP/s figure. --measure-peak times a large matrix multiply per precision first, so that each row
-says what share of the machine's measured ceiling the step reaches.
+G backward through D) for the paper's model; rows of another model (resize upsampling, other widths, the
+residual architecture) have no GFLOP/s figure. --measure-peak times a large matrix multiply per precision
+first, so that each row says what share of the machine's measured ceiling the step reaches.
 """
 import argparse
 import importlib
 import math
 import os
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -32,6 +35,7 @@ import numpy as np
 from facegan import cli
 from facegan import data_io
 from facegan import presets
+from facegan import settings
 
 GFLOP_PER_IMAGE = 2.48
 # JAX's float32 matrix products: fp32 = true float32; tf32 = float32 storage with TensorFloat-32 matrix units
@@ -169,7 +173,40 @@ def format_profile(row):
     return "\n".join(lines)
 
 
-def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",), baseline=None, profile=None):
+# train.py flags that benchmark.py sets itself, per row
+STEP_FLAGS_GIVEN_HERE = {"batch_size": "--batches", "precision": "--precisions"}
+
+
+def recipes_to_time(preset_names=("dcgan",), train_flags=()):
+    """[(label, recipe without its precision)]: each preset at the paper's size, then the recipe train.py builds
+    from each string of train.py flags (on --preset best unless the string names another)."""
+    chosen = [(dict(preset=name), presets.recipe(name)) for name in preset_names]
+    for text in train_flags:
+        try:
+            args = settings.parse_args(shlex.split(text))
+        except SystemExit:  # train.py's parser has said what is wrong
+            raise cli.UserError(f"--train-flags {text!r}: not usable train.py flags") from None
+        for key in args.given_flags:
+            if key in STEP_FLAGS_GIVEN_HERE:
+                raise cli.UserError(f"--train-flags {text!r}: give {settings.flag(key)} as benchmark.py's "
+                                    f"{STEP_FLAGS_GIVEN_HERE[key]}")
+        config = settings.settings(args, demo=False)
+        config["image_size"] = presets.PAPER["image_size"]  # a run takes it from its data: the paper's here
+        chosen.append((dict(preset=config["preset"], train_flags=text), config))
+    return chosen
+
+
+def paper_model(recipe):
+    """Whether a recipe's networks are the paper's, whose FLOPs GFLOP_PER_IMAGE counts."""
+    return all(recipe[key] == presets.PAPER[key]
+               for key in ("image_size", "latent_dim", "g_width", "d_width", "upsample", "arch", "g_norm"))
+
+
+def row_label(row):
+    return row.get("train_flags") or row["preset"]
+
+
+def tf_rows(modes, precisions, batches, warmup, steps, recipes, baseline=None, profile=None):
     import keras
     import tensorflow as tf
     from facegan import gan_step
@@ -178,11 +215,13 @@ def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",), 
     for precision in precisions:
         for mode in modes:
             for batch in batches:
-                for preset in preset_names:  # side by side, so that their ratio holds on a busy machine too
-                    real = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
+                for label, base_recipe in recipes:  # side by side, so that their ratio holds on a busy machine too
+                    size = base_recipe["image_size"]
+                    real = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8))
                     run_steps = []
                     for own_presets, own_gan_step in builders:
-                        recipe = own_presets.recipe(preset, precision=precision)  # the paper's size, the preset's
+                        recipe = ({**base_recipe, "precision": precision} if own_presets is presets
+                                  else own_presets.recipe(label["preset"], precision=precision))
                         nets = own_gan_step.build_models(recipe)
                         if not run_steps:  # this checkout's step: refused where it cannot fit in memory
                             check_step_memory(nets, batch, recipe["precision"],
@@ -196,11 +235,12 @@ def tf_rows(modes, precisions, batches, warmup, steps, preset_names=("dcgan",), 
                                         speedup=round(1 / baseline_speed, 3))
                     else:
                         seconds, compared = time_steps(run_steps[0], warm, timed), {}
-                    rows.append(dict(backend="tensorflow", mode=mode, precision=precision, batch=batch,
-                                     preset=preset, seconds_per_step=seconds, **compared))
+                    rows.append(dict(backend="tensorflow", mode=mode, precision=precision, batch=batch, **label,
+                                     paper_model=paper_model(base_recipe), seconds_per_step=seconds, **compared))
                     print(format_row(rows[-1]), flush=True)
                     if profile:
-                        logdir = os.path.join(profile, f"{mode}_{precision}_{batch}_{preset}")
+                        name = re.sub(r"[^A-Za-z0-9.]+", "_", row_label(label)).strip("_")
+                        logdir = os.path.join(profile, f"{mode}_{precision}_{batch}_{name}")
                         rows[-1]["op_seconds"], rows[-1]["profiled_wall_seconds"] = profile_steps(
                             run_steps[0], timed, logdir)
                         print(format_profile(rows[-1]), flush=True)
@@ -219,7 +259,7 @@ def check_step_memory(nets, batch, precision, devices):
 CONVOLUTION_PASSES = ("forward", "input gradient", "kernel gradient")
 
 
-def convolution_rows(precisions, batches, warmup, steps, preset_names):
+def convolution_rows(precisions, batches, warmup, steps, recipes):
     """Each convolution of the presets' G and D timed alone as the step runs it (its layer's own call and
     gradients, so models.MatmulGradientConv2D's matrix-product kernel gradient where it applies), forward,
     input gradient and kernel gradient: one row per layer with the GFLOP/s of each. The passes of all layers
@@ -229,9 +269,8 @@ def convolution_rows(precisions, batches, warmup, steps, preset_names):
     from facegan import gan_step
     rows = []
     for precision in precisions:
-        for preset in preset_names:
-            recipe = presets.recipe(preset, precision=precision)
-            nets = gan_step.build_models(recipe)
+        for label, base_recipe in recipes:
+            nets = gan_step.build_models({**base_recipe, "precision": precision})
             for batch in batches:
                 timed = []  # (row, {pass: tf.function})
                 for model in (nets["generator"], nets["discriminator"]):
@@ -254,7 +293,7 @@ def convolution_rows(precisions, batches, warmup, steps, preset_names):
                         passes = {"forward": tf.function(lambda layer=layer, x=x: layer(x)),
                                   "input gradient": tf.function(lambda gradient=gradient: gradient("input")),
                                   "kernel gradient": tf.function(lambda gradient=gradient: gradient("kernel"))}
-                        row = dict(backend="tensorflow", precision=precision, preset=preset, batch=batch,
+                        row = dict(backend="tensorflow", precision=precision, **label, batch=batch,
                                    network=model.name, layer=layer.name, input=list(in_shape),
                                    output=list(out_shape), gflop=flops / 1e9)
                         timed.append((row, passes))
@@ -276,18 +315,18 @@ def convolution_rows(precisions, batches, warmup, steps, preset_names):
 
 def print_convolution_table(rows, peaks):
     """The rows of convolution_rows as a markdown table, each rate with its share of the measured peak."""
-    print("\n| precision | preset | layer | input -> output | GFLOP | " + " | ".join(CONVOLUTION_PASSES) + " |\n"
+    print("\n| precision | recipe | layer | input -> output | GFLOP | " + " | ".join(CONVOLUTION_PASSES) + " |\n"
           + "|---" * (5 + len(CONVOLUTION_PASSES)) + "|")
     for row in rows:
         peak = peaks[row["precision"]]
         cells = [f"{row[f'{name} GFLOP/s']:.0f}" + (f" ({100 * row[f'{name} GFLOP/s'] / peak:.0f}%)" if peak else "")
                  for name in CONVOLUTION_PASSES]
         shapes = "x".join(map(str, row["input"])) + " -> " + "x".join(map(str, row["output"]))
-        print(f"| {row['precision']} | {row['preset']} | {row['network'][0].upper()} {row['layer']} | {shapes} | "
+        print(f"| {row['precision']} | {row_label(row)} | {row['network'][0].upper()} {row['layer']} | {shapes} | "
               f"{row['gflop']:.2f} | " + " | ".join(cells) + " |")
 
 
-def jax_rows(precisions, batches, warmup, steps, epoch_images, preset_names=("dcgan",)):
+def jax_rows(precisions, batches, warmup, steps, epoch_images, recipes):
     import jax
     import jax.numpy as jnp
     import keras
@@ -306,29 +345,30 @@ def jax_rows(precisions, batches, warmup, steps, epoch_images, preset_names=("dc
         policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(precision, "float32")
         keras.mixed_precision.set_global_policy(policy)
         for batch in batches:
-            for preset in preset_names:
+            for label, base_recipe in recipes:
                 try:
-                    rows.append(jax_row(precision, batch, warmup, steps, images, order, preset))
+                    rows.append(jax_row(precision, batch, warmup, steps, images, order, label, base_recipe))
                     print(format_row(rows[-1]), flush=True)
                 except Exception as error:  # one failing setting must not cost the others (device time is scarce)
-                    print(f"jax {precision} batch {batch} {preset} failed: {type(error).__name__}: {error}",
-                          flush=True)
+                    print(f"jax {precision} batch {batch} {row_label(label)} failed: {type(error).__name__}: "
+                          f"{error}", flush=True)
     keras.mixed_precision.set_global_policy("float32")
     return rows
 
 
-def jax_row(precision, batch, warmup, steps, images, order, preset="dcgan"):
+def jax_row(precision, batch, warmup, steps, images, order, label, base_recipe):
     """Time one setting of train.py's JAX step (gan_step.build_jax_train_step)."""
     import jax
     import jax.numpy as jnp
     import keras
     from facegan import gan_step
-    recipe = presets.recipe(preset, precision="fp32" if precision == "tf32" else precision)
+    recipe = {**base_recipe, "precision": "fp32" if precision == "tf32" else precision}
     nets = gan_step.build_models(recipe)
     check_step_memory(nets, batch, recipe["precision"], [str(d) for d in jax.devices()])
     epoch = images is not None
     if not epoch:
-        images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, 64, 64, 3), np.uint8))
+        size = recipe["image_size"]
+        images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8))
         order = np.arange(batch)
     step = gan_step.build_jax_train_step(nets, recipe, images)
     first_batch = order[:batch]
@@ -341,7 +381,8 @@ def jax_row(precision, batch, warmup, steps, images, order, preset="dcgan"):
     run_step()
     compile_seconds = time.perf_counter() - compile_start
     seconds = time_steps(run_step, warmup, steps)
-    row = dict(backend="jax", mode="jit", precision=precision, batch=batch, preset=preset, seconds_per_step=seconds,
+    row = dict(backend="jax", mode="jit", precision=precision, batch=batch, **label,
+               paper_model=paper_model(base_recipe), seconds_per_step=seconds,
                first_step_seconds=round(compile_seconds, 2), device=str(jax.devices()[0]),
                jax=jax.__version__, keras=keras.__version__)
     if epoch:
@@ -390,12 +431,12 @@ def use_backend(backend):
 def format_row(row, peak=None):
     images_per_second = row["batch"] / row["seconds_per_step"]
     row["images_per_second"] = round(images_per_second, 1)
-    preset = row.setdefault("preset", "dcgan")
-    paper_model = presets.PRESETS[preset]["upsample"] == presets.PAPER["upsample"]  # the cost model's FLOPs
-    row["gflops"] = round(images_per_second * GFLOP_PER_IMAGE, 1) if paper_model else None
-    text = (f"{row['backend']:>10} {row['mode']:>5} {row['precision']:>4} batch {row['batch']:>3} {preset:>5}: "
-            f"{images_per_second:8.1f} images/s" + (f"  {row['gflops']:8.1f} GFLOP/s" if paper_model else ""))
-    if peak and paper_model:
+    counted = row["paper_model"]  # the cost model's FLOPs are the paper's networks'
+    row["gflops"] = round(images_per_second * GFLOP_PER_IMAGE, 1) if counted else None
+    text = (f"{row['backend']:>10} {row['mode']:>5} {row['precision']:>4} batch {row['batch']:>3} "
+            f"{row_label(row):>5}: {images_per_second:8.1f} images/s"
+            + (f"  {row['gflops']:8.1f} GFLOP/s" if counted else ""))
+    if peak and counted:
         row["percent_of_peak"] = round(100 * row["gflops"] / peak, 1)
         text += f"  {row['percent_of_peak']:5.1f}% of {peak:.0f}"
     if "speedup" in row:
@@ -418,18 +459,19 @@ def main(argv=None):
         peaks = {precision: gemm_gflops(precision) for precision in args.precisions}
         for precision, gflops in peaks.items():
             print(f"measured peak, {precision} 2048^3 matrix multiply: {gflops:.1f} GFLOP/s", flush=True)
+    recipes = recipes_to_time(args.presets, args.train_flags)
     if args.convolutions:
-        rows = convolution_rows(args.precisions, args.batches, args.warmup, args.steps, args.presets)
+        rows = convolution_rows(args.precisions, args.batches, args.warmup, args.steps, recipes)
         print_convolution_table(rows, peaks)
         data_io.save_json(args.out, {"argv": sys.argv[1:], "peak_gflops": peaks, "measured_peak": args.measure_peak,
                                      "convolutions": rows})
         print(f"wrote {args.out}")
         return 0
     if args.backend == "jax":
-        rows = jax_rows(args.precisions, args.batches, args.warmup, args.steps, args.epoch_images, args.presets)
+        rows = jax_rows(args.precisions, args.batches, args.warmup, args.steps, args.epoch_images, recipes)
     else:
-        rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps, args.presets,
-                       args.baseline, args.profile)
+        rows = tf_rows(args.modes, args.precisions, args.batches, args.warmup, args.steps, recipes, args.baseline,
+                       args.profile)
     for row in rows:
         format_row(row, peaks[row["precision"]])
     print_table(rows, with_peak=any(peaks.values()), with_baseline=bool(args.baseline))
@@ -440,11 +482,11 @@ def main(argv=None):
 
 
 def print_table(rows, with_peak, with_baseline):
-    columns = ["backend", "mode", "precision", "batch", "preset", "images/s", "GFLOP/s"]
+    columns = ["backend", "mode", "precision", "batch", "recipe", "images/s", "GFLOP/s"]
     columns += ["% of peak"] * with_peak + ["baseline images/s", "speedup"] * with_baseline
     print("\n| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|")
     for row in rows:
-        cells = [row["backend"], row["mode"], row["precision"], row["batch"], row["preset"], row["images_per_second"],
+        cells = [row["backend"], row["mode"], row["precision"], row["batch"], row_label(row), row["images_per_second"],
                  row["gflops"] or "–"] + [row.get("percent_of_peak", "–")] * with_peak
         if with_baseline:
             cells += [row["baseline_images_per_second"], f"{row['speedup']:.2f}x"]
@@ -464,8 +506,11 @@ def parse_args(argv=None):
                         help="fp32, bf16, fp16 (mixed precision) and/or tf32 (jax, GPU)")
     parser.add_argument("--batches", nargs="+", type=cli.positive_int, default=[64, 128, 256], metavar="N",
                         help="batch sizes")
-    parser.add_argument("--presets", nargs="+", default=["dcgan"], choices=sorted(presets.PRESETS),
-                        metavar="PRESET", help="train.py recipes to time, at the paper's size: dcgan and/or best")
+    parser.add_argument("--presets", nargs="+", default=None, choices=sorted(presets.PRESETS),
+                        metavar="PRESET", help="train.py presets to time: dcgan and/or best (default dcgan; none "
+                        "with --train-flags)")
+    parser.add_argument("--train-flags", nargs="+", default=None, metavar="FLAGS",
+                        help="train.py flags, a quoted string per recipe timed after the presets: '--arch resnet'")
     parser.add_argument("--warmup", type=cli.non_negative_int, default=3, metavar="N",
                         help="untimed steps first (compilation)")
     parser.add_argument("--steps", type=cli.positive_int, default=10, metavar="N", help="timed steps per setting")
@@ -494,6 +539,8 @@ def parse_args(argv=None):
         parser.error(f"--epoch-images {args.epoch_images} is less than one batch of {max(args.batches)}")
     if (args.baseline or args.profile or args.convolutions) and args.backend == "jax":
         parser.error("--baseline, --profile and --convolutions time TensorFlow's step")
+    if args.baseline and args.train_flags:
+        parser.error("--baseline times presets only: another checkout may not know --train-flags' settings")
     if args.baseline and not os.path.isfile(os.path.join(args.baseline, "models.py")):
         raise cli.UserError(f"--baseline {args.baseline}: not a checkout of this project (no models.py)")
     if args.peak_gflops and args.measure_peak:
@@ -501,6 +548,8 @@ def parse_args(argv=None):
     if args.peak_gflops and len(set(args.precisions)) > 1:
         parser.error("--peak-gflops is one precision's peak; give one --precisions (or --measure-peak for each)")
     args.modes = args.modes or ["graph", "xla", "eager"]
+    args.train_flags = args.train_flags or []
+    args.presets = args.presets if args.presets is not None else [] if args.train_flags else ["dcgan"]
     return args
 
 

@@ -98,7 +98,8 @@ def test_each_convolution_is_timed_alone_in_each_pass(tmp_path, capsys):
 
 
 def test_percent_of_peak_appears_only_with_a_given_peak():
-    row = {"backend": "tensorflow", "mode": "graph", "precision": "fp32", "batch": 100, "seconds_per_step": 1.0}
+    row = {"backend": "tensorflow", "mode": "graph", "precision": "fp32", "batch": 100, "seconds_per_step": 1.0,
+           "preset": "dcgan", "paper_model": True}
     assert "% of" not in benchmark.format_row(dict(row))
     text = benchmark.format_row(row, peak=1000.0)  # 100 images/s at 2.48 GFLOP each: 248 of 1000 GFLOP/s
     assert row["percent_of_peak"] == 24.8 and "24.8% of 1000" in text
@@ -156,3 +157,28 @@ def test_the_backend_asked_for_is_the_one_timed(capsys, monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", "jax")  # this process runs Keras on TensorFlow: the rows would be mislabelled
     assert benchmark.main(["--backend", "jax", "--precisions", "fp32", "--out", "x.json"]) == 2
     assert "--backend jax: Keras already runs on tensorflow in this process" in capsys.readouterr().err
+
+
+def test_train_flags_are_timed_as_train_py_builds_their_recipe(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["--modes", "graph", "--precisions", "fp32", "--batches", "4", "--warmup", "0",
+                           "--steps", "1", "--presets", "dcgan", "--train-flags", "--preset dcgan --d-width 96",
+                           "--latent-dim 16 --g-width 16", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["preset"], row.get("train_flags")) for row in rows] == [
+        ("dcgan", None), ("dcgan", "--preset dcgan --d-width 96"), ("best", "--latent-dim 16 --g-width 16")]
+    assert rows[0]["gflops"] and rows[1]["gflops"] is None and rows[2]["gflops"] is None  # the paper's FLOPs only
+    printed = capsys.readouterr().out
+    assert "| fp32 | 4 | --preset dcgan --d-width 96 |" in printed and "| fp32 | 4 | dcgan |" in printed
+    recipe = dict(benchmark.recipes_to_time([], ["--preset dcgan --d-width 96"])[0][1])
+    assert recipe["d_width"] == 96 and recipe == {**benchmark.presets.recipe("dcgan"), **recipe}
+
+
+@pytest.mark.parametrize("flags, message", [
+    ("--batch-size 64", "give --batch-size as benchmark.py's --batches"),
+    ("--precision bf16", "give --precision as benchmark.py's --precisions"),
+    ("--arch nope", "not usable train.py flags"),
+])
+def test_train_flags_benchmark_py_sets_itself_or_cannot_parse_are_refused(flags, message, capsys, tmp_path):
+    assert benchmark.main(["--modes", "graph", "--train-flags", flags, "--out", str(tmp_path / "b.json")]) == 2
+    assert message in capsys.readouterr().err
