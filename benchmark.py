@@ -266,6 +266,7 @@ def convolution_rows(precisions, batches, warmup, steps, recipes):
     are timed in turn, `steps` rounds, and each row keeps the medians."""
     import keras
     import tensorflow as tf
+    import models
     from facegan import gan_step
     rows = []
     for precision in precisions:
@@ -281,9 +282,11 @@ def convolution_rows(precisions, batches, warmup, steps, recipes):
                         x = tf.cast(tf.random.normal((batch, *in_shape)), layer.compute_dtype)
                         dy = tf.cast(tf.random.normal((batch, *out_shape)), layer.compute_dtype)
                         # multiply-adds per image: kernel size x channels at each position of the small side
-                        positions = math.prod((in_shape if isinstance(layer, keras.layers.Conv2DTranspose)
-                                               else out_shape)[:2])
-                        flops = 2 * batch * positions * math.prod(layer.kernel.shape)
+                        # (a resize convolution runs as a stride-2 transposed one with a k4 kernel)
+                        small_side = (keras.layers.Conv2DTranspose, models.ResizeConv2D)
+                        positions = math.prod((in_shape if isinstance(layer, small_side) else out_shape)[:2])
+                        taps = 16 / 9 if isinstance(layer, models.ResizeConv2D) else 1
+                        flops = 2 * batch * positions * math.prod(layer.kernel.shape) * taps
 
                         def gradient(wrt, layer=layer, x=x, dy=dy):
                             with tf.GradientTape() as tape:
