@@ -282,10 +282,11 @@ def convolution_rows(precisions, batches, warmup, steps, recipes):
                         x = tf.cast(tf.random.normal((batch, *in_shape)), layer.compute_dtype)
                         dy = tf.cast(tf.random.normal((batch, *out_shape)), layer.compute_dtype)
                         # multiply-adds per image: kernel size x channels at each position of the small side
-                        # (a resize convolution runs as a stride-2 transposed one with a k4 kernel)
-                        small_side = (keras.layers.Conv2DTranspose, models.ResizeConv2D)
-                        positions = math.prod((in_shape if isinstance(layer, small_side) else out_shape)[:2])
-                        taps = 16 / 9 if isinstance(layer, models.ResizeConv2D) else 1
+                        # (a resize convolution that runs as a stride-2 transposed one has a k4 kernel)
+                        transposed = isinstance(layer, models.ResizeConv2D) and layer.transposed()
+                        small_side = isinstance(layer, keras.layers.Conv2DTranspose) or transposed
+                        positions = math.prod((in_shape if small_side else out_shape)[:2])
+                        taps = 16 / 9 if transposed else 1
                         flops = 2 * batch * positions * math.prod(layer.kernel.shape) * taps
 
                         def gradient(wrt, layer=layer, x=x, dy=dy):

@@ -78,7 +78,7 @@ def test_profile_traces_the_step_and_says_where_its_op_time_goes(tmp_path, capsy
     for name in ("convolution forward", "convolution backward (filter)", "batch norm", "optimizer (Adam)",
                  "DiffAugment", "EMA"):  # --preset best has each of them
         assert seconds[name] > 0, name
-    assert seconds["resize (upsampling)"] == 0  # its resize convolutions run as transposed ones, with no resize
+    assert seconds["resize (upsampling)"] == 0  # in float32 its resize convolutions run as transposed ones
     assert "convolution backward (filter)" in capsys.readouterr().out
     assert list((tmp_path / "trace" / "graph_fp32_4_best").rglob("*.xplane.pb"))  # what TensorBoard reads
 
@@ -89,7 +89,7 @@ def test_each_convolution_is_timed_alone_in_each_pass(tmp_path, capsys):
                            "1", "--presets", "dcgan", "best", "--peak-gflops", "1000", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["convolutions"]
     best_rows, rows = rows[10:], rows[:10]
-    # best's resize convolutions run as k4 stride-2 transposed ones: the paper's multiply-adds
+    # in float32 best's resize convolutions run as k4 stride-2 transposed ones: the paper's multiply-adds
     assert [row["gflop"] for row in best_rows[:5]] == pytest.approx([row["gflop"] for row in rows[:5]])
     assert [(row["network"], row["layer"]) for row in rows] == (
         [("generator", name) for name in ("project", "up1", "up2", "up3", "to_rgb")]
