@@ -107,17 +107,18 @@ def _conv_with_matmul_kernel_gradient(inputs, kernel, strides, padding):
 # "same" convolution, per axis: row a of the k4 kernel is the sum of the k3 rows marked 1. Each output pixel of
 # the resize + k3 reads only 2 distinct input pixels per axis, so the k3 taps that land on one pixel add up.
 RESIZE_CONV_TAPS = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))
-# The compute dtypes in which ResizeConv2D runs as that transposed convolution: faster in float32; in bf16 oneDNN
-# runs the transposed convolution at G's first sizes far below its rate (docs/performance.md).
+# The compute dtypes in which ResizeConv2D runs as that transposed convolution on TensorFlow: faster in float32;
+# in bf16 oneDNN runs it at G's first sizes far below its rate, and on JAX (XLA on the CPU) it is slower in
+# float32 too (docs/performance.md).
 RESIZE_CONV_TRANSPOSED_DTYPES = ("float32",)
 
 
 @keras.saving.register_keras_serializable(package="facegan")
 class ResizeConv2D(layers.Conv2D):
-    """A 2x nearest-neighbour resize of its input, then this k3 convolution with "same" padding. In the compute
-    dtypes of RESIZE_CONV_TRANSPOSED_DTYPES it runs as one stride-2 transposed convolution of the small input
-    whose k4 kernel is summed from the k3 kernel (RESIZE_CONV_TAPS): the same function with 4/9 of the
-    multiply-adds; in others, as the resize and the k3 convolution. Portable Keras ops either way; the
+    """A 2x nearest-neighbour resize of its input, then this k3 convolution with "same" padding. On TensorFlow
+    in the compute dtypes of RESIZE_CONV_TRANSPOSED_DTYPES it runs as one stride-2 transposed convolution of the
+    small input whose k4 kernel is summed from the k3 kernel (RESIZE_CONV_TAPS): the same function with 4/9 of
+    the multiply-adds; otherwise as the resize and the k3 convolution. Portable Keras ops either way; the
     variables are the k3 convolution's. Saved files hold UpSampling2D + Conv2D (keras_layers_only)."""
 
     def build(self, input_shape):
@@ -128,7 +129,7 @@ class ResizeConv2D(layers.Conv2D):
 
     def transposed(self):
         """Whether this layer runs as the stride-2 transposed convolution (else as resize + k3)."""
-        return self.compute_dtype in RESIZE_CONV_TRANSPOSED_DTYPES
+        return keras.backend.backend() == "tensorflow" and self.compute_dtype in RESIZE_CONV_TRANSPOSED_DTYPES
 
     def convolution_op(self, inputs, kernel):
         if not self.transposed():
