@@ -278,7 +278,7 @@ def test_resize_convolution_is_a_nearest_resize_then_a_k3_convolution(policy, tr
             np.testing.assert_allclose(a, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max(), err_msg=name)
         else:  # bf16 (8 bits of mantissa) rounds other sums on each side: no further from float32 than Keras' own
             error, reference_error = (np.linalg.norm(v - exact) / np.linalg.norm(exact) for v in (a, b))
-            assert error <= max(2 * reference_error, 1e-2), name
+            assert error <= max(2 * reference_error, 2e-2), name
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the matrix-product gradient is TensorFlow's")
