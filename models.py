@@ -18,6 +18,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from facegan import hardware
+
 SUPPORTED_SIZES = (32, 64, 128)
 
 
@@ -107,18 +109,20 @@ def _conv_with_matmul_kernel_gradient(inputs, kernel, strides, padding):
 # "same" convolution, per axis: row a of the k4 kernel is the sum of the k3 rows marked 1. Each output pixel of
 # the resize + k3 reads only 2 distinct input pixels per axis, so the k3 taps that land on one pixel add up.
 RESIZE_CONV_TAPS = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))
-# The compute dtypes in which ResizeConv2D runs as that transposed convolution on TensorFlow: faster in float32;
-# in bf16 oneDNN runs it at G's first sizes far below its rate, and on JAX (XLA on the CPU) it is slower in
-# float32 too (docs/performance.md).
-RESIZE_CONV_TRANSPOSED_DTYPES = ("float32",)
+def resize_conv_transposed_dtypes():
+    """The compute dtypes in which ResizeConv2D runs as that transposed convolution on TensorFlow, where it
+    measures faster (docs/performance.md): float32; bfloat16 too except on CPUs with AMX, whose oneDNN kernels
+    run the transposed form at G's first sizes far below their rate. On JAX (XLA on the CPU) the resize form is
+    the faster one."""
+    return ("float32",) if "amx_bf16" in (hardware.cpu_flags() or ()) else ("float32", "bfloat16")
 
 
 @keras.saving.register_keras_serializable(package="facegan")
 class ResizeConv2D(layers.Conv2D):
     """A 2x nearest-neighbour resize of its input, then this k3 convolution with "same" padding. On TensorFlow
-    in the compute dtypes of RESIZE_CONV_TRANSPOSED_DTYPES it runs as one stride-2 transposed convolution of the
-    small input whose k4 kernel is summed from the k3 kernel (RESIZE_CONV_TAPS): the same function with 4/9 of
-    the multiply-adds; otherwise as the resize and the k3 convolution. Portable Keras ops either way; the
+    in the compute dtypes of resize_conv_transposed_dtypes() it runs as one stride-2 transposed convolution of
+    the small input whose k4 kernel is summed from the k3 kernel (RESIZE_CONV_TAPS): the same function with 4/9
+    of the multiply-adds; otherwise as the resize and the k3 convolution. Portable Keras ops either way; the
     variables are the k3 convolution's. Saved files hold UpSampling2D + Conv2D (keras_layers_only)."""
 
     def build(self, input_shape):
@@ -129,7 +133,7 @@ class ResizeConv2D(layers.Conv2D):
 
     def transposed(self):
         """Whether this layer runs as the stride-2 transposed convolution (else as resize + k3)."""
-        return keras.backend.backend() == "tensorflow" and self.compute_dtype in RESIZE_CONV_TRANSPOSED_DTYPES
+        return keras.backend.backend() == "tensorflow" and self.compute_dtype in resize_conv_transposed_dtypes()
 
     def convolution_op(self, inputs, kernel):
         if not self.transposed():

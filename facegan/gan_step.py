@@ -15,6 +15,7 @@ import keras
 from keras import ops
 
 import models
+from facegan import hardware
 
 ADA_INTERVAL = 4  # D updates between adjustments of the adaptive augmentation probability (Karras et al. 2020)
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
@@ -33,17 +34,9 @@ def auto_precision(cpuinfo=None, accelerators=None):
             return "bf16", f"GPU of compute capability {capability[0]}.{capability[1]}"
     if accelerators:
         return "fp32", "GPU without native bf16 (compute capability below 8.0)"
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpuinfo = f.read()
-        except OSError:
-            return "fp32", "CPU features unknown (no /proc/cpuinfo)"
-    features = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):  # x86, aarch64
-            features.update(value.split())
+    features = hardware.cpu_flags(cpuinfo)
+    if features is None:
+        return "fp32", "CPU features unknown (no /proc/cpuinfo)"
     for flag in ("amx_bf16", "avx512_bf16", "bf16"):
         if flag in features:
             return "bf16", f"CPU has {flag.upper()}"

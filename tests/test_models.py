@@ -250,7 +250,7 @@ def test_networks_with_fused_layers_match_keras_layers_and_save_as_them(tmp_path
 @pytest.mark.parametrize("transposed", [True, False])
 def test_resize_convolution_is_a_nearest_resize_then_a_k3_convolution(policy, transposed, monkeypatch):
     import tensorflow as tf
-    monkeypatch.setattr(models, "RESIZE_CONV_TRANSPOSED_DTYPES", ("float32", "bfloat16") if transposed else ())
+    monkeypatch.setattr(models, "resize_conv_transposed_dtypes", lambda: ("float32", "bfloat16") if transposed else ())
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(4, 6, 7, 3)), tf.float32)  # odd sizes: every border case
     weights = tf.constant(rng.normal(size=(4, 12, 14, 5)), tf.float32)
@@ -317,3 +317,12 @@ def test_matmul_kernel_gradient_convolution_matches_keras_conv(policy, shape, ke
                           keras_conv):
         a, b = np.asarray(tf.cast(a, tf.float32)), np.asarray(tf.cast(b, tf.float32))
         np.testing.assert_allclose(a, b, rtol=min(tolerance, 1e-2), atol=tolerance * np.abs(b).max(), err_msg=name)
+
+
+@pytest.mark.parametrize("flags, bf16_transposed", [({"avx512_bf16"}, True), ({"avx512_bf16", "amx_bf16"}, False),
+                                                    (None, True)])
+def test_resize_convolution_runs_transposed_in_bf16_except_where_amx_runs_it_slower(flags, bf16_transposed,
+                                                                                     monkeypatch):
+    monkeypatch.setattr(models.hardware, "cpu_flags", lambda cpuinfo=None: flags)
+    assert "float32" in models.resize_conv_transposed_dtypes()
+    assert ("bfloat16" in models.resize_conv_transposed_dtypes()) == bf16_transposed
