@@ -140,9 +140,13 @@ class ResizeConv2D(layers.Conv2D):
             with keras.name_scope(f"{self.name}_resize"):  # named for benchmark.py --profile
                 inputs = ops.repeat(ops.repeat(inputs, 2, axis=1), 2, axis=2)  # UpSampling2D's nearest resize
             return super().convolution_op(inputs, kernel)
-        taps = ops.convert_to_tensor(RESIZE_CONV_TAPS, dtype="float32")
-        # summed in float32 (under mixed precision the k3 taps arrive in the compute dtype), cast once
-        kernel4 = ops.einsum("ap,bq,pqio->aboi", taps, taps, ops.cast(kernel, "float32"))
+        # k4 tap (a, b) = sum of k3 taps (p, q) with RESIZE_CONV_TAPS[a][p] * RESIZE_CONV_TAPS[b][q] = 1, as one
+        # (16, 9) by (9, channels) matrix product (a three-operand einsum runs far slower), summed in float32
+        # (under mixed precision the k3 taps arrive in the compute dtype) and cast once
+        taps = ops.convert_to_tensor(np.kron(RESIZE_CONV_TAPS, RESIZE_CONV_TAPS), dtype="float32")
+        kernel4 = ops.matmul(taps, ops.reshape(ops.cast(kernel, "float32"), (9, -1)))
+        kernel4 = ops.reshape(kernel4, (4, 4, kernel.shape[2], kernel.shape[3]))
+        kernel4 = ops.transpose(kernel4, (0, 1, 3, 2))  # conv_transpose's (rows, columns, out, in) layout
         return ops.conv_transpose(inputs, ops.cast(kernel4, inputs.dtype), strides=2, padding="same")
 
     def compute_output_shape(self, input_shape):
