@@ -105,6 +105,64 @@ def _conv_with_matmul_kernel_gradient(inputs, kernel, strides, padding):
     return convolve(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel))
 
 
+# Inputs of at most this many pixels a side take MatmulGradientConv2DTranspose's kernel gradient, in bf16 on CPUs
+# without AMX (docs/performance.md).
+MATMUL_GRADIENT_MAX_TRANSPOSED_INPUT = 4
+
+
+def _cpu_has_amx():
+    return "amx_bf16" in (hardware.cpu_flags() or ())
+
+
+def _matmul_transposed_kernel_gradient(layer, inputs):
+    """Whether `layer` (a k4 stride-2 "same" transposed convolution) takes the matrix-product kernel gradient: in
+    bf16 only (in float32 the two measure the same)."""
+    return (keras.backend.backend() == "tensorflow" and layer.compute_dtype == "bfloat16"
+            and layer.data_format == "channels_last"
+            and None not in inputs.shape[1:3] and max(inputs.shape[1:3]) <= MATMUL_GRADIENT_MAX_TRANSPOSED_INPUT
+            and not _cpu_has_amx())
+
+
+@keras.saving.register_keras_serializable(package="facegan")
+class MatmulGradientConv2DTranspose(layers.Conv2DTranspose):
+    """Keras' Conv2DTranspose. On the TensorFlow backend, for a k4 stride-2 "same" layer without bias or activation
+    whose input is at most MATMUL_GRADIENT_MAX_TRANSPOSED_INPUT pixels a side, in bf16 on CPUs without AMX, the
+    kernel's gradient is one matrix product, the output gradient's patches by the input: oneDNN's kernel for it
+    runs at a small share of the machine's matrix rate there (G's 4x4 -> 8x8 layer). The output and the input's
+    gradient are the convolution's own. Saved files hold Keras' Conv2DTranspose (keras_layers_only)."""
+
+    def call(self, inputs):
+        if (tuple(self.kernel_size) != (4, 4) or tuple(self.strides) != (2, 2) or self.padding != "same"
+                or self.output_padding is not None or tuple(self.dilation_rate) != (1, 1) or self.use_bias
+                or self.activation not in (None, keras.activations.linear)
+                or not _matmul_transposed_kernel_gradient(self, inputs)):
+            return super().call(inputs)
+        return _conv_transpose_with_matmul_kernel_gradient(inputs, self.kernel)
+
+
+def _conv_transpose_with_matmul_kernel_gradient(inputs, kernel):
+    """ops.conv_transpose(inputs, kernel, strides=2, padding="same") (kernel: rows, columns, out, in) whose kernel
+    gradient is extract_patches(output gradient)^T @ inputs: the transposed convolution is the input gradient of
+    the stride-2 convolution with the same kernel, so the roles of input and output gradient swap."""
+    import tensorflow as tf
+    strides4 = [1, 2, 2, 1]
+
+    @tf.custom_gradient
+    def convolve(x, k):
+        rows, columns, filters, channels = k.shape
+
+        def gradient(dy):
+            dx = tf.nn.conv2d(dy, k, strides4, "SAME")
+            with tf.name_scope("conv_kernel_gradient"):  # named for benchmark.py --profile
+                patches = tf.image.extract_patches(dy, [1, rows, columns, 1], strides4, [1, 1, 1, 1], "SAME")
+                dk = tf.matmul(tf.reshape(patches, (-1, rows * columns * filters)), tf.reshape(x, (-1, channels)),
+                               transpose_a=True)
+            return dx, tf.reshape(dk, k.shape)
+        output_shape = tf.stack([tf.shape(x)[0], 2 * x.shape[1], 2 * x.shape[2], filters])
+        return tf.nn.conv2d_transpose(x, k, output_shape, strides4, "SAME"), gradient
+    return convolve(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel))
+
+
 # The k4 taps of a stride-2 transposed convolution that equals a 2x nearest-neighbour resize followed by a k3
 # "same" convolution, per axis: row a of the k4 kernel is the sum of the k3 rows marked 1. Each output pixel of
 # the resize + k3 reads only 2 distinct input pixels per axis, so the k3 taps that land on one pixel add up.
@@ -114,7 +172,7 @@ def resize_conv_transposed_dtypes():
     measures faster (docs/performance.md): float32; bfloat16 too except on CPUs with AMX, whose oneDNN kernels
     run the transposed form at G's first sizes far below their rate. On JAX (XLA on the CPU) the resize form is
     the faster one."""
-    return ("float32",) if "amx_bf16" in (hardware.cpu_flags() or ()) else ("float32", "bfloat16")
+    return ("float32",) if _cpu_has_amx() else ("float32", "bfloat16")
 
 
 @keras.saving.register_keras_serializable(package="facegan")
@@ -147,7 +205,10 @@ class ResizeConv2D(layers.Conv2D):
         kernel4 = ops.matmul(taps, ops.reshape(ops.cast(kernel, "float32"), (9, -1)))
         kernel4 = ops.reshape(kernel4, (4, 4, kernel.shape[2], kernel.shape[3]))
         kernel4 = ops.transpose(kernel4, (0, 1, 3, 2))  # conv_transpose's (rows, columns, out, in) layout
-        return ops.conv_transpose(inputs, ops.cast(kernel4, inputs.dtype), strides=2, padding="same")
+        kernel4 = ops.cast(kernel4, inputs.dtype)
+        if _matmul_transposed_kernel_gradient(self, inputs):
+            return _conv_transpose_with_matmul_kernel_gradient(inputs, kernel4)
+        return ops.conv_transpose(inputs, kernel4, strides=2, padding="same")
 
     def compute_output_shape(self, input_shape):
         batch, rows, columns, _ = super().compute_output_shape(input_shape)
@@ -156,10 +217,10 @@ class ResizeConv2D(layers.Conv2D):
 
 def keras_layers_only(model):
     """`model` with Keras' own layers in place of the fused ones (same config and weights, so the same
-    function): BatchNormalization for FusedBatchNormalization, Conv2D for MatmulGradientConv2D, and
-    UpSampling2D + Conv2D for ResizeConv2D. A file of it loads with keras.models.load_model alone. `model`
-    itself when it has none of them."""
-    fused = (FusedBatchNormalization, MatmulGradientConv2D, ResizeConv2D)
+    function): BatchNormalization for FusedBatchNormalization, Conv2D for MatmulGradientConv2D, Conv2DTranspose
+    for MatmulGradientConv2DTranspose, and UpSampling2D + Conv2D for ResizeConv2D. A file of it loads with
+    keras.models.load_model alone. `model` itself when it has none of them."""
+    fused = (FusedBatchNormalization, MatmulGradientConv2D, MatmulGradientConv2DTranspose, ResizeConv2D)
     if not any(type(layer) in fused for layer in model.layers):
         return model
 
@@ -168,6 +229,8 @@ def keras_layers_only(model):
             return layers.BatchNormalization.from_config(layer.get_config())
         if type(layer) in (MatmulGradientConv2D, ResizeConv2D):
             return layers.Conv2D.from_config({**layer.get_config(), "name": layer.name})
+        if type(layer) is MatmulGradientConv2DTranspose:
+            return layers.Conv2DTranspose.from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())
     resize_convs = {layer.name for layer in model.layers if type(layer) is ResizeConv2D}
 
@@ -198,8 +261,8 @@ def _upsample(x, channels, name, upsample):
     if upsample == "resize":
         return ResizeConv2D(channels, 3, padding="same", use_bias=False, kernel_initializer=_conv_init(),
                             name=name)(x)
-    return layers.Conv2DTranspose(channels, 4, strides=2, padding="same", use_bias=False,
-                                  kernel_initializer=_conv_init(), name=name)(x)
+    return MatmulGradientConv2DTranspose(channels, 4, strides=2, padding="same", use_bias=False,
+                                         kernel_initializer=_conv_init(), name=name)(x)
 
 
 def _normalise(x, z, name, norm, synchronized):

@@ -326,3 +326,41 @@ def test_resize_convolution_runs_transposed_in_bf16_except_where_amx_runs_it_slo
     monkeypatch.setattr(models.hardware, "cpu_flags", lambda cpuinfo=None: flags)
     assert "float32" in models.resize_conv_transposed_dtypes()
     assert ("bfloat16" in models.resize_conv_transposed_dtypes()) == bf16_transposed
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("resize", [False, True])
+def test_matmul_kernel_gradient_transposed_convolution_matches_keras(policy, resize, monkeypatch):
+    """G's 4x4 -> 8x8 layer (the paper's transposed convolution, or best's resize convolution in its transposed
+    form) with the matrix-product kernel gradient in bf16 gives Keras' output and gradients; it is not used in
+    float32 or on AMX CPUs."""
+    import tensorflow as tf
+    keras.mixed_precision.set_global_policy(policy)  # conftest restores float32
+    monkeypatch.setattr(models, "_cpu_has_amx", lambda: False)
+    monkeypatch.setattr(models, "resize_conv_transposed_dtypes", lambda: ("float32", "bfloat16"))
+    if resize:
+        layer = models.ResizeConv2D(6, 3, padding="same", use_bias=False)
+    else:
+        layer = models.MatmulGradientConv2DTranspose(6, 4, strides=2, padding="same", use_bias=False)
+    x = tf.constant(np.random.default_rng(0).normal(size=(5, 4, 4, 7)), tf.float32)
+    layer.build(x.shape)
+    weights = tf.constant(np.random.default_rng(1).normal(size=(5, 8, 8, 6)), tf.float32)
+
+    def results():
+        @tf.function
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.cast(layer(x), tf.float32)
+                loss = tf.reduce_sum(y * weights)
+            return [y, *tape.gradient(loss, [x, layer.kernel])]
+        patches = {op.type for op in run.get_concrete_function(x).graph.get_operations()} & {"ExtractImagePatches"}
+        return run(x), bool(patches)
+    matmul, im2col = results()
+    monkeypatch.setattr(models, "_cpu_has_amx", lambda: True)  # oneDNN's kernel gradient
+    keras_conv, no_im2col = results()
+    assert im2col == (policy == "mixed_bfloat16") and not no_im2col  # float32 keeps oneDNN's, as fast there
+    tolerance = 1e-5 if policy == "float32" else 2 ** -5
+    for name, a, b in zip(["output", "input gradient", "kernel gradient"], matmul, keras_conv):
+        a, b = np.asarray(tf.cast(a, tf.float32)), np.asarray(tf.cast(b, tf.float32))
+        np.testing.assert_allclose(a, b, rtol=min(tolerance, 1e-2), atol=tolerance * np.abs(b).max(), err_msg=name)
