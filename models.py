@@ -167,6 +167,8 @@ def _conv_transpose_with_matmul_kernel_gradient(inputs, kernel):
 # "same" convolution, per axis: row a of the k4 kernel is the sum of the k3 rows marked 1. Each output pixel of
 # the resize + k3 reads only 2 distinct input pixels per axis, so the k3 taps that land on one pixel add up.
 RESIZE_CONV_TAPS = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))
+
+
 def resize_conv_transposed_dtypes():
     """The compute dtypes in which ResizeConv2D runs as that transposed convolution on TensorFlow, where it
     measures faster (docs/performance.md): float32; bfloat16 too except on CPUs with AMX, whose oneDNN kernels
