@@ -83,6 +83,19 @@ class MatmulGradientConv2D(layers.Conv2D):
         return _conv_with_matmul_kernel_gradient(inputs, kernel, tuple(self.strides), self.padding.upper())
 
 
+def _patch_product(images, gradient, kernel_shape, strides4, padding):
+    """The kernel gradient extract_patches(images)^T @ gradient, reshaped to kernel_shape (rows, columns, the
+    images' channels, the gradient's channels)."""
+    import tensorflow as tf
+    rows, columns, channels, filters = kernel_shape
+    with tf.name_scope("conv_kernel_gradient"):  # named for benchmark.py --profile
+        # patches in (row, column, channel) order: the kernel's layout flattened
+        patches = tf.image.extract_patches(images, [1, rows, columns, 1], strides4, [1, 1, 1, 1], padding)
+        product = tf.matmul(tf.reshape(patches, (-1, rows * columns * channels)),
+                            tf.reshape(gradient, (-1, filters)), transpose_a=True)
+    return tf.reshape(product, kernel_shape)
+
+
 def _conv_with_matmul_kernel_gradient(inputs, kernel, strides, padding):
     """tf.nn.conv2d(inputs, kernel) whose kernel gradient is extract_patches(inputs)^T @ (output gradient)."""
     import tensorflow as tf
@@ -93,13 +106,7 @@ def _conv_with_matmul_kernel_gradient(inputs, kernel, strides, padding):
         def gradient(dy):
             dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=k, out_backprop=dy,
                                                 strides=strides4, padding=padding)
-            rows, columns, channels, filters = k.shape
-            with tf.name_scope("conv_kernel_gradient"):  # named for benchmark.py --profile
-                # patches in (row, column, channel) order: the kernel's layout flattened
-                patches = tf.image.extract_patches(x, [1, rows, columns, 1], strides4, [1, 1, 1, 1], padding)
-                dk = tf.matmul(tf.reshape(patches, (-1, rows * columns * channels)),
-                               tf.reshape(dy, (-1, filters)), transpose_a=True)
-            return dx, tf.reshape(dk, k.shape)
+            return dx, _patch_product(x, dy, k.shape, strides4, padding)
         return tf.nn.conv2d(x, k, strides4, padding), gradient
     # read a variable kernel here, outside: custom_gradient would otherwise differentiate the variable itself
     return convolve(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel))
@@ -149,16 +156,9 @@ def _conv_transpose_with_matmul_kernel_gradient(inputs, kernel):
 
     @tf.custom_gradient
     def convolve(x, k):
-        rows, columns, filters, channels = k.shape
-
         def gradient(dy):
-            dx = tf.nn.conv2d(dy, k, strides4, "SAME")
-            with tf.name_scope("conv_kernel_gradient"):  # named for benchmark.py --profile
-                patches = tf.image.extract_patches(dy, [1, rows, columns, 1], strides4, [1, 1, 1, 1], "SAME")
-                dk = tf.matmul(tf.reshape(patches, (-1, rows * columns * filters)), tf.reshape(x, (-1, channels)),
-                               transpose_a=True)
-            return dx, tf.reshape(dk, k.shape)
-        output_shape = tf.stack([tf.shape(x)[0], 2 * x.shape[1], 2 * x.shape[2], filters])
+            return tf.nn.conv2d(dy, k, strides4, "SAME"), _patch_product(dy, x, k.shape, strides4, "SAME")
+        output_shape = tf.stack([tf.shape(x)[0], 2 * x.shape[1], 2 * x.shape[2], k.shape[2]])
         return tf.nn.conv2d_transpose(x, k, output_shape, strides4, "SAME"), gradient
     return convolve(tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel))
 
