@@ -2,7 +2,7 @@
 
     python evaluate.py outputs/<run>                              # the run vs random noise
     python evaluate.py outputs/<run> random gaussian hypergan:hg_samples.npy other:faces.zip
-    python evaluate.py outputs/<run> --curve --n 1000             # FID/SWD of each snapshot vs images seen
+    python evaluate.py outputs/<run> --curve --n 1000             # FID/SWD of each snapshot vs images and minutes
 
 Each system after the first run directory is `random` (uniform noise), `gaussian` (noise matched to the
 data's colour statistics), another run directory, or NAME:PATH for samples from any other GAN
@@ -10,7 +10,8 @@ data's colour statistics), another run directory, or NAME:PATH for samples from 
 is scored against the same held-out reals (half A of the holdout); half B of the holdout is always a row
 ("real"), so each metric's floor is on the table. Writes to <first run>/eval/ (or --out): report.md,
 metrics.json, losses.png, comparison.png. With --curve: the generator snapshots train.py keeps
-(--snapshot-every) scored one by one against images seen, in curve.md, curve.json and curve.png.
+(--snapshot-every) scored one by one against images seen and training minutes, in curve.md, curve.json
+and curve.png.
 """
 import argparse
 import os

@@ -406,7 +406,7 @@ def snapshot_paths(run_dir):
 
 def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=None):
     """FID, KID, SWD, MS-SSIM diversity and face rate of every generator snapshot of one or more runs, against
-    images seen, with the real-vs-real floor at the same n: curve.json, curve.md and curve.png in `out`
+    images seen and training minutes, with the real-vs-real floor at the same n: curve.json, curve.md and curve.png in `out`
     (default FIRST_RUN/eval). Every run is scored against the first run's held-out images (or `real_path`).
     Each snapshot's scores are kept in out/curve_cache.json (scoring.ScoreCache): a --curve after more training
     scores only the new snapshots, and one on other data or with another network scores all again."""
@@ -446,6 +446,7 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
     for run_dir, config in zip(run_dirs, configs):
         name = os.path.basename(os.path.normpath(run_dir))
         images_per_epoch = config["steps_per_epoch"] * config["batch_size"]
+        speed = training_speed(run_dir)
         for epoch, path in tqdm(snapshots[run_dir], desc=name, unit="generator"):
             row = scores(keys[path], lambda: data_io.sample_faces(
                 generators.pop(path) if path in generators else load_snapshot(path, config["image_size"])[0], n,
@@ -456,13 +457,21 @@ def curve(run_dirs, n=1000, seed=0, out=None, real_path=None, inception_path=Non
             epoch = epoch if recorded["epoch"] is None else recorded["epoch"]
             seen = epoch * images_per_epoch if recorded["step"] is None else recorded["step"] * config["batch_size"]
             points.append({"system": f"{name} epoch {epoch}", "run": name, "epoch": epoch, "images_seen": seen,
-                           **row})
+                           **({"train_minutes": round(seen / speed / 60, 2)} if speed else {}), **row})
     results = {"runs": [os.path.abspath(run_dir) for run_dir in run_dirs], "holdout": os.path.abspath(real_path),
                "n": n, "reference_count": int(len(reference)), "floor": floor, "points": points,
                "fid_kid": f"computed with {fid.name}" if fid else f"skipped: {fid_note}", "notes": notes,
                "seconds": round(time.time() - start, 1)}
     write_curve(out, results, run_dirs)
     return results
+
+
+def training_speed(run_dir):
+    """The run's median images/s over its epochs (history.json), or None before its first epoch: the median,
+    because an epoch that compiled the step, or shared the CPU for a while, is not the run's pace."""
+    history = history_log.read_history(run_dir)
+    speeds = [speed for speed in (history or {}).get("images_per_second", []) if speed > 0]
+    return float(np.median(speeds)) if speeds else None
 
 
 def load_unscored_snapshots(snapshots, cache, depends_on, needed, size):
@@ -504,7 +513,7 @@ def write_curve(out, results, run_dirs):
     data_io.save_json(os.path.join(out, "curve.json"), results)
     points, floor, n, notes = results["points"], results["floor"], results["n"], results["notes"]
     plot_curve(os.path.join(out, "curve.png"), points, floor)
-    columns = [("images_seen", "{:,}"), ("swd_avg", "{:.1f}"), ("ms_ssim_diversity", "{:.3f}"),
+    columns = [("images_seen", "{:,}"), ("train_minutes", "{:.1f}"), ("swd_avg", "{:.1f}"), ("ms_ssim_diversity", "{:.3f}"),
                ("face_rate", "{:.3f}")]
     columns += [("fid", "{:.2f}"), ("kid", "{:.4f}")] if "fid" in floor else []
     table = markdown_table([*points, {"system": "real (held out)", **floor}], columns)
@@ -518,25 +527,28 @@ def write_curve(out, results, run_dirs):
 
 def plot_curve(path, points, floor):
     """FID (when computed) and average SWD against images seen, one line per run, each panel with the
-    real-vs-real floor."""
+    real-vs-real floor; below them the same against training minutes, where every run recorded its speed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     keys = [key for key in ("fid", "swd_avg") if key in floor]
-    figure, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
+    axes_x = ["images_seen"] + (["train_minutes"] if all("train_minutes" in p for p in points) else [])
+    figure, axes = plt.subplots(len(axes_x), len(keys), figsize=(5.5 * len(keys), 4 * len(axes_x)), squeeze=False)
     runs = list(dict.fromkeys(p["run"] for p in points))
     # the default cycle repeats its colours after 10 lines
     colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20").colors
-    for ax, key in zip(axes[0], keys):
-        for i, run in enumerate(runs):
-            mine = [p for p in points if p["run"] == run]
-            ax.plot([p["images_seen"] for p in mine], [p[key] for p in mine], "o-", label=run,
-                    color=colours[i % len(colours)])
-        ax.axhline(floor[key], color="grey", linestyle="--", label=f"real vs real (n={floor['n']})")
-        ax.set(xlabel="images seen", ylabel={"fid": "FID", "swd_avg": "SWD avg (x1e3)"}[key], xlim=(0, None),
-               ylim=(0, None))
-        ax.grid(alpha=0.3)
-    # one legend below both panels, where it hides no point
+    for row, x_key in zip(axes, axes_x):
+        for ax, key in zip(row, keys):
+            for i, run in enumerate(runs):
+                mine = [p for p in points if p["run"] == run]
+                ax.plot([p[x_key] for p in mine], [p[key] for p in mine], "o-", label=run,
+                        color=colours[i % len(colours)])
+            ax.axhline(floor[key], color="grey", linestyle="--", label=f"real vs real (n={floor['n']})")
+            ax.set(xlabel={"images_seen": "images seen",
+                           "train_minutes": "training minutes (at the run's median images/s)"}[x_key],
+                   ylabel={"fid": "FID", "swd_avg": "SWD avg (x1e3)"}[key], xlim=(0, None), ylim=(0, None))
+            ax.grid(alpha=0.3)
+    # one legend below all panels, where it hides no point
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(labels)),
                   fontsize="small", frameon=False)

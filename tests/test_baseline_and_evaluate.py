@@ -141,6 +141,10 @@ def test_curve_scores_every_snapshot_of_each_run_against_images_seen(tiny_run, m
     assert results["n"] == 16 and results["floor"]["n"] == 16  # the floor at the same n as each point
     assert all(p["n"] == 16 and p["fid"] > results["floor"]["fid"] for p in results["points"])
     assert all(0 <= p["face_rate"] <= 1 for p in results["points"])
+    speed = evaluation.training_speed(str(tiny_run))  # the run's own pace, from its history.json
+    assert speed > 0 and [p["train_minutes"] for p in results["points"]] == [
+        round(per_epoch / speed / 60, 2), round(2 * per_epoch / speed / 60, 2),
+        round(2 * per_epoch / evaluation.training_speed(str(other)) / 60, 2)]
     assert (tiny_run / "eval" / "curve.png").stat().st_size > 10_000
     assert "| run epoch 2 |" in (tiny_run / "eval" / "curve.md").read_text()
     # again after one more snapshot: only that one is sampled and scored, the rest come from the cache
@@ -176,6 +180,13 @@ def test_curve_counts_the_images_each_snapshot_saw_after_the_steps_per_epoch_cha
     assert evaluate.main([str(tiny_run), "--curve", "--n", "20"]) == 0
     points = json.loads((tiny_run / "eval" / "curve.json").read_text())["points"]
     assert [(p["epoch"], p["images_seen"]) for p in points] == [(1, seen[0]), (2, seen[1])]
+
+
+def test_training_minutes_follow_the_runs_usual_pace_not_a_compiling_or_shared_epoch(tmp_path):
+    (tmp_path / "history.json").write_text(json.dumps({"epoch": 6, "images_per_second": [50.0, 120.0, 0.0, 118.0,
+                                                                                         30.0, 119.0]}))
+    assert evaluation.training_speed(str(tmp_path)) == 118.0  # the epoch resumed with no steps left counts not
+    assert evaluation.training_speed(str(tmp_path / "missing")) is None
 
 
 def test_curve_without_snapshots_says_how_to_get_them(tiny_run, capsys):
