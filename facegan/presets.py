@@ -10,18 +10,20 @@ PRESETS = {
     "dcgan": {"ema": 0.0, "diffaug": "", "loss": "bce", "r1": 0.0, "r1_every": 1, "spectral_norm": False,
               "minibatch_std": False, "minibatch_std_group": 4, "label_smoothing": 0.0, "mode_seeking": 0.0,
               "lecam": 0.0, "bcr": 0.0, "g_lr": None, "d_lr": None, "ada_target": 0.0, "ada_kimg": 100,
-              "ada_ops": "", "upsample": "transposed", "r2": 0.0, "g_norm": "batch", "arch": "dcgan"},
+              "ada_ops": "", "upsample": "transposed", "r2": 0.0, "g_norm": "batch", "arch": "dcgan",
+              "batch_size": 128, "beta2": 0.999},
     # EMA of G, translation-only DiffAugment, G's learning rate doubled, one-sided label smoothing, a
     # mode-seeking term for diversity, and G upsampling by resize + convolution (no checkerboard streaks).
     "best": {"ema": 0.999, "diffaug": "translation", "loss": "bce", "r1": 0.0, "r1_every": 1, "spectral_norm": False,
              "minibatch_std": False, "minibatch_std_group": 4, "label_smoothing": 0.1, "mode_seeking": 3.0,
              "lecam": 0.0, "bcr": 0.0, "g_lr": 4e-4, "d_lr": None, "ada_target": 0.0, "ada_kimg": 100,
-             "ada_ops": "", "upsample": "resize", "r2": 0.0, "g_norm": "batch", "arch": "dcgan"},
+             "ada_ops": "", "upsample": "resize", "r2": 0.0, "g_norm": "batch", "arch": "dcgan",
+             "batch_size": 128, "beta2": 0.999},
 }
 RECIPE_KEYS = tuple(PRESETS["dcgan"])  # the settings a preset fills and a resumed run must keep
 # The paper's model and optimizer, with the dcgan recipe: every key build_models and build_train_step read.
 PAPER = {"latent_dim": 100, "image_size": 64, "g_width": 64, "d_width": 64, "lr": 2e-4, "beta1": 0.5,
-         "beta2": 0.999, "seed": 0, "precision": "fp32", **PRESETS["dcgan"]}
+         "seed": 0, "precision": "fp32", **PRESETS["dcgan"]}
 DIFFAUG_OPS = ("color", "translation", "cutout", "flip")
 
 

@@ -19,8 +19,7 @@ DEFAULT_DATA = os.path.join("data", "celeba64_train.npy")
 # The demo must show faces within minutes on a CPU: the same DCGAN at half width (4x fewer FLOPs) and
 # batch 64 makes many more updates per minute than the paper's width 64 / batch 128.
 DEMO_DEFAULTS = {"epochs": 7, "batch_size": 64, "g_width": 32, "d_width": 32}
-PAPER_DEFAULTS = {"epochs": 25, "batch_size": 128, "g_width": presets.PAPER["g_width"],
-                  "d_width": presets.PAPER["d_width"]}
+PAPER_DEFAULTS = {"epochs": 25, "g_width": presets.PAPER["g_width"], "d_width": presets.PAPER["d_width"]}
 
 _UNIT = ("float", 0, 1, True, False)  # [0, 1): Adam's betas, the EMA decay
 _NON_NEGATIVE = ("float", 0, None, True, True)
@@ -68,7 +67,7 @@ SETTINGS = (
     ("g_lr", None, _POSITIVE, "kept", "G's learning rate (default --lr)"),
     ("d_lr", None, _POSITIVE, "kept", "D's learning rate (default --lr)"),
     ("beta1", presets.PAPER["beta1"], _UNIT, "kept", "Adam beta_1 (default 0.5)"),
-    ("beta2", presets.PAPER["beta2"], _UNIT, "kept", "Adam beta_2 (default 0.999)"),
+    ("beta2", None, _UNIT, "kept", "Adam beta_2 (default 0.999)"),
     ("latent_dim", presets.PAPER["latent_dim"], _POSITIVE_INT, "kept", "size of z ~ N(0, I) (default 100)"),
     ("g_width", None, _POSITIVE_INT, "kept", "G's base channels (default 64; 32 on the demo)"),
     ("d_width", None, _POSITIVE_INT, "kept", "D's base channels (default 64; 32 on the demo)"),
@@ -272,7 +271,9 @@ def settings(args, demo):
     """The run's settings from the flags; those not given come from the preset and the paper (or the demo)."""
     config = {key: getattr(args, key) for key, *_ in SETTINGS if key not in NOT_RECORDED}
     config["preset"] = args.preset or "best"
-    for key, value in {**(DEMO_DEFAULTS if demo else PAPER_DEFAULTS), **presets.PRESETS[config["preset"]]}.items():
+    # the demo's size and batch over the preset's: a demo must show faces within minutes
+    defaults = {**PAPER_DEFAULTS, **presets.PRESETS[config["preset"]], **(DEMO_DEFAULTS if demo else {})}
+    for key, value in defaults.items():
         if config[key] is None:
             config[key] = value
     if config["loss"] != "bce":

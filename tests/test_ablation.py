@@ -65,7 +65,8 @@ def test_long_rows_each_change_one_setting_of_preset_best(tmp_path, tiny_dataset
         _, config, _ = run_setup.prepare_run(train.parse_args(argv))
         return {k: config[k] for k in presets.RECIPE_KEYS}
     best = recipe_of("long_best")
-    assert best == {**presets.PRESETS["best"], "d_lr": presets.PAPER["lr"]}  # a run records D's resolved lr
+    # a run records D's resolved lr; ablation.py gives every row its batch
+    assert best == {**presets.PRESETS["best"], "d_lr": presets.PAPER["lr"], "batch_size": 16}
     changed = {row: {k for k in best if recipe_of(row)[k] != best[k]} for row in ablation.SETS["long"][0]}
     assert changed["long_r1"] == {"r1", "r1_every"} and changed["long_lecam"] == {"lecam"}
     assert changed["long_bcr"] == {"bcr"} and changed["long_diffaug3"] == {"diffaug"}

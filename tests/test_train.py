@@ -12,6 +12,7 @@ import train
 from facegan import data_io
 from facegan import training_data
 from facegan import run_setup
+from facegan import settings
 from conftest import PAPER_RECIPE, TINY_TRAIN_FLAGS, usage_error
 
 
@@ -67,7 +68,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_dataset, precision):
         config_path = tmp_path / "split" / "config.json"
         config = json.loads(config_path.read_text())
         config_path.write_text(json.dumps({k: v for k, v in config.items()
-                                           if k not in (*presets.RECIPE_KEYS, "preset", "precision", "strategy")}))
+                                           if k not in (*presets.RECIPE_KEYS, "preset", "precision", "strategy")
+                                           or k in settings.RESUME_REQUIRED}))  # it had its batch and betas
     assert train.main(["--resume", str(tmp_path / "split"), "--epochs", "2"]) == 0
     straight, split = np.load(tmp_path / "straight" / "steps.npz"), np.load(tmp_path / "split" / "steps.npz")
     for key in ("d_loss", "g_loss"):  # bitwise: same data order, noise RNG, optimizer state, precision
@@ -87,8 +89,8 @@ def test_demo_mode_without_celeba(tmp_path, monkeypatch, capsys):
     assert config["preset"] == "best" and config["mode_seeking"] == presets.PRESETS["best"]["mode_seeking"]
     data = ["--data", str(tmp_path / "data" / "demo64_train.npy"), "--batch-size", "16", "--out", str(tmp_path / "o")]
     _, celeba_config, _ = run_setup.prepare_run(train.parse_args(data))
-    assert {k: celeba_config[k] for k in presets.RECIPE_KEYS if k not in ("g_lr", "d_lr")} == {
-        k: v for k, v in presets.PRESETS["best"].items() if k not in ("g_lr", "d_lr")}
+    assert {k: celeba_config[k] for k in presets.RECIPE_KEYS if k not in ("g_lr", "d_lr", "batch_size")} == {
+        k: v for k, v in presets.PRESETS["best"].items() if k not in ("g_lr", "d_lr", "batch_size")}
     assert celeba_config["preset"] == "best" and (celeba_config["g_lr"], celeba_config["d_lr"]) == (4e-4, 2e-4)
     _, paper_config, _ = run_setup.prepare_run(train.parse_args([*data, "--preset", "dcgan"]))
     assert paper_config["preset"] == "dcgan" and paper_config["mode_seeking"] == 0 and paper_config["ema"] == 0
@@ -180,9 +182,21 @@ def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_data
     assert config["loss"] == "hinge" and config["label_smoothing"] == 0  # the hinge loss has no labels to smooth
     _, config, _ = run_setup.prepare_run(train.parse_args(["--data", tiny_dataset, "--out", str(tmp_path),
                                                        "--batch-size", "16", "--preset", "dcgan"]))
-    assert {k: config[k] for k in presets.RECIPE_KEYS if k not in ("g_lr", "d_lr")} == {
-        k: v for k, v in presets.PRESETS["dcgan"].items() if k not in ("g_lr", "d_lr")}  # the paper, unchanged
+    assert {k: config[k] for k in presets.RECIPE_KEYS if k not in ("g_lr", "d_lr", "batch_size")} == {
+        k: v for k, v in presets.PRESETS["dcgan"].items() if k not in ("g_lr", "d_lr", "batch_size")}  # the paper
     assert config["g_lr"] == config["d_lr"] == config["lr"]
+
+
+def test_a_preset_sets_the_batch_and_adams_beta2_unless_given_and_the_demo_keeps_its_batch(monkeypatch):
+    monkeypatch.setitem(presets.PRESETS, "best", {**presets.PRESETS["best"], "batch_size": 64, "beta2": 0.99})
+    config = settings.settings(settings.parse_args([]), demo=False)
+    assert (config["batch_size"], config["beta2"]) == (64, 0.99)
+    config = settings.settings(settings.parse_args(["--batch-size", "32", "--beta2", "0.9"]), demo=False)
+    assert (config["batch_size"], config["beta2"]) == (32, 0.9)
+    config = settings.settings(settings.parse_args(["--preset", "dcgan"]), demo=False)
+    assert (config["batch_size"], config["beta2"]) == (128, 0.999)  # the paper's
+    assert settings.settings(settings.parse_args([]), demo=True)["batch_size"] == settings.DEMO_DEFAULTS["batch_size"]
+    assert "--batch-size 64 --beta2 0.99" in " ".join(presets.preset_flags("best"))
 
 
 def test_each_preset_is_reachable_by_the_flags_its_help_lists(tmp_path, tiny_dataset):
