@@ -35,7 +35,7 @@ SETTINGS = (
     ("demo", False, ("flag",), "kept", "train on the embedded procedurally drawn demo faces"),
     ("allow_data_change", False, ("flag",), "input", "with --resume: continue on other training data"),
     ("epochs", None, _POSITIVE_INT, "honoured", "passes over the training set (default 25; 7 on the demo)"),
-    ("batch_size", None, _POSITIVE_INT, "kept", "images per step (default 128; 64 on the demo)"),
+    ("batch_size", None, _POSITIVE_INT, "kept", "images per step (default: best 32, dcgan 128; 64 on the demo)"),
     # the recipe
     ("lr", presets.PAPER["lr"], _POSITIVE, "kept", "Adam learning rate of both networks (default 2e-4)"),
     ("preset", None, ("choice", tuple(sorted(presets.PRESETS))), "kept",
