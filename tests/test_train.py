@@ -176,7 +176,7 @@ def test_preset_best_fills_its_options_and_flags_override_it(tmp_path, tiny_data
     _, config, _ = run_setup.prepare_run(args)
     assert config["ema"] == 0.99 and config["diffaug"] == "translation"
     assert config["g_lr"] == 4e-4 and config["d_lr"] == 2e-4  # G twice D's rate, D the paper's
-    assert config["label_smoothing"] == 0.1 and config["mode_seeking"] == 3
+    assert config["label_smoothing"] == 0.1 and config["mode_seeking"] == 6
     _, config, _ = run_setup.prepare_run(train.parse_args(["--data", tiny_dataset, "--preset", "best", "--loss", "hinge",
                                                        "--out", str(tmp_path), "--batch-size", "16"]))
     assert config["loss"] == "hinge" and config["label_smoothing"] == 0  # the hinge loss has no labels to smooth
